@@ -1,0 +1,63 @@
+"""Wall-clock budgets for sympy calls that can run for a very long time.
+
+sympy's simplification and solving routines have no timeout of their own. On the
+main thread of a POSIX process a ``SIGALRM`` timer interrupts them; elsewhere
+(other threads, Windows) the budgeted work is skipped outright, so callers must
+always have a cheap fallback. Callers treat ``BudgetExceeded`` as "unknown".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+
+
+class BudgetExceeded(Exception):
+    """The work did not finish inside its budget."""
+
+
+def budgets_available() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float):
+    """Raise ``BudgetExceeded`` inside the block once ``seconds`` have passed.
+
+    Nested budgets keep the tighter deadline. Without timer support the block is
+    not run at all: it raises ``BudgetExceeded`` immediately.
+    """
+    if seconds <= 0 or not budgets_available():
+        raise BudgetExceeded("no time budget available")
+    previous_handler = signal.getsignal(signal.SIGALRM)
+    previous_remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
+    if previous_remaining and previous_remaining < seconds:
+        seconds = previous_remaining  # an outer budget ends sooner
+
+    def on_alarm(signum, frame):
+        raise BudgetExceeded(f"gave up after {seconds:.2f} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_remaining:
+            left = previous_remaining - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))
+
+
+def try_within(seconds: float, work, fallback):
+    """``work()`` if it finishes within ``seconds``, else ``fallback``."""
+    try:
+        with time_budget(seconds):
+            return work()
+    except BudgetExceeded:
+        return fallback
+    except RecursionError:
+        return fallback

@@ -1,0 +1,224 @@
+"""The ``metricc`` command line: a thin layer over the public API.
+
+Exit codes: 0 success; 1 finished with warnings (``check``); 2 bad input or a
+metric that cannot serve as a loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _parse_param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--param needs NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--param {name.strip()} needs a number, got {value!r}") from None
+
+
+def _parse_thresholds(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--thresholds needs comma-separated numbers, got {text!r}") from None
+
+
+def _parse_zero_division(text: str) -> float | None:
+    if text.lower() in ("none", "nan"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--zero-division needs a number or 'none', got {text!r}") from None
+
+
+def _add_metric_arguments(parser: argparse.ArgumentParser, relaxation: bool = True) -> None:
+    parser.add_argument("metric", help="an expression over TP FN FP TN (quote it), or a catalog name")
+    parser.add_argument("--param", "-p", action="append", type=_parse_param, default=[], metavar="NAME=VALUE",
+                        help="a parameter value, e.g. --param beta=2 (repeatable)")
+    if relaxation:
+        parser.add_argument("--relaxation", "-r", default="anyloss",
+                            help="anyloss (default), linear, identity, sol, or e.g. 'sigmoid:L=30,threshold=0.4'")
+        parser.add_argument("--thresholds", type=_parse_thresholds, default=None, metavar="T1,T2,...",
+                            help="average the metric over these thresholds, e.g. 0.1,0.2,...,0.9")
+        parser.add_argument("--direction", choices=("maximize", "minimize"), default=None,
+                            help="override the direction (default: the catalog's, else the analysis's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metricc",
+        description="Compile confusion-matrix metrics (F1, MCC, G-mean, ...) into PyTorch losses.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compile_ = commands.add_parser("compile", help="write a standalone PyTorch loss module (imports torch only)")
+    _add_metric_arguments(compile_)
+    compile_.add_argument("--name", help="Python identifier naming the loss (default: catalog name or 'metric')")
+    compile_.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    compile_.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    compile_.add_argument("--probabilities", action="store_true",
+                          help="the loss takes probabilities by default instead of logits")
+    compile_.add_argument("--zero-division", type=_parse_zero_division, default=0.0, metavar="VALUE",
+                          help="metric value on batches where it is undefined (default 0; 'none' lets NaN through)")
+    compile_.add_argument("--sync", action="store_true",
+                          help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
+    compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
+    compile_.set_defaults(handler=_compile)
+
+    derive_ = commands.add_parser("derive", help="print the closed-form gradient of a metric loss")
+    _add_metric_arguments(derive_)
+    derive_.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    derive_.set_defaults(handler=_derive)
+
+    list_ = commands.add_parser("list", help="list the named metrics of the catalog")
+    list_.add_argument("--json", action="store_true", help="print JSON")
+    list_.set_defaults(handler=_list)
+
+    check_ = commands.add_parser("check", help="prove range, direction, Lipschitz bound and singular batches")
+    _add_metric_arguments(check_, relaxation=False)
+    check_.add_argument("--min-prevalence", type=float, default=0.01,
+                        help="smallest batch prevalence P/n the Lipschitz bound covers (default 0.01)")
+    check_.add_argument("--json", action="store_true", help="print JSON")
+    check_.set_defaults(handler=_check)
+
+    experiment_ = commands.add_parser("experiment", help="train models with compiled losses and compare to BCE")
+    experiment_.set_defaults(handler=_experiment)
+    _add_experiment_arguments(experiment_)
+    return parser
+
+
+def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from .experiments.runner import add_arguments
+    except ImportError:
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    add_arguments(parser)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("metricc")
+    except Exception:
+        return "unknown"
+
+
+def _compile(args) -> int:
+    from . import compile_metric
+
+    if args.output is not None and args.output.exists() and not args.force:
+        print(f"metricc: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+        return EXIT_ERROR
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
+                              thresholds=args.thresholds, direction=args.direction,
+                              from_logits=not args.probabilities, zero_division=args.zero_division,
+                              sync=args.sync, check=not args.no_check)
+    for warning in caught:
+        print(f"metricc: warning: {warning.message}", file=sys.stderr)
+    if args.output is None:
+        sys.stdout.write(loss.source)
+    else:
+        _write_new_file(args.output, loss.source, overwrite=args.force)
+        print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(loss.source.splitlines())} lines)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
+    """Write ``text`` to ``path``; without ``overwrite`` fail rather than replace an existing file."""
+    mode = "w" if overwrite else "x"
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    with open(path, mode, encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _derive(args) -> int:
+    from . import derive, parse
+
+    metric = parse(args.metric, dict(args.param))
+    derivation = derive(metric, args.relaxation, direction=args.direction, thresholds=args.thresholds)
+    print(derivation.latex() if args.latex else derivation.text())
+    return EXIT_OK
+
+
+def _list(args) -> int:
+    from .catalog import catalog
+
+    entries = list(catalog().values())
+    if args.json:
+        print(json.dumps([{"name": e.name, "expression": e.expression, "direction": e.direction,
+                           "params": e.default_params, "description": e.description,
+                           "reference": e.reference} for e in entries], indent=2))
+        return EXIT_OK
+    rows = [("name", "direction", "parameters", "expression", "description")]
+    for e in entries:
+        params = ", ".join(f"{k}={v:g}" for k, v in e.params)
+        rows.append((e.name, e.direction, params, e.expression, e.description))
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)] + [str(row[-1])]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(str(row[-1])))
+    return "\n".join(lines)
+
+
+def _check(args) -> int:
+    from .analyze import analyze
+
+    report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if not report.ok:
+        return EXIT_ERROR
+    return EXIT_WARNINGS if report.warnings else EXIT_OK
+
+
+def _experiment(args) -> int:
+    try:
+        from .experiments.runner import run_from_args
+    except ImportError as exc:
+        print(f"metricc: experiments need the optional extra: pip install 'metricc[experiments]' ({exc})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    return run_from_args(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    from .errors import MetricCheckError, MetricSyntaxError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (MetricSyntaxError, MetricCheckError) as exc:
+        print(f"metricc: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+        print(f"metricc: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # `metricc compile f1 | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

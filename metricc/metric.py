@@ -1,0 +1,111 @@
+"""The intermediate representation: a metric as a sympy expression in TP, FN, FP, TN.
+
+Every later stage (analysis, derivation, code generation) reads a ``Metric`` and
+nothing else, so this module also owns the symbols and the printer that turns an
+expression back into text the grammar accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import sympy
+from sympy.printing.str import StrPrinter
+
+# Soft confusion entries are sums of non-negative terms; telling sympy so lets it
+# simplify sqrt(TP**2) to TP and prove signs in the analysis.
+TP, FN, FP, TN = sympy.symbols("TP FN FP TN", nonnegative=True)
+CONFUSION_SYMBOLS: tuple[sympy.Symbol, ...] = (TP, FN, FP, TN)
+
+# Names users may write that stand for sums of confusion entries.
+DERIVED_SYMBOLS: dict[str, sympy.Expr] = {
+    "P": TP + FN,  # actual positives
+    "N": FP + TN,  # actual negatives
+    "PP": TP + FP,  # predicted positives
+    "PN": FN + TN,  # predicted negatives
+    "n": TP + FN + FP + TN,  # batch size
+}
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+def parameter_symbol(name: str) -> sympy.Symbol:
+    """The sympy symbol of a named metric parameter (real-valued, sign unknown)."""
+    return sympy.Symbol(name, real=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A confusion-matrix metric, ready for analysis and compilation.
+
+    Attributes:
+        expr: sympy expression over ``TP FN FP TN`` and parameter symbols.
+        params: parameter values bound at compile time, as sorted ``(name, value)`` pairs.
+        name: a Python identifier naming the metric (catalog name or user's choice).
+        source: the text the user wrote (or the catalog expression).
+        direction: ``"maximize"``, ``"minimize"`` or ``None`` when the catalog does not
+            say; the analysis decides then.
+        description: one line for docs and generated docstrings.
+    """
+
+    expr: sympy.Expr
+    params: tuple[tuple[str, float], ...] = ()
+    name: str = "metric"
+    source: str = ""
+    direction: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.direction not in (None, *DIRECTIONS):
+            raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
+
+    @property
+    def param_values(self) -> dict[str, float]:
+        return dict(self.params)
+
+    @property
+    def param_symbols(self) -> dict[sympy.Symbol, float]:
+        return {parameter_symbol(k): v for k, v in self.params}
+
+    def bound_expr(self) -> sympy.Expr:
+        """The expression with parameter values substituted (numbers only, for evaluation)."""
+        return self.expr.subs(self.param_symbols)
+
+    def text(self) -> str:
+        """The expression as text that ``metricc.parse`` reads back to the same expression."""
+        return to_text(self.expr)
+
+    def evaluate(self, tp: float, fn: float, fp: float, tn: float) -> float:
+        """The metric's value on one confusion matrix (exact arithmetic, then float)."""
+        values = {TP: tp, FN: fn, FP: fp, TN: tn, **self.param_symbols}
+        return float(self.expr.xreplace({k: sympy.nsimplify(v) for k, v in values.items()}).evalf())
+
+    def with_params(self, params: Mapping[str, float]) -> "Metric":
+        return dataclasses.replace(self, params=tuple(sorted(params.items())))
+
+
+class _MetricTextPrinter(StrPrinter):
+    """sympy's str printer, restricted to the grammar's spelling of functions."""
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Exp1(self, expr):
+        return "exp(1)"
+
+    def _print_Float(self, expr):
+        # Parsed numbers are exact rationals; a Float only appears when a user builds
+        # the expression with sympy. repr() keeps every digit.
+        return repr(float(expr))
+
+
+def to_text(expr: sympy.Expr) -> str:
+    """Print an expression in the metric grammar (``**`` powers, lower-case functions)."""
+    return _MetricTextPrinter({"order": "none"}).doprint(expr)

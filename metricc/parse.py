@@ -1,0 +1,381 @@
+"""Text (or a catalog name) to ``Metric``, without ever evaluating the text.
+
+The text is parsed by Python's own parser (``ast.parse`` builds a syntax tree and
+runs nothing), then every node is checked against a whitelist and translated into
+sympy by hand. Nothing user-written reaches ``eval``, ``exec``, ``sympify`` or
+``parse_expr``. Hostile input (very long, deeply nested, huge exponents) is
+refused before any expensive work, so parsing takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import keyword
+import math
+import numbers
+from typing import Mapping
+
+import sympy
+
+from .catalog import closest_names, lookup
+from .errors import MetricSyntaxError
+from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS, Metric, parameter_symbol, to_text
+
+MAX_LENGTH = 2000
+MAX_DEPTH = 100
+MAX_EXPONENT = 64
+MAX_MAGNITUDE = 1e308
+
+FUNCTIONS = {"sqrt": 1, "log": 1, "exp": 1, "abs": 1, "min": None, "max": None}
+_SYMPY_FUNCTIONS = {"sqrt": sympy.sqrt, "log": sympy.log, "exp": sympy.exp, "abs": sympy.Abs,
+                    "min": sympy.Min, "max": sympy.Max}
+_SYMBOLS = {s.name: s for s in CONFUSION_SYMBOLS}
+# Names the generated code needs for itself; a parameter may not shadow them.
+RESERVED_NAMES = frozenset({"torch", "math"})
+
+_NODE_NAMES = {
+    ast.Lambda: "a lambda", ast.ListComp: "a comprehension", ast.SetComp: "a comprehension",
+    ast.DictComp: "a comprehension", ast.GeneratorExp: "a generator expression",
+    ast.JoinedStr: "an f-string", ast.FormattedValue: "an f-string", ast.NamedExpr: "an assignment (:=)",
+    ast.Subscript: "indexing", ast.Slice: "a slice", ast.Compare: "a comparison",
+    ast.BoolOp: "'and'/'or'", ast.IfExp: "a conditional expression", ast.Tuple: "a tuple",
+    ast.List: "a list", ast.Set: "a set", ast.Dict: "a dict", ast.Starred: "unpacking (*)",
+    ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
+}
+_OPERATOR_HINTS = {
+    ast.BitXor: "'^' is not a power here; write ** (e.g. TP**2)",
+    ast.FloorDiv: "'//' is not allowed; write / for division",
+    ast.Mod: "'%' is not allowed",
+    ast.MatMult: "'@' is not allowed",
+    ast.LShift: "'<<' is not allowed", ast.RShift: "'>>' is not allowed",
+    ast.BitOr: "'|' is not allowed", ast.BitAnd: "'&' is not allowed",
+}
+_BINARY = {ast.Add: sympy.Add, ast.Mult: sympy.Mul}
+
+
+def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None = None) -> Metric:
+    """Read a metric from text, a catalog name, a sympy expression or a ``Metric``.
+
+    Args:
+        metric: an expression over ``TP FN FP TN`` (and ``P N PP PN n``), e.g.
+            ``"2*TP/(2*TP+FP+FN)"``; or a catalog name such as ``"fbeta"``; or a
+            sympy expression; or a ``Metric`` (returned with ``params`` applied).
+        params: values of named parameters; override catalog defaults.
+        name: a Python identifier for the metric (names the generated loss).
+
+    Returns:
+        The ``Metric``, with only the parameters the expression uses.
+
+    Raises:
+        MetricSyntaxError: the input is not a metric of the grammar; the message
+            points at the offending column.
+    """
+    params = _check_params(params)
+    if name is not None and not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
+        raise MetricSyntaxError(f"metric name {name!r} is not a valid Python identifier "
+                                "(letters, digits and underscores, not starting with a digit)")
+    if isinstance(metric, Metric):
+        merged = {**metric.param_values, **params}
+        unused = set(params) - set(metric.param_values)
+        if unused:
+            raise MetricSyntaxError(_unused_params_message(unused, metric.param_values))
+        result = metric.with_params(merged)
+        return result if name is None else _replace_name(result, name)
+    if isinstance(metric, sympy.Basic):
+        return _parse_sympy(metric, params, name)
+    if not isinstance(metric, str):
+        raise MetricSyntaxError(f"a metric must be a string, a sympy expression or a Metric, "
+                                f"not {type(metric).__name__}")
+
+    entry = lookup(metric.strip()) if metric.strip().isidentifier() and metric.isascii() else None
+    if entry is not None:
+        unknown = set(params) - set(entry.default_params)
+        if unknown:
+            raise MetricSyntaxError(_unused_params_message(unknown, entry.default_params, entry.name))
+        expr, used = _parse_text(entry.expression, {**entry.default_params, **params})
+        return Metric(expr=expr, params=tuple(sorted(used.items())), name=name or entry.name,
+                      source=entry.expression, direction=entry.direction, description=entry.description)
+
+    _check_raw_text(metric)
+    stripped = metric.strip()
+    if stripped.isidentifier() and stripped not in _SYMBOLS and stripped not in DERIVED_SYMBOLS:
+        hints = closest_names(stripped)
+        hint = f" (did you mean {' or '.join(repr(h) for h in hints)}?)" if hints else ""
+        raise MetricSyntaxError(f"'{stripped}' is not a catalog metric{hint}; see `metricc list`, or write an "
+                                "expression over TP, FN, FP, TN", stripped, 0, len(stripped))
+    expr, used = _parse_text(metric, params)
+    unused = set(params) - set(used)
+    if unused:
+        raise MetricSyntaxError(_unused_params_message(unused, used))
+    return Metric(expr=expr, params=tuple(sorted(used.items())), name=name or "metric", source=metric)
+
+
+def _replace_name(metric: Metric, name: str) -> Metric:
+    import dataclasses
+
+    return dataclasses.replace(metric, name=name)
+
+
+def _unused_params_message(unused, known: Mapping, owner: str | None = None) -> str:
+    who = f"metric {owner!r}" if owner else "the expression"
+    names = ", ".join(sorted(known)) or "none"
+    return (f"params= gives {', '.join(repr(u) for u in sorted(unused))}, which {who} does not use; "
+            f"its parameters are: {names}")
+
+
+def _check_params(params) -> dict[str, float]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise MetricSyntaxError(f"params must be a mapping of names to numbers, not {type(params).__name__}")
+    checked = {}
+    for key, value in params.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise MetricSyntaxError(f"parameter name {key!r} is not an identifier")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise MetricSyntaxError(f"parameter {key!r} needs a real number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise MetricSyntaxError(f"parameter {key!r} must be finite, got {value!r}")
+        checked[key] = float(value)
+    return checked
+
+
+def _parse_sympy(expr: sympy.Basic, params: dict[str, float], name: str | None) -> Metric:
+    """Validate a user-built sympy expression by printing it and parsing the text."""
+    try:
+        text = to_text(expr)
+    except Exception as exc:  # sympy printers raise many types
+        raise MetricSyntaxError(f"cannot print the sympy expression as a metric: {exc}") from None
+    parsed = parse(text, params, name=name)
+    return parsed
+
+
+def _parse_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, dict[str, float]]:
+    _check_raw_text(text)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        column = max((exc.offset or 1) - 1, 0)
+        length = max((exc.end_offset or 0) - (exc.offset or 0), 1) if exc.end_lineno == exc.lineno else 1
+        stripped = text.strip()
+        raise MetricSyntaxError(f"invalid syntax: {exc.msg}", stripped, column, length, exc.lineno or 1) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise MetricSyntaxError(f"cannot parse the expression: {exc}") from None
+    converter = _Converter(text.strip(), params)
+    expr = converter.convert(tree.body, depth=0)
+    if not expr.free_symbols & set(CONFUSION_SYMBOLS):
+        raise MetricSyntaxError(
+            "the expression uses no confusion symbol: a metric must depend on at least one of "
+            "TP, FN, FP, TN (or P, N, PP, PN, n)", text.strip(), 0, len(text.strip()))
+    return expr, converter.used_params
+
+
+def _check_raw_text(text: str) -> None:
+    """Refuse input that is empty, too long, non-ASCII or too deeply nested, before parsing."""
+    if len(text) > MAX_LENGTH:
+        raise MetricSyntaxError(f"the expression is {len(text):,} characters long; at most {MAX_LENGTH:,} "
+                                "are accepted")
+    if not text.strip():
+        raise MetricSyntaxError("empty metric expression: write one over TP, FN, FP, TN such as "
+                                "'2*TP/(2*TP+FP+FN)', or a catalog name (see `metricc list`)")
+    stripped = text.strip()
+    for index, char in enumerate(stripped):
+        if ord(char) > 126 or (ord(char) < 32 and char not in "\t\n\r"):
+            description = f"U+{ord(char):04X}"
+            try:
+                import unicodedata
+
+                description += f" {unicodedata.name(char)}"
+            except ValueError:
+                pass
+            line = stripped.count("\n", 0, index) + 1
+            column = index - (stripped.rfind("\n", 0, index) + 1)
+            raise MetricSyntaxError(f"character {description} is not allowed: metric expressions are "
+                                    "plain ASCII", stripped.replace("\0", " "), column, 1, line)
+    depth = 0
+    for index, char in enumerate(stripped):
+        if char in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = stripped.count("\n", 0, index) + 1
+                column = index - (stripped.rfind("\n", 0, index) + 1)
+                raise MetricSyntaxError(f"parentheses nested deeper than {MAX_DEPTH} levels", stripped,
+                                        column, 1, line)
+        elif char in ")]}":
+            depth -= 1
+
+
+class _Converter:
+    """Translate a whitelisted Python syntax tree into a sympy expression."""
+
+    def __init__(self, text: str, params: Mapping[str, float]):
+        self.text = text
+        self.params = params
+        self.used_params: dict[str, float] = {}
+
+    def fail(self, node: ast.AST, message: str):
+        column = getattr(node, "col_offset", 0)
+        end = getattr(node, "end_col_offset", None)
+        same_line = getattr(node, "end_lineno", None) == getattr(node, "lineno", None)
+        length = (end - column) if (end is not None and same_line) else 1
+        raise MetricSyntaxError(message, self.text, column, length, getattr(node, "lineno", 1))
+
+    def convert(self, node: ast.AST, depth: int) -> sympy.Expr:
+        if depth > MAX_DEPTH:
+            self.fail(node, f"the expression is nested deeper than {MAX_DEPTH} levels")
+        method = getattr(self, f"_convert_{type(node).__name__}", None)
+        if method is None:
+            what = _NODE_NAMES.get(type(node), f"syntax '{type(node).__name__}'")
+            self.fail(node, f"{what} is not allowed in a metric expression")
+        result = method(node, depth)
+        if result.is_number:
+            self._check_number(node, result)
+        return result
+
+    def _check_number(self, node: ast.AST, value: sympy.Expr) -> None:
+        if value.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+            self.fail(node, "this constant is infinite or undefined (division by zero?)")
+        numeric = value.evalf(30)
+        if not numeric.is_real:
+            self.fail(node, "this constant is not a real number (square root or log of a negative?)")
+        if abs(numeric) > MAX_MAGNITUDE:
+            self.fail(node, f"this constant is larger than {MAX_MAGNITUDE:g} in magnitude")
+
+    # -- leaves -----------------------------------------------------------
+    def _convert_Constant(self, node: ast.Constant, depth: int) -> sympy.Expr:
+        value = node.value
+        if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
+            what = "a string" if isinstance(value, (str, bytes)) else repr(value)
+            self.fail(node, f"{what} is not allowed; only numbers, confusion symbols and parameters are")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(node, f"the number is larger than {MAX_MAGNITUDE:g}")
+        if isinstance(value, int):
+            if abs(value) > MAX_MAGNITUDE:
+                self.fail(node, f"the number is larger than {MAX_MAGNITUDE:g}")
+            return sympy.Integer(value)
+        literal = (ast.get_source_segment(self.text, node) or repr(value)).replace("_", "")
+        try:
+            return sympy.Rational(literal)  # exact: 0.1 stays 1/10
+        except (TypeError, ValueError):
+            return sympy.Rational(value)
+
+    def _convert_Name(self, node: ast.Name, depth: int) -> sympy.Expr:
+        name = node.id
+        if name in _SYMBOLS:
+            return _SYMBOLS[name]
+        if name in DERIVED_SYMBOLS:
+            return DERIVED_SYMBOLS[name]
+        if name in FUNCTIONS:
+            self.fail(node, f"'{name}' is a function: call it, as in {name}(TP)")
+        if name.startswith("_"):
+            self.fail(node, f"name '{name}' is not allowed: names may not start with an underscore")
+        if name in RESERVED_NAMES:
+            self.fail(node, f"'{name}' is reserved for the generated code and cannot name a parameter")
+        if name in self.params:
+            self.used_params[name] = self.params[name]
+            return parameter_symbol(name)
+        self.fail(node, self._unknown_name_message(name))
+
+    def _unknown_name_message(self, name: str) -> str:
+        valid = [*_SYMBOLS, *DERIVED_SYMBOLS]
+        suggestions = [v for v in valid if v.lower() == name.lower()]
+        suggestions += difflib.get_close_matches(name, valid + list(self.params), n=3, cutoff=0.5)
+        suggestions = list(dict.fromkeys(suggestions))
+        if suggestions:
+            hint = " or ".join(repr(s) for s in suggestions)
+            return (f"unknown name '{name}': did you mean {hint}? Names are the confusion symbols TP FN FP TN, "
+                    f"the sums P N PP PN n, or parameters given with params=")
+        catalog_hint = closest_names(name, 1)
+        extra = f" ('{catalog_hint[0]}' is a catalog metric: pass it alone)" if catalog_hint and catalog_hint[0] == name else ""
+        return (f"parameter '{name}' has no value: pass params={{'{name}': ...}}, or use the confusion "
+                f"symbols TP FN FP TN and the sums P N PP PN n{extra}")
+
+    # -- operators --------------------------------------------------------
+    def _convert_UnaryOp(self, node: ast.UnaryOp, depth: int) -> sympy.Expr:
+        operand = self.convert(node.operand, depth + 1)
+        if isinstance(node.op, ast.USub):
+            return -operand
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        symbol = {ast.Not: "not", ast.Invert: "~"}.get(type(node.op), "?")
+        self.fail(node, f"'{symbol}' is not allowed; only + - * / ** and sqrt log exp abs min max are")
+
+    def _convert_BinOp(self, node: ast.BinOp, depth: int) -> sympy.Expr:
+        hint = _OPERATOR_HINTS.get(type(node.op))
+        if hint:
+            self.fail(node, hint)
+        if isinstance(node.op, ast.Pow):
+            return self._power(node, depth)
+        # Walk down left-nested chains (a + b + c + ...) iteratively: long sums are
+        # flat in meaning and must not count as deep nesting.
+        terms = []
+        current = node
+        while (isinstance(current, ast.BinOp) and type(current.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div)
+               and _same_level(current.op, node.op)):
+            terms.append((current.op, current.right))
+            current = current.left
+        result = self.convert(current, depth + 1)
+        for op, right_node in reversed(terms):
+            right = self.convert(right_node, depth + 1)
+            if isinstance(op, ast.Add):
+                result = result + right
+            elif isinstance(op, ast.Sub):
+                result = result - right
+            elif isinstance(op, ast.Mult):
+                result = result * right
+            else:
+                if right.is_number and right.is_zero:
+                    self.fail(right_node, "division by zero")
+                result = result / right
+            if result.is_number:
+                self._check_number(right_node, result)
+        return result
+
+    def _power(self, node: ast.BinOp, depth: int) -> sympy.Expr:
+        base = self.convert(node.left, depth + 1)
+        exponent = self.convert(node.right, depth + 1)
+        if exponent.free_symbols:
+            self.fail(node.right, "exponents must be numbers (e.g. TP**2 or TP**(1/2)), not expressions "
+                                  "of symbols or parameters")
+        if abs(exponent.evalf()) > MAX_EXPONENT:
+            self.fail(node.right, f"exponent {exponent} is larger than {MAX_EXPONENT} in magnitude")
+        if base.is_number:
+            if base.is_zero and exponent.is_negative:
+                self.fail(node, "zero raised to a negative power (division by zero)")
+            magnitude = abs(base.evalf())
+            if magnitude > 0 and float(abs(exponent.evalf())) * math.log10(float(magnitude)) > 308:
+                self.fail(node, f"this power is larger than {MAX_MAGNITUDE:g}")
+        return base ** exponent
+
+    def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
+        if isinstance(node.func, ast.Attribute):
+            self.fail(node.func, "attribute access ('.') is not allowed")
+        if not isinstance(node.func, ast.Name):
+            self.fail(node.func, "only the functions sqrt log exp abs min max can be called")
+        fname = node.func.id
+        if fname not in FUNCTIONS:
+            self.fail(node.func, f"function '{fname}' is not allowed; the functions are "
+                                 "sqrt, log, exp, abs, min, max")
+        if node.keywords:
+            self.fail(node.keywords[0].value, f"{fname}() takes no keyword arguments")
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                self.fail(arg, "unpacking (*) is not allowed")
+        arity = FUNCTIONS[fname]
+        if arity is not None and len(node.args) != arity:
+            self.fail(node, f"{fname}() takes exactly {arity} argument, got {len(node.args)}")
+        if arity is None and len(node.args) < 2:
+            self.fail(node, f"{fname}() takes at least 2 arguments, got {len(node.args)}")
+        args = [self.convert(arg, depth + 1) for arg in node.args]
+        if fname == "exp" and args[0].is_number and args[0].evalf() > 709:
+            self.fail(node, f"exp({args[0]}) overflows a float")
+        return _SYMPY_FUNCTIONS[fname](*args)
+
+    def _convert_Attribute(self, node: ast.Attribute, depth: int):
+        self.fail(node, "attribute access ('.') is not allowed")
+
+
+def _same_level(op: ast.operator, top: ast.operator) -> bool:
+    additive = (ast.Add, ast.Sub)
+    return isinstance(op, additive) == isinstance(top, additive)
