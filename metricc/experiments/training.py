@@ -1,0 +1,102 @@
+"""One training run: a model, a loss, Adam, a number of epochs; records the loss curve and epoch times."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .losses import LossFunction
+
+
+class TrainingError(RuntimeError):
+    """Training produced a non-finite loss (too high a learning rate, or an undefined metric)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """Per-epoch records of one run.
+
+    Attributes:
+        losses: the mean training loss over each epoch's batches (the learning curve).
+        epoch_seconds: wall time of each epoch's optimisation steps, evaluation excluded.
+    """
+
+    losses: tuple[float, ...]
+    epoch_seconds: tuple[float, ...]
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor | None]:
+    """Shuffled index batches; ``[None]`` (all rows, in order) for full-batch training.
+
+    A last batch of a single sample is merged into the one before it: batch
+    normalization cannot train on one sample.
+    """
+    if batch_size >= n:
+        return [None]
+    chunks = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(chunks) > 1 and chunks[-1].numel() < 2:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+def make_optimizer(name: str, parameters, learning_rate: float) -> torch.optim.Optimizer:
+    """``sgd`` (plain gradient descent, no momentum) or ``adam``."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=learning_rate)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; choose sgd or adam")
+
+
+def train(model: nn.Module, loss_fn: LossFunction, X: torch.Tensor, y: torch.Tensor, *, epochs: int,
+          learning_rate: float, batch_size: int, generator: torch.Generator, optimizer: str = "adam",
+          on_epoch: Callable[[int, float], None] | None = None) -> History:
+    """Train ``model`` in place.
+
+    Args:
+        model: maps ``X`` rows to one logit each.
+        loss_fn: ``loss_fn(logits, targets)`` → scalar.
+        X, y: training features and 0/1 targets (same dtype as the model).
+        epochs, learning_rate, batch_size: the usual; ``batch_size >= len(X)`` is full batch.
+        generator: the source of the batch order, so runs are reproducible.
+        optimizer: ``"sgd"`` (plain gradient descent) or ``"adam"``.
+        on_epoch: called with (epoch index, mean loss) after each epoch, for progress output.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite.
+    """
+    step = make_optimizer(optimizer, model.parameters(), learning_rate)
+    n = X.shape[0]
+    losses, seconds = [], []
+    for epoch in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        total = torch.zeros((), dtype=X.dtype, device=X.device)
+        for index in batches(n, batch_size, generator):
+            xb, yb = (X, y) if index is None else (X[index], y[index])
+            step.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            step.step()
+            total += loss.detach() * yb.shape[0]
+        seconds.append(time.perf_counter() - start)
+        mean_loss = float(total) / n
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"the training loss became {mean_loss} at epoch {epoch + 1}; "
+                                "try a smaller learning rate (--lr)")
+        losses.append(mean_loss)
+        if on_epoch is not None:
+            on_epoch(epoch, mean_loss)
+    return History(tuple(losses), tuple(seconds))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits in evaluation mode (batch norm uses its running statistics)."""
+    model.eval()
+    return torch.cat([model(X[start:start + batch_size]) for start in range(0, X.shape[0], batch_size)])
