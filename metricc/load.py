@@ -203,15 +203,13 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
         from .analyze import analyze_metric
 
         report = analyze_metric(parsed, min_prevalence=min_prevalence)
-        if not report.ok:
-            raise MetricCheckError(f"metric {parsed.name!r} cannot serve as a loss: {report.problem()}; "
+        problems = report.blocking_problems(direction or parsed.direction)
+        if problems:
+            raise MetricCheckError(f"metric {parsed.name!r} cannot serve as a loss: {'; '.join(problems)}; "
                                    "pass check=False to compile it anyway", report)
         report.warn(stacklevel=3)
-        if direction is None and parsed.direction is None:
-            direction = report.direction
-    if direction is None:
-        direction = parsed.direction
-    if direction is None:
+    direction = direction or parsed.direction or (report.direction if report else None)
+    if direction not in ("maximize", "minimize"):
         from .analyze import infer_direction
 
         direction = infer_direction(parsed)

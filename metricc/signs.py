@@ -1,0 +1,142 @@
+"""Sign proofs over the non-negative orthant of confusion matrices.
+
+``sign(expr)`` returns "+" when the expression is ≥ 0 at every confusion matrix
+where it is defined, "-" when ≤ 0, "0" when identically 0, and "?" when this
+structural reasoning cannot tell. sympy's own ``is_nonnegative`` answers None
+for 1/(TP + FN), because it must allow the zero denominator; a loss only ever
+evaluates the metric where it is defined, so here a reciprocal of a
+non-negative quantity is non-negative. Sums of mixed sign are expanded and
+proved term by term when every monomial has a non-negative coefficient.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import sympy
+
+from .budget import try_within
+from .metric import CONFUSION_SYMBOLS
+
+_NONNEGATIVE_SYMBOLS = frozenset(CONFUSION_SYMBOLS)
+EXPAND_SECONDS = 0.5
+
+
+def _combine_product(signs: list[str]) -> str:
+    if "0" in signs:
+        return "0"
+    if "?" in signs:
+        return "?"
+    return "-" if signs.count("-") % 2 else "+"
+
+
+def _expanded_sign(expr: sympy.Expr) -> str:
+    """Sign of a polynomial in the confusion symbols from the signs of its coefficients."""
+    def work():
+        expanded = sympy.expand(expr)
+        if expanded == 0:
+            return "0"
+        if not expanded.free_symbols <= _NONNEGATIVE_SYMBOLS:
+            return "?"
+        terms = sympy.Add.make_args(expanded)
+        coefficient_signs = set()
+        for term in terms:
+            coefficient, rest = term.as_coeff_Mul()
+            if sign(rest, expand=False) != "+":
+                return "?"
+            coefficient_signs.add("+" if coefficient > 0 else "-")
+        if coefficient_signs == {"+"}:
+            return "+"
+        if coefficient_signs == {"-"}:
+            return "-"
+        return "?"
+
+    return try_within(EXPAND_SECONDS, work, "?")
+
+
+def sign(expr: sympy.Expr, expand: bool = True) -> str:
+    """"+", "-", "0" or "?": the sign of ``expr`` wherever it is defined on the orthant."""
+    if expr.is_Number:
+        if expr.is_zero:
+            return "0"
+        if expr.is_extended_real:
+            return "+" if expr.is_positive else "-"
+        return "?"
+    if expr.is_Symbol:
+        return "+" if expr in _NONNEGATIVE_SYMBOLS else "?"
+    if expr.is_number:
+        value = expr.evalf(30)
+        if value.is_real:
+            return "0" if value == 0 else ("+" if value > 0 else "-")
+        return "?"
+    if expr.is_Add:
+        signs = {sign(a, expand) for a in expr.args} - {"0"}
+        if signs <= {"+"}:
+            return "+" if signs else "0"
+        if signs <= {"-"}:
+            return "-"
+        return _expanded_sign(expr) if expand and expr.is_polynomial(*CONFUSION_SYMBOLS) else "?"
+    if expr.is_Mul:
+        return _combine_product([sign(a, expand) for a in expr.args])
+    if expr.is_Pow:
+        base = sign(expr.base, expand)
+        exponent = expr.exp
+        if base == "+":
+            return "+"
+        if base == "0":
+            return "0" if exponent.is_positive else "?"
+        if base == "-" and exponent.is_Integer:
+            return "+" if int(exponent) % 2 == 0 else "-"
+        if base == "?" and exponent.is_Integer and int(exponent) % 2 == 0:
+            return "+"
+        return "?"
+    if isinstance(expr, (sympy.exp, sympy.Abs, sympy.Heaviside)):
+        return "+"
+    if isinstance(expr, (sympy.Min, sympy.Max)):
+        signs = {sign(a, expand) for a in expr.args}
+        if signs <= {"+", "0"}:
+            return "+" if "+" in signs else "0"
+        if signs <= {"-", "0"}:
+            return "-" if "-" in signs else "0"
+        if isinstance(expr, sympy.Max) and "+" in signs:
+            return "+"
+        if isinstance(expr, sympy.Min) and "-" in signs:
+            return "-"
+        return "?"
+    if isinstance(expr, sympy.sign):
+        inner = sign(expr.args[0], expand)
+        return inner if inner in "+-0" else "?"
+    return "?"
+
+
+def orthant_zero_sets(expr: sympy.Expr) -> list[frozenset] | None:
+    """The minimal sets of confusion symbols whose vanishing makes ``expr`` vanish.
+
+    Defined for polynomials with non-negative coefficients (``TP + FN``,
+    ``(TP + FP)*(FN + TN)`` expanded, ...): such a polynomial is zero exactly when
+    every monomial has a zero factor, so it vanishes only on faces of the orthant,
+    never inside it. The answer lists each minimal way of zeroing all monomials;
+    it is empty when a positive constant term means it never vanishes. Returns
+    None for anything else (mixed signs, non-polynomials): such an expression may
+    vanish inside the domain.
+    """
+    def work():
+        expanded = sympy.expand(expr)
+        if not expanded.free_symbols <= _NONNEGATIVE_SYMBOLS or not expanded.is_polynomial(*CONFUSION_SYMBOLS):
+            return None
+        constant = expanded.as_independent(*CONFUSION_SYMBOLS, as_Add=True)[0]
+        if constant.is_negative:
+            return None
+        monomials = []
+        for term in sympy.Add.make_args(expanded - constant):
+            coefficient, rest = term.as_coeff_Mul()
+            if coefficient < 0:
+                return None
+            monomials.append(frozenset(rest.free_symbols))
+        if constant.is_positive or not monomials:
+            return []
+        hitting = [frozenset(c) for k in range(1, 5) for c in itertools.combinations(CONFUSION_SYMBOLS, k)
+                   if all(m & set(c) for m in monomials)]
+        return [h for h in hitting if not any(other < h for other in hitting)]
+
+    return try_within(EXPAND_SECONDS, work, None)
