@@ -37,16 +37,27 @@ class MLP(nn.Module):
     authors' Keras code (Dense(2) → BatchNormalization → sigmoid → Dense(1, sigmoid)).
     ``output_batch_norm=True`` also normalizes the output logit, the literal reading
     of the paper's "batch normalization is used at each layer".
+
+    The output layer starts at zero, so every loss starts from p = 0.5 for every
+    sample, as with the authors' zero-initialised SLP. A random output layer can
+    start with all p far on one side of 0.5, where the AnyLoss amplifier
+    σ(73·(p − 0.5)) is flat and training never starts ("no more update", AnyLoss
+    §3.2); with ``zero_init_output=False`` it is initialised like Keras's Dense
+    (Glorot uniform) instead.
     """
 
-    def __init__(self, n_features: int, hidden: int = 2, output_batch_norm: bool = False):
+    def __init__(self, n_features: int, hidden: int = 2, output_batch_norm: bool = False,
+                 zero_init_output: bool = True):
         super().__init__()
         first = nn.Linear(n_features, hidden)
         nn.init.kaiming_normal_(first.weight, nonlinearity="relu")  # Keras he_normal: std = sqrt(2 / fan_in)
         nn.init.zeros_(first.bias)
         self.hidden = nn.Sequential(first, nn.BatchNorm1d(hidden), nn.Sigmoid())
         last = nn.Linear(hidden, 1)
-        nn.init.xavier_uniform_(last.weight)  # Keras's default for Dense
+        if zero_init_output:
+            nn.init.zeros_(last.weight)
+        else:
+            nn.init.xavier_uniform_(last.weight)
         nn.init.zeros_(last.bias)
         self.output = nn.Sequential(last, nn.BatchNorm1d(1)) if output_batch_norm else last
 
@@ -79,10 +90,12 @@ class ResNet(nn.Module):
 
     Stem conv → one residual block per stage (stride 2 from the second stage) →
     global average pooling → linear logit. Takes flat rows ``(N, C·H·W)`` or
-    images ``(N, C, H, W)``; torchvision is not needed.
+    images ``(N, C, H, W)``; torchvision is not needed. The logit layer starts at
+    zero (p = 0.5 everywhere), for the reason given in :class:`MLP`.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], widths: tuple[int, ...] = (16, 32, 64)):
+    def __init__(self, image_shape: tuple[int, int, int], widths: tuple[int, ...] = (16, 32, 64),
+                 zero_init_output: bool = True):
         super().__init__()
         channels = image_shape[0]
         self.image_shape = tuple(image_shape)
@@ -94,6 +107,9 @@ class ResNet(nn.Module):
             previous = width
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(previous, 1)
+        if zero_init_output:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -102,15 +118,20 @@ class ResNet(nn.Module):
         return self.head(features.mean(dim=(2, 3))).squeeze(-1)
 
 
-def build_model(name: str, n_features: int, image_shape: tuple[int, int, int] | None = None) -> nn.Module:
-    """A fresh model by name (``slp``, ``mlp``, ``resnet``); ``resnet`` needs an image dataset."""
+def build_model(name: str, n_features: int, image_shape: tuple[int, int, int] | None = None, *,
+                zero_init_output: bool = True) -> nn.Module:
+    """A fresh model by name (``slp``, ``mlp``, ``resnet``); ``resnet`` needs an image dataset.
+
+    ``zero_init_output=False`` gives the MLP's and ResNet's output layer a random
+    start (Glorot uniform, PyTorch's default) instead of zero.
+    """
     if name == "slp":
         return SLP(n_features)
     if name == "mlp":
-        return MLP(n_features)
+        return MLP(n_features, zero_init_output=zero_init_output)
     if name == "resnet":
         if image_shape is None:
             raise ValueError("the resnet model needs an image dataset (e.g. --datasets digits); "
                              "use slp or mlp for tables")
-        return ResNet(image_shape)
+        return ResNet(image_shape, zero_init_output=zero_init_output)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

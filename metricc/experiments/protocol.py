@@ -44,6 +44,7 @@ class ExperimentConfig:
     learning_rate: float | None = None
     batch_size: int | float | None = None
     optimizer: str | None = None
+    zero_init_output: bool = True
     threshold: float | str = 0.5
     dtype: torch.dtype = torch.float64
     device: str = "cpu"
@@ -163,7 +164,8 @@ def run_dataset(dataset: Dataset, losses: list[LossSpec], config: ExperimentConf
 def _run_one(dataset, spec, settings, config, fold, X_train, y_train, X_test, y_test, rows, label, say):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(fold_seed(config.seed, fold))
-        model = build_model(config.model, dataset.n_features, dataset.image_shape).to(config.dtype)
+        model = build_model(config.model, dataset.n_features, dataset.image_shape,
+                            zero_init_output=config.zero_init_output).to(config.dtype)
     model = model.to(config.device)
     loss_fn, compiled_threshold = build_loss(spec, y_train)
     generator = torch.Generator().manual_seed(fold_seed(config.seed, fold))

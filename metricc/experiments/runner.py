@@ -98,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                           help="default: sgd (plain gradient descent) for the SLP, adam otherwise, as the "
                                "paper's authors did")
+    training.add_argument("--output-init", choices=("zero", "random"), default="zero",
+                          help="initial weights of the MLP/ResNet output layer: zero (default: every loss starts "
+                               "at p = 0.5) or random (Glorot uniform, as Keras)")
     training.add_argument("--seed", type=int, default=0, help="seed of the folds, initial weights, batches")
     training.add_argument("--dtype", choices=DTYPES, default="float64",
                           help="float64 (default; AnyLoss's L = 73 saturates in float32) or float32")
@@ -172,6 +175,7 @@ def run_from_args(args) -> int:
         return _error(f"--device: {exc}")
     config = ExperimentConfig(model=args.model, folds=args.folds, seed=args.seed, epochs=args.epochs,
                               learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+                              zero_init_output=args.output_init == "zero",
                               threshold=args.threshold, dtype=getattr(torch, args.dtype), device=str(device),
                               progress_every=args.progress_every)
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
@@ -205,6 +209,8 @@ def command_line(args) -> str:
             parts += [option, str(value)]
     if args.seed:
         parts += ["--seed", str(args.seed)]
+    if args.output_init != "zero":
+        parts += ["--output-init", args.output_init]
     if args.dtype != "float64":
         parts += ["--dtype", args.dtype]
     if args.threshold != 0.5:
