@@ -1,10 +1,29 @@
-"""metricc: compile any confusion-matrix metric into a differentiable PyTorch loss."""
+"""metricc: compile any confusion-matrix metric into a differentiable PyTorch loss.
+
+    >>> import metricc
+    >>> loss_fn = metricc.compile_metric("2*TP/(2*TP+FP+FN)")   # an nn.Module
+    >>> report = metricc.analyze("gmean")                         # range, direction, Lipschitz bound, ...
+"""
+
+from .analyze import Report, analyze
 from .derive import Derivation, derive
-from .errors import MetricCheckError, MetricSyntaxError
+from .errors import (
+    CompileFallbackWarning,
+    MetricCheckError,
+    MetricSyntaxError,
+    MetricWarning,
+    NonLipschitzWarning,
+    SaturationWarning,
+)
 from .load import CompiledLoss, compile_metric
 from .metric import Metric
 from .parse import parse
-from .relax import Identity, Linear, ScoreOriented, Sigmoid, valid_amplifier_range
+from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, valid_amplifier_range
 
-__all__ = ["CompiledLoss", "Derivation", "Identity", "Linear", "Metric", "MetricCheckError", "MetricSyntaxError",
-           "ScoreOriented", "Sigmoid", "compile_metric", "derive", "parse", "valid_amplifier_range"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompileFallbackWarning", "CompiledLoss", "Derivation", "Identity", "Linear", "Metric", "MetricCheckError",
+    "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "Relaxation", "Report", "SaturationWarning",
+    "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive", "parse", "valid_amplifier_range",
+]

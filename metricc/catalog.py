@@ -86,4 +86,4 @@ def lookup(name: str) -> CatalogEntry | None:
 
 def closest_names(name: str, limit: int = 3) -> list[str]:
     """Catalog names that look like ``name``, for "did you mean" hints."""
-    return difflib.get_close_matches(name.lower(), list(catalog()), n=limit, cutoff=0.6)
+    return difflib.get_close_matches(name.lower(), list(catalog()), n=limit, cutoff=0.5)

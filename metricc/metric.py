@@ -11,6 +11,7 @@ import dataclasses
 from typing import Mapping
 
 import sympy
+from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 
 # Soft confusion entries are sums of non-negative terms; telling sympy so lets it
@@ -99,6 +100,15 @@ class _MetricTextPrinter(StrPrinter):
 
     def _print_Exp1(self, expr):
         return "exp(1)"
+
+    def _print_Mul(self, expr):
+        # sympy prints (1/2)*x/(a + b) as x/(2*(a + b)); reading that back distributes the 2
+        # into the sum (a different tree). Printing the rational coefficient up front reads
+        # back to the very same expression.
+        coefficient, rest = expr.as_coeff_Mul()
+        if coefficient.is_Rational and coefficient.q != 1 and rest != 1:
+            return f"({coefficient})*{self.parenthesize(rest, precedence(expr))}"
+        return super()._print_Mul(expr)
 
     def _print_Float(self, expr):
         # Parsed numbers are exact rationals; a Float only appears when a user builds

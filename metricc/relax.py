@@ -314,7 +314,7 @@ class ScoreOriented(Relaxation):
         if self.distribution == "uniform":
             value, slope = "(u + 1) / 2", "torch.full_like(u, 1 / (2 * SOL_DELTA))"
         else:
-            value = "(1 + u + torch.sin(math.pi * u) / math.pi) / 2"
+            value = "((1 + u + torch.sin(math.pi * u) / math.pi) / 2).clamp(0.0, 1.0)  # sin(±π) rounds off 0"
             slope = "(1 + torch.cos(math.pi * u)) / (2 * SOL_DELTA)"
         return textwrap.dedent(f'''\
             SOL_DELTA = {self.delta!r}

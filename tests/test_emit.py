@@ -1,0 +1,287 @@
+"""Generated code: closed-form backward against autograd and gradcheck; inputs; zero division; the file."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import metricc
+from metricc.catalog import catalog
+from metricc.relax import Identity, Linear, ScoreOriented, Sigmoid
+
+from .oracle import hard_confusion, metric_function, plain_loss
+
+RELAXATIONS = {
+    "anyloss": Sigmoid(), "sigmoid30": Sigmoid(L=30.0, threshold=0.4), "linear": Linear(),
+    "identity": Identity(), "sol": ScoreOriented(), "sol_cosine": ScoreOriented("cosine"),
+}
+CATALOG = list(catalog())
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metricc.MetricWarning)
+        yield
+
+
+def batch(n=40, seed=0, positives=0.3, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, generator=generator, dtype=dtype) * 1.5
+    target = (torch.rand(n, generator=generator) < positives).long()
+    target[0], target[1] = 1, 0  # both classes present
+    return logits, target
+
+
+@pytest.mark.parametrize("relaxation", list(RELAXATIONS), ids=str)
+@pytest.mark.parametrize("name", CATALOG)
+def test_closed_form_backward_equals_autograd_of_plain_composition(name, relaxation):
+    loss_fn = metricc.compile_metric(name, relaxation=RELAXATIONS[relaxation])
+    logits, target = batch(seed=hash((name, relaxation)) % 1000)
+    z = logits.clone().requires_grad_(True)
+    loss = loss_fn(z, target)
+    loss.backward()
+    z_ref = logits.clone().requires_grad_(True)
+    reference = plain_loss(loss_fn.metric, loss_fn.relaxation, loss_fn.derivation.direction, z_ref, target)
+    reference.backward()
+    assert loss.shape == ()
+    assert torch.allclose(loss, reference, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(z.grad, z_ref.grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("relaxation", list(RELAXATIONS), ids=str)
+@pytest.mark.parametrize("name", CATALOG)
+def test_gradcheck_on_generated_function(name, relaxation):
+    loss_fn = metricc.compile_metric(name, relaxation=RELAXATIONS[relaxation])
+    logits, target = batch(n=9, seed=3)
+    logits = logits / 3  # keep the steep amplifier within finite-difference reach
+    z = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: loss_fn(x, target), (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["f1", "mcc", "balanced_accuracy"])
+def test_weights_and_thresholds_against_plain_composition(name):
+    thresholds = [0.2, 0.35, 0.5, 0.65, 0.8]
+    for relaxation in (Sigmoid(L=20.0), Linear(), ScoreOriented(delta=0.2)):
+        loss_fn = metricc.compile_metric(name, relaxation=relaxation, thresholds=thresholds)
+        logits, target = batch(n=64, seed=5)
+        weight = torch.rand(64, dtype=torch.float64) + 0.1
+        z = logits.clone().requires_grad_(True)
+        loss_fn(z, target, weight).backward()
+        z_ref = logits.clone().requires_grad_(True)
+        reference = plain_loss(loss_fn.metric, relaxation, "maximize", z_ref, target, weight, thresholds)
+        reference.backward()
+        assert torch.allclose(z.grad, z_ref.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_many_thresholds_are_processed_in_chunks_without_changing_results(monkeypatch):
+    loss_fn = metricc.compile_metric("f1", relaxation=Sigmoid(L=20.0), thresholds=[0.1 * k for k in range(1, 10)])
+    logits, target = batch(n=1000, seed=7)
+    z = logits.clone().requires_grad_(True)
+    loss_fn(z, target).backward()
+    monkeypatch.setattr(loss_fn.module, "CHUNK_ELEMENTS", 9 * 37)  # 37 rows per chunk, a ragged last chunk
+    z_chunked = logits.clone().requires_grad_(True)
+    loss_chunked = loss_fn(z_chunked, target)
+    loss_chunked.backward()
+    assert torch.allclose(z.grad, z_chunked.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_probabilities_input_and_n_by_1_shapes():
+    loss_fn = metricc.compile_metric("f1", relaxation="linear", from_logits=False)
+    logits, target = batch()
+    p = torch.sigmoid(logits).unsqueeze(1).requires_grad_(True)
+    loss = loss_fn(p, target.unsqueeze(1).float())
+    loss.backward()
+    p_ref = torch.sigmoid(logits).requires_grad_(True)
+    reference = plain_loss(loss_fn.metric, Linear(), "maximize", p_ref, target, from_logits=False)
+    reference.backward()
+    assert p.grad.shape == (40, 1)
+    assert torch.allclose(p.grad[:, 0], p_ref.grad, rtol=1e-8)
+
+
+def test_minimized_metric_loss_is_the_metric_itself():
+    loss_fn = metricc.compile_metric("error_rate", relaxation="identity")
+    logits, target = batch()
+    p = torch.sigmoid(logits)
+    expected = ((target * (1 - p)).sum() + ((1 - target) * p).sum()) / len(p)
+    assert torch.allclose(loss_fn(logits, target), expected)
+    assert loss_fn.derivation.direction == "minimize" and "loss = error_rate" in loss_fn.source
+
+
+def test_sharp_relaxation_far_from_threshold_gives_the_hard_metric():
+    for name in ("f1", "mcc", "gmean", "accuracy", "cohen_kappa"):
+        loss_fn = metricc.compile_metric(name)
+        generator = torch.Generator().manual_seed(11)
+        target = (torch.rand(200, generator=generator) < 0.3).long()
+        logits = torch.where(torch.rand(200, generator=generator) < 0.8, 2.0 * target - 1, 1.0 - 2 * target) * 8
+        hard = hard_confusion(logits > 0, target)
+        expected = float(metric_function(loss_fn.metric)(*(torch.tensor(v, dtype=torch.float64) for v in hard)))
+        assert 1 - loss_fn(logits.double(), target).item() == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad_target, message", [
+    (torch.tensor([0, 1, 2, 1]), r"target must hold only 0 and 1, but target\[2\] = 2"),
+    (torch.tensor([0.0, 1.0, 0.5, 1.0]), r"target\[2\] = 0.5"),
+    (torch.tensor([0, 1, 1]), "input holds 4 samples but target holds 3"),
+    (torch.zeros(4, 2), r"target must have shape \(N,\) or \(N, 1\)"),
+])
+def test_bad_targets_get_clear_errors(bad_target, message):
+    loss_fn = metricc.compile_metric("f1")
+    with pytest.raises(ValueError, match=message):
+        loss_fn(torch.randn(4, dtype=torch.float64), bad_target)
+
+
+def test_bad_inputs_get_clear_errors():
+    loss_fn = metricc.compile_metric("f1")
+    with pytest.raises(ValueError, match="batch is empty"):
+        loss_fn(torch.zeros(0), torch.zeros(0))
+    with pytest.raises(TypeError, match="floating-point"):
+        loss_fn(torch.tensor([1, 0]), torch.tensor([1, 0]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        loss_fn([0.1, 0.2], torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="weight must be finite and non-negative"):
+        loss_fn(torch.zeros(2), torch.tensor([1, 0]), torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="expects probabilities"):
+        metricc.compile_metric("f1", from_logits=False)(torch.tensor([0.5, 1.5]), torch.tensor([1, 0]))
+
+
+def test_target_dtypes_are_all_accepted():
+    loss_fn = metricc.compile_metric("f1")
+    logits, target = batch()
+    expected = loss_fn(logits, target.double())
+    for dtype in (torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.float32):
+        assert torch.allclose(loss_fn(logits, target.to(dtype)), expected)
+
+
+def test_zero_division_policy():
+    recall = metricc.compile_metric("recall")
+    logits = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    no_positives = torch.zeros(6)
+    loss = recall(logits, no_positives)
+    loss.backward()
+    assert loss.item() == 1.0 and (logits.grad == 0).all()
+    lenient = metricc.compile_metric("recall", zero_division=1.0)
+    assert lenient(logits, no_positives).item() == 0.0
+    raw = metricc.compile_metric("recall", zero_division=None)
+    assert torch.isnan(raw(logits, no_positives))
+    with pytest.raises(ValueError, match="zero_division"):
+        metricc.compile_metric("recall", zero_division=float("nan"))
+
+
+def test_saturated_sol_batch_has_finite_loss_and_gradient():
+    gmean = metricc.compile_metric("gmean", relaxation=ScoreOriented(delta=0.1))
+    logits = torch.tensor([-9.0, -8.0, 7.0, -7.5], dtype=torch.float64, requires_grad=True)
+    loss = gmean(logits, torch.tensor([1, 1, 0, 0]))  # every ŷ is exactly 0 or 1: TP = 0
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_gradient_does_not_vanish_where_the_sigmoid_saturates():
+    loss_fn = metricc.compile_metric("f1")
+    logits = torch.tensor([40.0, -40.0, 3.0, -3.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss_fn(logits, torch.tensor([0, 1, 1, 0])).backward()
+    assert (logits.grad[:2].abs() > 0).all()  # σ(±40) rounds to 0/1 in float32, but σ(z)σ(−z) does not
+
+
+def test_generated_source_imports_only_torch_and_math():
+    for name in ("f1", "fbeta", "mcc"):
+        for relaxation in RELAXATIONS.values():
+            source = metricc.compile_metric(name, relaxation=relaxation).source
+            tree = ast.parse(source)
+            imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                        for alias in node.names}
+            imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+            assert imported <= {"torch", "math"}
+            assert not any(isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("eval", "exec")
+                           for node in ast.walk(tree))
+
+
+def test_source_carries_metric_relaxation_parameters_and_derivation():
+    loss_fn = metricc.compile_metric("fbeta", params={"beta": 2.0}, relaxation=Sigmoid(L=30.0, threshold=0.4))
+    doc = loss_fn.module.__doc__
+    for fragment in ("fbeta", "beta = 2", "L = 30", "t = 0.4", "∂f/∂TP", "1 - fbeta", "maximize"):
+        assert fragment in doc
+    assert loss_fn.module.METRIC_SOURCE == "(1 + beta**2)*TP/((1 + beta**2)*TP + beta**2*FN + FP)"
+    assert "class FbetaLoss(torch.nn.Module)" in loss_fn.source
+    assert "class FbetaLossFunction(torch.autograd.Function)" in loss_fn.source
+
+
+def test_compile_is_cached_by_content():
+    a, b = metricc.compile_metric("f1"), metricc.compile_metric("2*TP/(2*TP+FP+FN)", name="f1")
+    assert a.module is metricc.compile_metric("f1").module
+    assert a.source != b.source  # the written-as line differs ...
+    assert a.module is not b.module  # ... so the modules differ too
+
+
+def test_compiled_loss_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    loss_fn = metricc.compile_metric("mcc", relaxation="linear")
+    logits, target = batch()
+    for clone in (pickle.loads(pickle.dumps(loss_fn)), copy.deepcopy(loss_fn)):
+        assert torch.equal(clone(logits, target), loss_fn(logits, target))
+        assert clone.source == loss_fn.source
+
+
+def test_combines_with_other_losses_under_autograd():
+    f1 = metricc.compile_metric("f1")
+    logits, target = batch()
+    z = logits.clone().requires_grad_(True)
+    total = 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(z, target.double()) + 0.5 * f1(z, target)
+    total.backward()
+    z1, z2 = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    torch.nn.functional.binary_cross_entropy_with_logits(z1, target.double()).backward()
+    f1(z2, target).backward()
+    assert torch.allclose(z.grad, 0.5 * z1.grad + 0.5 * z2.grad)
+
+
+def test_cli_written_module_matches_compile_metric_in_a_fresh_interpreter(tmp_path):
+    from metricc.cli import main
+
+    path = tmp_path / "mcc_loss.py"
+    assert main(["compile", "mcc", "--relaxation", "linear", "-o", str(path)]) == 0
+    logits, target = batch(n=30, seed=2)
+    script = f"""
+import json, sys, torch
+sys.path.insert(0, {str(tmp_path)!r})
+blocked = {{"metricc", "sympy", "numpy"}}
+import builtins
+real_import = builtins.__import__
+def guarded(name, *args, **kwargs):
+    if name.split(".")[0] in blocked:
+        raise ImportError("generated code must not import " + name)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = guarded
+import mcc_loss
+z = torch.tensor({logits.tolist()!r}, dtype=torch.float64, requires_grad=True)
+loss = mcc_loss.MccLoss()(z, torch.tensor({target.tolist()!r}))
+loss.backward()
+print(json.dumps([loss.item(), z.grad.tolist()]))
+"""
+    env = {**os.environ, "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    loss_value, grad = json.loads(result.stdout)
+    loss_fn = metricc.compile_metric("mcc", relaxation="linear")
+    z = logits.clone().requires_grad_(True)
+    expected = loss_fn(z, target)
+    expected.backward()
+    assert loss_value == expected.item()
+    assert grad == z.grad.tolist()
+
+
+def test_metric_names_land_in_code_as_identifiers_and_sources_as_reprs():
+    loss_fn = metricc.compile_metric("TP/(TP + FN)", name="my_recall_2")
+    assert "class MyRecall2Loss" in loss_fn.source
+    assert "METRIC_SOURCE = 'TP/(TP + FN)'" in loss_fn.source
+    with pytest.raises(metricc.MetricSyntaxError):
+        metricc.compile_metric("f1", name='x"""; import os; """')
