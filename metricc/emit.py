@@ -23,7 +23,7 @@ from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, to_text
 
 GENERATOR = "metricc"
-CHUNK_ELEMENTS = 1 << 20  # elements of the (rows × thresholds) block processed at once
+CHUNK_ELEMENTS = 1 << 16  # elements of the (rows × thresholds) block processed at once
 
 
 class MetricTorchPrinter(TorchPrinter):
@@ -308,6 +308,19 @@ def _flatten(tensor, what, like=None):
     return tensor
 
 
+def _check_labels(target):
+    """Raise unless target holds only 0 and 1 (one or two cheap passes, not a mask per value)."""
+    if target.dtype == torch.bool or target.numel() == 0:
+        return
+    low, high = torch.aminmax(target)
+    binary = bool(low >= 0) and bool(high <= 1)
+    if binary and target.is_floating_point():
+        binary = torch.equal(target, target.round())
+    if not binary:
+        invalid = ((target != 0) & (target != 1)).nonzero()[0, 0]
+        raise ValueError(f"target must hold only 0 and 1, but target[{int(invalid)}] = {target[invalid].item()!r}")
+
+
 def _prepare(input, target, weight, from_logits, validate, allow_empty):
     """Flatten and check the batch; cast target and weight to the input's dtype."""
     input = _flatten(input, "input")
@@ -320,10 +333,7 @@ def _prepare(input, target, weight, from_logits, validate, allow_empty):
     if input.shape[0] == 0 and not allow_empty:
         raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
     if validate and not _is_compiling():
-        invalid = (target != 0) & (target != 1)
-        if bool(invalid.any()):
-            index = int(invalid.nonzero()[0, 0])
-            raise ValueError(f"target must hold only 0 and 1, but target[{index}] = {target[index].item()!r}")
+        _check_labels(target)
         if not from_logits and input.numel() and bool(((input < 0) | (input > 1)).any()):
             raise ValueError("from_logits=False expects probabilities in [0, 1], but input has values "
                              f"in [{input.min().item():g}, {input.max().item():g}]; pass logits with from_logits=True")
@@ -340,7 +350,7 @@ class $autograd_name(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, target, weight, from_logits, zero_division, sync, process_group, grad_average):
-        p = torch.sigmoid(input) if from_logits else input
+        p = torch.sigmoid(input) if from_logits else input.clone()  # a buffer of our own: overwritten
         statistics = _statistics(p, target, weight)
         grad_scale = 1.0
         if sync:
@@ -425,8 +435,8 @@ THRESHOLD = THRESHOLDS[0]
 
 
 def _statistics(p, target, weight):
-    """(TP, PP, P, n) = (Σ w·y·ŷ, Σ w·ŷ, Σ w·y, Σ w), as a (4, 1) tensor."""
-    yhat = soft_prediction(p, THRESHOLD)
+    """(TP, PP, P, n) = (Σ w·y·ŷ, Σ w·ŷ, Σ w·y, Σ w) as a (4, 1) tensor; overwrites p with ŷ."""
+    yhat = soft_prediction_(p, THRESHOLD)
     if weight is None:
         n = torch.full((), p.shape[0], dtype=p.dtype, device=p.device)
         statistics = [torch.dot(target, yhat), yhat.sum(), target.sum(), n]
@@ -438,52 +448,56 @@ def _statistics(p, target, weight):
 
 
 def _input_gradient(input, target, positive, negative, from_logits):
-    """∂loss/∂input: the positive or negative factor, times dŷ/dp, times dp/dz."""
-    p = torch.sigmoid(input) if from_logits else input
-    coefficient = torch.addcmul(negative, target, positive - negative)
-    grad = soft_prediction_derivative(p, THRESHOLD) * coefficient
+    """∂loss/∂input = (positive or negative factor) · dŷ/dp · dp/dz, in a few in-place passes."""
     if from_logits:
-        grad = grad * p * torch.sigmoid(-input)  # σ(z)·σ(−z) stays positive where σ(z) rounds to 1
-    return grad
+        p = torch.sigmoid(input)
+        chain = torch.neg(input).sigmoid_().mul_(p)  # dp/dz = σ(z)·σ(−z): never rounds to 0
+        grad = soft_prediction_slope_(p, THRESHOLD).mul_(chain)
+        factor = torch.addcmul(negative, target, positive - negative, out=chain)
+    else:
+        grad = soft_prediction_slope_(input.clone(), THRESHOLD)
+        factor = torch.addcmul(negative, target, positive - negative)
+    return grad.mul_(factor)
 ''')
 
 _MANY_THRESHOLDS = string.Template('''\
-CHUNK_ELEMENTS = $chunk_elements  # rows × thresholds per block: memory stays O(N), not O(N·T)
+CHUNK_ELEMENTS = $chunk_elements  # rows × thresholds per block: memory stays O(N), blocks stay in cache
 
 
 def _thresholds_like(p):
     return torch.tensor(THRESHOLDS, dtype=p.dtype, device=p.device)
 
 
+def _blocks(n):
+    rows = max(1, CHUNK_ELEMENTS // len(THRESHOLDS))
+    return [slice(start, start + rows) for start in range(0, n, rows)]
+
+
 def _statistics(p, target, weight):
-    """(TP, PP, P, n) for every threshold, as a (4, T) tensor, without an N×T matrix."""
+    """(TP, PP, P, n) for every threshold, as a (4, T) tensor, one block of rows at a time."""
     thresholds = _thresholds_like(p)
     weighted_target = target if weight is None else target * weight
     tp = p.new_zeros(len(THRESHOLDS))
     pp = p.new_zeros(len(THRESHOLDS))
-    rows = max(1, CHUNK_ELEMENTS // len(THRESHOLDS))
-    for start in range(0, p.shape[0], rows):
-        yhat = soft_prediction(p[start:start + rows, None], thresholds)
-        tp = tp + weighted_target[start:start + rows] @ yhat
-        pp = pp + (yhat.sum(0) if weight is None else weight[start:start + rows] @ yhat)
-    if weight is None:
-        n = torch.full((), p.shape[0], dtype=p.dtype, device=p.device)
-    else:
-        n = weight.sum()
+    for rows in _blocks(p.shape[0]):
+        yhat = soft_prediction_(p[rows, None].repeat(1, len(THRESHOLDS)), thresholds)
+        tp += weighted_target[rows] @ yhat
+        pp += yhat.sum(0) if weight is None else weight[rows] @ yhat
+    n = torch.full((), p.shape[0], dtype=p.dtype, device=p.device) if weight is None else weight.sum()
     return torch.stack([tp, pp, weighted_target.sum().expand_as(tp), n.expand_as(tp)])
 
 
 def _input_gradient(input, target, positive, negative, from_logits):
-    """∂loss/∂input: Σ over thresholds of the positive or negative factor times dŷ/dp, times dp/dz."""
+    """∂loss/∂input: Σ over thresholds of (positive or negative factor) · dŷ/dp, times dp/dz."""
     p = torch.sigmoid(input) if from_logits else input
     thresholds = _thresholds_like(p)
     factors = torch.stack([negative, positive - negative], dim=1)  # (T, 2)
     grad = torch.empty_like(p)
-    rows = max(1, CHUNK_ELEMENTS // len(THRESHOLDS))
-    for start in range(0, p.shape[0], rows):
-        both = soft_prediction_derivative(p[start:start + rows, None], thresholds) @ factors
-        grad[start:start + rows] = torch.addcmul(both[:, 0], target[start:start + rows], both[:, 1])
+    for rows in _blocks(p.shape[0]):
+        slope = soft_prediction_slope_(p[rows, None].repeat(1, len(THRESHOLDS)), thresholds)
+        both = slope @ factors
+        torch.addcmul(both[:, 0], target[rows], both[:, 1], out=grad[rows])
     if from_logits:
-        grad = grad * p * torch.sigmoid(-input)
+        grad.mul_(p).mul_(torch.neg(input).sigmoid_())
     return grad
 ''')

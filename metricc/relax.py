@@ -58,7 +58,12 @@ class Relaxation(abc.ABC):
 
     @abc.abstractmethod
     def torch_source(self) -> str:
-        """Source of ``soft_prediction(p, threshold)`` and ``soft_prediction_derivative(p, threshold)``."""
+        """Source of ``soft_prediction_(p, threshold)`` and ``soft_prediction_slope_(p, threshold)``.
+
+        Both overwrite ``p``, a buffer the generated code owns, with ŷ(p) or dŷ/dp and
+        return it: in-place ops halve the memory traffic of the eager loss. ``threshold``
+        is a float, or a tensor of thresholds broadcasting along p's last dimension.
+        """
 
     @abc.abstractmethod
     def formula(self) -> str:
@@ -123,15 +128,20 @@ class Sigmoid(Relaxation):
             AMPLIFIER_SCALE = {self.L!r}
 
 
-            def soft_prediction(p, threshold):
-                """ŷ = σ(L·(p − t)), the amplifier of AnyLoss (Han et al., KDD 2024, eq. 1)."""
-                return torch.sigmoid(AMPLIFIER_SCALE * (p - threshold))
+            def soft_prediction_(p, threshold):
+                """ŷ = σ(L·(p − t)), AnyLoss's amplifier (Han et al., KDD 2024, eq. 1); in place in p."""
+                return p.sub_(threshold).mul_(AMPLIFIER_SCALE).sigmoid_()
 
 
-            def soft_prediction_derivative(p, threshold):
-                """dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t); σ(−a) rather than 1 − σ(a), so it never rounds to 0."""
-                a = AMPLIFIER_SCALE * (p - threshold)
-                return AMPLIFIER_SCALE * torch.sigmoid(a) * torch.sigmoid(-a)
+            def soft_prediction_slope_(p, threshold):
+                """dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t); in place in p.
+
+                σ(−a) is computed directly rather than as 1 − σ(a), which rounds to 0 where
+                the amplifier saturates and would stop learning ("No More Update").
+                """
+                a = p.sub_(threshold).mul_(AMPLIFIER_SCALE)
+                other_side = torch.neg(a).sigmoid_()
+                return a.sigmoid_().mul_(other_side).mul_(AMPLIFIER_SCALE)
             ''')
 
 
@@ -191,27 +201,30 @@ class Linear(Relaxation):
             LINEAR_DELTA = {self.delta!r}
 
 
-            def _linear_knots(threshold):
-                """The inner knots t ∓ t_m/2, t_m = min(t, 1 − t); works for floats and tensors."""
+            def _linear_pieces(threshold):
+                """Inner knots t ∓ t_m/2 (t_m = min(t, 1 − t)) and the three slopes; floats or tensors."""
                 half_width = (0.5 - abs(threshold - 0.5)) / 2
-                return threshold - half_width, threshold + half_width, half_width
+                lo, hi = threshold - half_width, threshold + half_width
+                return lo, hi, LINEAR_DELTA / lo, (1 - 2 * LINEAR_DELTA) / (2 * half_width), LINEAR_DELTA / (1 - hi)
 
 
-            def soft_prediction(p, threshold):
-                """ŷ = H^l(p; t, δ), the soft-set paper's piecewise-linear Heaviside (eq. 5)."""
-                lo, hi, half_width = _linear_knots(threshold)
-                middle = 0.5 + (p - threshold) * ((1 - 2 * LINEAR_DELTA) / (2 * half_width))
-                upper = (1 - LINEAR_DELTA) + (p - hi) * (LINEAR_DELTA / (1 - hi))
-                return torch.where(p < lo, p * (LINEAR_DELTA / lo), torch.where(p > hi, upper, middle))
+            def soft_prediction_(p, threshold):
+                """ŷ = H^l(p; t, δ), the soft-set paper's piecewise-linear Heaviside (eq. 5); in place in p.
+
+                Written as m1·min(p, lo) + m2·clamp(p − lo, 0, hi − lo) + m3·max(p − hi, 0):
+                clamps are much faster than torch.where on the CPU.
+                """
+                lo, hi, m1, m2, m3 = _linear_pieces(threshold)
+                upper = (p - hi).clamp_(min=0).mul_(m3)
+                middle = (p - lo).clamp_(min=0).clamp_(max=hi - lo).mul_(m2)
+                return p.clamp_(max=lo).mul_(m1).add_(middle).add_(upper).clamp_(max=1.0)  # rounding at p = 1
 
 
-            def soft_prediction_derivative(p, threshold):
-                """dŷ/dp: the slope of the segment p lies on (positive everywhere)."""
-                lo, hi, half_width = _linear_knots(threshold)
-                zero = torch.zeros_like(p - threshold)  # the broadcast shape, in p's dtype
-                middle = zero + (1 - 2 * LINEAR_DELTA) / (2 * half_width)
-                upper = zero + LINEAR_DELTA / (1 - hi)
-                return torch.where(p < lo, zero + LINEAR_DELTA / lo, torch.where(p > hi, upper, middle))
+            def soft_prediction_slope_(p, threshold):
+                """dŷ/dp: m1 below lo, m2 between the knots, m3 above hi (means at the knots); in place in p."""
+                lo, hi, m1, m2, m3 = _linear_pieces(threshold)
+                below = (lo - p).sign_().add_(1).mul_((m1 - m2) / 2)  # (m1 − m2) where p < lo
+                return p.sub_(hi).sign_().add_(1).mul_((m3 - m2) / 2).add_(below).add_(m2)
             ''')
 
 
@@ -243,14 +256,14 @@ class Identity(Relaxation):
 
     def torch_source(self) -> str:
         return textwrap.dedent('''\
-            def soft_prediction(p, threshold):
+            def soft_prediction_(p, threshold):
                 """ŷ = p: the expected confusion matrix under the predicted probabilities."""
                 return p
 
 
-            def soft_prediction_derivative(p, threshold):
-                """dŷ/dp = 1."""
-                return torch.ones_like(p)
+            def soft_prediction_slope_(p, threshold):
+                """dŷ/dp = 1; in place in p."""
+                return p.fill_(1.0)
             ''')
 
 
@@ -312,25 +325,36 @@ class ScoreOriented(Relaxation):
 
     def torch_source(self) -> str:
         if self.distribution == "uniform":
-            value, slope = "(u + 1) / 2", "torch.full_like(u, 1 / (2 * SOL_DELTA))"
-        else:
-            value = "((1 + u + torch.sin(math.pi * u) / math.pi) / 2).clamp(0.0, 1.0)  # sin(±π) rounds off 0"
-            slope = "(1 + torch.cos(math.pi * u)) / (2 * SOL_DELTA)"
+            return textwrap.dedent(f'''\
+                SOL_DELTA = {self.delta!r}
+
+
+                def soft_prediction_(p, threshold):
+                    """ŷ = P(τ < p), τ uniform on [μ − δ, μ + δ] (score-oriented loss, Marchetti et al.); in place."""
+                    return p.sub_(threshold - SOL_DELTA).mul_(1 / (2 * SOL_DELTA)).clamp_(0.0, 1.0)
+
+
+                def soft_prediction_slope_(p, threshold):
+                    """dŷ/dp = 1/(2δ) inside (μ − δ, μ + δ), exactly 0 outside; in place in p."""
+                    # (1 + sign(δ − |p − μ|))/2 is the indicator of the interval (1/2 at its ends).
+                    return p.sub_(threshold).abs_().neg_().add_(SOL_DELTA).sign_().add_(1).mul_(1 / (4 * SOL_DELTA))
+                ''')
         return textwrap.dedent(f'''\
             SOL_DELTA = {self.delta!r}
 
 
-            def soft_prediction(p, threshold):
-                """ŷ = P(τ < p), τ {self.distribution} on [μ − δ, μ + δ] (score-oriented loss, Marchetti et al.)."""
-                u = torch.clamp((p - threshold) / SOL_DELTA, -1.0, 1.0)
-                return {value}
+            def soft_prediction_(p, threshold):
+                """ŷ = P(τ < p), τ raised-cosine on [μ − δ, μ + δ] (score-oriented loss); in place in p."""
+                u = p.sub_(threshold).div_(SOL_DELTA).clamp_(-1.0, 1.0)
+                wave = torch.mul(u, math.pi).sin_().div_(math.pi)
+                return u.add_(wave).add_(1).mul_(0.5).clamp_(0.0, 1.0)  # the clamp absorbs sin(±π) ≠ 0
 
 
-            def soft_prediction_derivative(p, threshold):
-                """dŷ/dp: the density of τ at p; exactly 0 outside [μ − δ, μ + δ]."""
-                z = (p - threshold) / SOL_DELTA
-                u = torch.clamp(z, -1.0, 1.0)
-                return torch.where(z.abs() < 1, {slope}, torch.zeros_like(u))
+            def soft_prediction_slope_(p, threshold):
+                """dŷ/dp = (1 + cos(π(p − μ)/δ))/(2δ) inside (μ − δ, μ + δ), exactly 0 outside; in place in p."""
+                u = p.sub_(threshold).div_(SOL_DELTA)
+                inside = torch.abs(u).neg_().add_(1).sign_().add_(1).mul_(0.5)
+                return u.clamp_(-1.0, 1.0).mul_(math.pi).cos_().add_(1).mul_(inside).div_(2 * SOL_DELTA)
             ''')
 
 
