@@ -272,6 +272,19 @@ def infer_direction(metric: Metric) -> str:
 
 # -- helpers -----------------------------------------------------------------------------
 
+# sympy's NumPy printer rewrites Heaviside (from differentiating min/max/abs) as a Piecewise
+# and simplifies its conditions, which takes seconds and runs outside any time budget.
+# Printing it as an opaque function and evaluating that with numpy is instant.
+_FAST_HEAVISIDE = sympy.Function("_metricc_heaviside")
+_NUMPY_MODULES = [{"_metricc_heaviside": lambda x: np.heaviside(x, 0.5)}, "numpy"]
+
+
+def _numpy_function(variables, expr: sympy.Expr):
+    """``sympy.lambdify(variables, expr, "numpy")``, without sympy's slow Heaviside printing."""
+    fast = expr.replace(sympy.Heaviside, lambda *args: _FAST_HEAVISIDE(args[0]))
+    return sympy.lambdify(variables, fast, modules=_NUMPY_MODULES)
+
+
 def _exact(expr: sympy.Expr) -> sympy.Expr:
     """Replace floats (bound parameter values) by exact rationals, so proofs are exact."""
     return expr.xreplace({f: sympy.Rational(f) for f in expr.atoms(sympy.Float)})
@@ -297,7 +310,7 @@ class _Samples:
     def values(self, expr: sympy.Expr, scale: float = 1.0) -> np.ndarray:
         function = self._functions.get(expr)
         if function is None:
-            function = sympy.lambdify(CONFUSION_SYMBOLS, expr, modules="numpy")
+            function = _numpy_function(CONFUSION_SYMBOLS, expr)
             self._functions[expr] = function
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -728,7 +741,7 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
         return None
     bounds = np.array([[min_prevalence, 1 - min_prevalence], [0.0, 1.0], [0.0, 1.0]])
     boxes = _grid_boxes(bounds, 6)
-    centre_functions = [sympy.lambdify((_PI, _A, _B), e, "numpy") for e in (pos_batch, neg_batch)]
+    centre_functions = [_numpy_function((_PI, _A, _B), e) for e in (pos_batch, neg_batch)]
     best = 0.0
     stop = time.monotonic() + min(1.5, max(deadline.left() - 0.3, 0))
     settled = 0.0
@@ -772,7 +785,7 @@ def _gradient_diverges(pos_batch, neg_batch, min_prevalence, deadline) -> bool:
     half = sympy.Rational(1, 2)
     prevalences = (sympy.Rational(min_prevalence), half, 1 - sympy.Rational(min_prevalence))
     targets = [(p, a, b) for p in prevalences for a in (0, half, 1) for b in (0, half, 1)]
-    functions = [sympy.lambdify((_PI, _A, _B), e, "numpy") for e in (pos_batch, neg_batch)]
+    functions = [_numpy_function((_PI, _A, _B), e) for e in (pos_batch, neg_batch)]
 
     def growth(target) -> float:
         """How fast the gradient grows along the path into ``target`` (numerically; a hint only)."""
