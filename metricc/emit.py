@@ -23,7 +23,7 @@ from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, to_text
 
 GENERATOR = "metricc"
-CHUNK_ELEMENTS = 1 << 16  # elements of the (rows × thresholds) block processed at once
+CHUNK_ELEMENTS = 1 << 18  # elements of the (rows × thresholds) block processed at once
 
 
 class MetricTorchPrinter(TorchPrinter):
@@ -161,7 +161,9 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
     relaxation_source = derivation.relaxation.torch_source().rstrip() + "\n"
     thresholds = derivation.thresholds or (0.5,)  # Identity ignores its threshold argument
     template = _SINGLE_THRESHOLD if len(thresholds) == 1 else _MANY_THRESHOLDS
-    statistics_source = template.substitute(chunk_elements=CHUNK_ELEMENTS)
+    statistics_source = template.substitute(
+        chunk_elements=CHUNK_ELEMENTS,
+        block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
     loss_expression = "1 - value" if derivation.direction == "maximize" else "value"
     metric_function = metric_function_source(derivation)
     source = _MODULE.substitute(
@@ -464,8 +466,11 @@ _MANY_THRESHOLDS = string.Template('''\
 CHUNK_ELEMENTS = $chunk_elements  # rows × thresholds per block: memory stays O(N), blocks stay in cache
 
 
+$block_source
+
 def _thresholds_like(p):
-    return torch.tensor(THRESHOLDS, dtype=p.dtype, device=p.device)
+    """The thresholds as a (T, 1) column: blocks hold one threshold per row."""
+    return torch.tensor(THRESHOLDS, dtype=p.dtype, device=p.device).unsqueeze(1)
 
 
 def _blocks(n):
@@ -477,13 +482,13 @@ def _statistics(p, target, weight):
     """(TP, PP, P, n) for every threshold, as a (4, T) tensor, one block of rows at a time."""
     thresholds = _thresholds_like(p)
     weighted_target = target if weight is None else target * weight
-    tp = p.new_zeros(len(THRESHOLDS))
-    pp = p.new_zeros(len(THRESHOLDS))
+    # One product per block gives both Σ w·y·ŷ and Σ w·ŷ at every threshold.
+    weights = torch.stack([weighted_target, torch.ones_like(p) if weight is None else weight])
+    sums = p.new_zeros(len(THRESHOLDS), 2)
     for rows in _blocks(p.shape[0]):
-        yhat = soft_prediction_(p[rows, None].repeat(1, len(THRESHOLDS)), thresholds)
-        tp += weighted_target[rows] @ yhat
-        pp += yhat.sum(0) if weight is None else weight[rows] @ yhat
+        sums += soft_prediction_block(p[rows], thresholds) @ weights[:, rows].T
     n = torch.full((), p.shape[0], dtype=p.dtype, device=p.device) if weight is None else weight.sum()
+    tp, pp = sums.unbind(1)
     return torch.stack([tp, pp, weighted_target.sum().expand_as(tp), n.expand_as(tp)])
 
 
@@ -491,12 +496,11 @@ def _input_gradient(input, target, positive, negative, from_logits):
     """∂loss/∂input: Σ over thresholds of (positive or negative factor) · dŷ/dp, times dp/dz."""
     p = torch.sigmoid(input) if from_logits else input
     thresholds = _thresholds_like(p)
-    factors = torch.stack([negative, positive - negative], dim=1)  # (T, 2)
+    factors = torch.stack([negative, positive - negative])  # (2, T)
     grad = torch.empty_like(p)
     for rows in _blocks(p.shape[0]):
-        slope = soft_prediction_slope_(p[rows, None].repeat(1, len(THRESHOLDS)), thresholds)
-        both = slope @ factors
-        torch.addcmul(both[:, 0], target[rows], both[:, 1], out=grad[rows])
+        both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows)
+        torch.addcmul(both[0], target[rows], both[1], out=grad[rows])
     if from_logits:
         grad.mul_(p).mul_(torch.neg(input).sigmoid_())
     return grad

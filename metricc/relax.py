@@ -65,6 +65,25 @@ class Relaxation(abc.ABC):
         is a float, or a tensor of thresholds broadcasting along p's last dimension.
         """
 
+    def block_torch_source(self, thresholds: tuple[float, ...]) -> str:
+        """Source of ``soft_prediction_block(p, thresholds)`` and ``soft_prediction_slope_block``.
+
+        They take a block of probabilities (rows,) and a (T, 1) column of thresholds and
+        return (T, rows), thresholds along the first axis so that the long axis stays
+        contiguous: the soft-set paper's average over thresholds without an N×T matrix.
+        This default repeats p and applies the elementwise functions.
+        """
+        return textwrap.dedent('''\
+            def soft_prediction_block(p, thresholds):
+                """ŷ at every threshold for a block of rows: shape (T, rows)."""
+                return soft_prediction_(p.repeat(thresholds.shape[0], 1), thresholds)
+
+
+            def soft_prediction_slope_block(p, thresholds):
+                """dŷ/dp at every threshold for a block of rows: shape (T, rows)."""
+                return soft_prediction_slope_(p.repeat(thresholds.shape[0], 1), thresholds)
+            ''')
+
     @abc.abstractmethod
     def formula(self) -> str:
         """One line of text describing ŷ(p) for docstrings."""
@@ -113,6 +132,48 @@ class Sigmoid(Relaxation):
     def symbolic(self, p=_p, t=None):
         t = self.threshold if t is None else t
         return 1 / (1 + sympy.exp(-sympy.Float(self.L) * (p - t)))
+
+    def block_torch_source(self, thresholds: tuple[float, ...]) -> str:
+        """One exp per sample for all thresholds: σ(L·(p − t_k)) = 1/(1 + E·c_k).
+
+        With E = exp(L·(t₀ − p)) per sample and c_k = exp(L·(t_k − t₀)) per threshold
+        (t₀ the middle threshold), a block needs an outer product and a reciprocal
+        instead of T sigmoids, and the slope L·σ(a)σ(−a) = L/(2 + E·c_k + 1/(E·c_k))
+        needs no subtraction that could round to 0. Used where neither exponent can
+        overflow float32 (else the default, and always for half precision).
+        """
+        centre = (max(thresholds) + min(thresholds)) / 2
+        reach = self.L * max(max(centre, 1 - centre), max(abs(t - centre) for t in thresholds))
+        if reach > 80:  # exp(80) ≈ 5.5e34 < float32's 3.4e38
+            return super().block_torch_source(thresholds)
+        return textwrap.dedent(f'''\
+            SHARED_EXP_CENTRE = {centre!r}
+
+
+            def _shared_exp_factors(p, thresholds):
+                row = torch.sub(SHARED_EXP_CENTRE, p).mul_(AMPLIFIER_SCALE).exp_()  # E, one per sample
+                column = torch.sub(thresholds, SHARED_EXP_CENTRE).mul_(AMPLIFIER_SCALE).exp_()  # c_k, (T, 1)
+                return row, column
+
+
+            def soft_prediction_block(p, thresholds):
+                """ŷ = 1/(1 + E·c_k) at every threshold for a block of rows: shape (T, rows)."""
+                if p.dtype not in (torch.float32, torch.float64):
+                    return soft_prediction_(p.repeat(thresholds.shape[0], 1), thresholds)
+                row, column = _shared_exp_factors(p, thresholds)
+                return torch.mul(column, row).add_(1).reciprocal_()
+
+
+            def soft_prediction_slope_block(p, thresholds):
+                """dŷ/dp = L/(2 + E·c_k + 1/(E·c_k)) at every threshold: shape (T, rows)."""
+                if p.dtype not in (torch.float32, torch.float64):
+                    return soft_prediction_slope_(p.repeat(thresholds.shape[0], 1), thresholds)
+                row, column = _shared_exp_factors(p, thresholds)
+                column = column.div_(AMPLIFIER_SCALE)  # divide the denominator by L: the slope needs no extra pass
+                denominator = torch.mul(column, row).add_(2 / AMPLIFIER_SCALE)
+                inverse_column = column.reciprocal_().div_(AMPLIFIER_SCALE ** 2)  # 1/(L·c_k)
+                return denominator.addcmul_(inverse_column, row.reciprocal_()).reciprocal_()
+            ''')
 
     def formula(self) -> str:
         return f"ŷ = σ(L·(p − t)) with L = {self.L:g}, t = {self.threshold:g}"

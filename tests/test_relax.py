@@ -68,13 +68,39 @@ def test_soft_predictions_are_monotone_maps_of_the_unit_interval(relaxation):
 @pytest.mark.parametrize("relaxation", [r for r in RELAXATIONS if not isinstance(r, Identity)], ids=repr)
 def test_thresholds_broadcast_as_one_column_each(relaxation):
     forward, derivative = torch_functions(relaxation)
-    p = torch.rand(50, 1, dtype=torch.float64)
-    thresholds = torch.tensor([0.3, 0.5, 0.7], dtype=torch.float64)
+    p = torch.rand(50, dtype=torch.float64)
+    thresholds = torch.tensor([[0.3], [0.5], [0.7]], dtype=torch.float64)
     block = forward(p, thresholds)
-    assert block.shape == (50, 3)
-    for column, t in enumerate(thresholds.tolist()):
-        assert torch.allclose(block[:, column], forward(p[:, 0], t))
-        assert torch.allclose(derivative(p, thresholds)[:, column], derivative(p[:, 0], t))
+    assert block.shape == (3, 50)
+    for row, t in enumerate(thresholds[:, 0].tolist()):
+        assert torch.allclose(block[row], forward(p, t))
+        assert torch.allclose(derivative(p, thresholds)[row], derivative(p, t))
+
+
+@pytest.mark.parametrize("relaxation", [Sigmoid(), Sigmoid(L=20.0), Sigmoid(L=150.0), Linear(), ScoreOriented()],
+                         ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_block_functions_equal_the_elementwise_ones(relaxation, dtype):
+    thresholds = (0.1, 0.3, 0.5, 0.7, 0.9)
+    namespace = {"torch": torch, "math": math}
+    exec(relaxation.torch_source() + relaxation.block_torch_source(thresholds), namespace)
+    p = torch.rand(300, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    column = torch.tensor(thresholds, dtype=dtype).unsqueeze(1)
+    values = namespace["soft_prediction_block"](p.clone(), column)
+    slopes = namespace["soft_prediction_slope_block"](p.clone(), column)
+    # Half precision takes the elementwise path in its own dtype; compare like with like.
+    reference = p.double() if dtype != torch.bfloat16 else p
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for row, t in enumerate(thresholds):
+        t = column[row, 0] if dtype == torch.bfloat16 else t
+        expected_value = namespace["soft_prediction_"](reference.clone(), t).double()
+        expected_slope = namespace["soft_prediction_slope_"](reference.clone(), t).double()
+        assert torch.allclose(values[row].double(), expected_value, rtol=tolerance, atol=tolerance)
+        assert torch.allclose(slopes[row].double(), expected_slope, rtol=tolerance, atol=tolerance * relaxation_scale(relaxation))
+
+
+def relaxation_scale(relaxation):
+    return getattr(relaxation, "L", 1.0)
 
 
 def test_linear_heaviside_passes_through_its_five_points():
