@@ -398,7 +398,8 @@ def $function_name(
             for summing them yourself (False).
         validate: check that target holds only 0 and 1 (skipped under torch.compile).
     """
-    input, target, weight = _prepare(input, target, weight, from_logits, validate, allow_empty=sync)
+    allow_empty = sync and _world_size(process_group) > 1  # an empty shard, where other ranks hold the batch
+    input, target, weight = _prepare(input, target, weight, from_logits, validate, allow_empty)
     return $autograd_name.apply(
         input, target, weight, from_logits, zero_division, sync, process_group, grad_average)
 
