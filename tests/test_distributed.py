@@ -377,8 +377,6 @@ def test_sync_in_a_single_process_is_sync_false(single_process):
         assert torch.equal(grad_sync, grad_plain)  # no world-size scaling either
 
 
-@pytest.mark.xfail(strict=True, reason="generated code passes allow_empty=sync to _prepare; it should allow an "
-                                       "empty batch only when sync really reduces over more than one rank")
 def test_empty_batch_in_a_single_process_is_an_error_with_sync_too(single_process):
     for sync in (False, True):
         with pytest.raises(ValueError, match="batch is empty"):
