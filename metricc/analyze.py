@@ -131,7 +131,7 @@ class Report:
     def warn(self, stacklevel: int = 2) -> None:
         """Emit the report's warnings as ``NonLipschitzWarning``s (``UserWarning``)."""
         for message in self.warnings:
-            warnings.warn(f"{self.metric.name}: {message}", NonLipschitzWarning, stacklevel=stacklevel + 1)
+            warnings.warn(f"{self.metric.name}: {message}", NonLipschitzWarning, stacklevel=stacklevel)
 
     def to_dict(self) -> dict:
         return {

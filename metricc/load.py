@@ -120,7 +120,7 @@ def compile_function(function):
     compiler = getattr(torch, "compile", None)
     if compiler is None:
         warnings.warn("torch.compile is not available in this PyTorch; running the eager code",
-                      CompileFallbackWarning, stacklevel=3)
+                      CompileFallbackWarning, stacklevel=_caller_stacklevel())
         return function
     compiled = compiler(function, dynamic=False)
 
@@ -137,10 +137,21 @@ def compile_function(function):
         except Exception as exc:  # a compiler that is missing or fails (no C++ toolchain, ...)
             state["fallback"] = True
             warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                          "running the eager code instead", CompileFallbackWarning, stacklevel=3)
+                          "running the eager code instead", CompileFallbackWarning, stacklevel=_caller_stacklevel())
             return function(*args, **kwargs)
 
     return run
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside metricc and torch.nn."""
+    import os
+
+    frame, level = sys._getframe(1), 1
+    skipped = (os.path.dirname(__file__), os.path.dirname(torch.nn.__file__))
+    while frame is not None and frame.f_code.co_filename.startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
@@ -157,7 +168,7 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
         f"in {dtype} is {low:.2f}..{high:.2f} (metricc.valid_amplifier_range(1e-3, {dtype})). "
         "metricc's backward computes σ(−a) directly, so gradients do not vanish, but the soft counts are "
         "hard there; pass relaxation=metricc.Sigmoid(L=...) to stay in range",
-        SaturationWarning, stacklevel=3)
+        SaturationWarning, stacklevel=_caller_stacklevel())
 
 
 def compile_metric(metric, *, params=None, name: str | None = None, relaxation="anyloss", thresholds=None,

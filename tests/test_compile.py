@@ -1,0 +1,56 @@
+"""The generated loss under torch.compile, and the compile=True option's fallback."""
+
+import warnings
+
+import pytest
+import torch
+
+import metricc
+
+
+def batch(n=257, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    target = (torch.rand(n, generator=generator) < 0.2).double()
+    return torch.randn(n, generator=generator, dtype=torch.float64), target
+
+
+def test_fullgraph_torch_compile_of_a_mixed_objective_matches_eager():
+    f1 = metricc.compile_metric("f1", thresholds=[0.3, 0.5, 0.7], relaxation=metricc.Sigmoid(L=20.0))
+
+    def objective(logits, target):
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        return 0.5 * bce + 0.5 * f1.function(logits, target)
+
+    compiled = torch.compile(objective, fullgraph=True, dynamic=False)
+    logits, target = batch()
+    z_compiled, z_eager = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    loss_compiled = compiled(z_compiled, target)
+    loss_compiled.backward()
+    loss_eager = objective(z_eager, target)
+    loss_eager.backward()
+    assert torch.allclose(loss_compiled, loss_eager, rtol=1e-12)
+    assert torch.allclose(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_compile_option_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(function, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    loss_fn = metricc.compile_metric("mcc", compile=True)
+    logits, target = batch()
+    with pytest.warns(metricc.CompileFallbackWarning, match="no C\\+\\+ compiler"):
+        value = loss_fn(logits, target)
+    assert torch.equal(value, metricc.compile_metric("mcc")(logits, target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_fn(logits, target)  # once fallen back, no more warnings
+
+
+def test_compile_option_keeps_input_errors_as_input_errors(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    loss_fn = metricc.compile_metric("f1", compile=True)
+    with pytest.raises(ValueError, match="target must hold only 0 and 1"):
+        loss_fn(torch.zeros(3, dtype=torch.float64), torch.tensor([0, 1, 3]))
