@@ -261,22 +261,21 @@ def _loss_and_coefficients(statistics, zero_division):
 
     ``statistics`` holds (TP, PP, P, n) in its first dimension, one column per threshold.
     """
-    TP, PP, P, n = statistics.unbind(0)
+    TP, PP, P, n = statistics
     # Differences of sums can round below zero; the entries are non-negative by construction.
-    FN = (P - TP).clamp_min(0)
-    FP = (PP - TP).clamp_min(0)
-    TN = (n - P - FP).clamp_min(0)
+    TP, FN, FP, TN = torch.stack([TP, P - TP, PP - TP, n - P - PP + TP]).clamp_min_(0)
     value, positive, negative = metric_and_gradient(TP, FN, FP, TN)
+    factors = torch.stack([positive, negative])
     if zero_division is not None:
         # Where the metric is undefined (e.g. recall on a batch without positives) it takes
-        # the value zero_division and contributes no gradient, as in scikit-learn.
+        # the value zero_division and contributes no gradient, as in scikit-learn; where
+        # only its gradient is (a root at 0), that batch contributes no gradient either.
         defined = torch.isfinite(value)
         value = torch.where(defined, value, zero_division)
-        positive = torch.where(defined & torch.isfinite(positive), positive, 0.0)
-        negative = torch.where(defined & torch.isfinite(negative), negative, 0.0)
+        factors = torch.nan_to_num_(factors.mul_(defined), nan=0.0, posinf=0.0, neginf=0.0)
     loss = ($loss_expression).mean()
-    scale = LOSS_SIGN / value.numel()
-    return loss, positive * scale, negative * scale
+    positive, negative = factors.mul_(LOSS_SIGN / value.numel())
+    return loss, positive, negative
 
 
 $statistics_source
