@@ -39,7 +39,7 @@ from .parse import parse
 from .signs import orthant_zero_sets, sign
 
 UNKNOWN = "unknown"
-DEFAULT_SECONDS = 4.0
+DEFAULT_SECONDS = 3.5  # leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
 _STATUS_TO_MONOTONE = {"increasing": 1, "decreasing": -1, "constant": 0, "changes": 0, UNKNOWN: None}
 
 # Batch coordinates: prevalence π, and the fractions a = TP/P, b = FP/N of positives and
@@ -240,18 +240,16 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     report.observed_range = samples.observed_range()
 
     report.homogeneous = _homogeneous(f, samples, deadline, report)
-    positive = deadline.run(1.0, lambda: tidy(sympy.diff(f, TP) - sympy.diff(f, FN), 0.3),
-                            sympy.diff(f, TP) - sympy.diff(f, FN))
-    negative = deadline.run(1.0, lambda: tidy(sympy.diff(f, FP) - sympy.diff(f, TN), 0.3),
-                            sympy.diff(f, FP) - sympy.diff(f, TN))
-    tp_status = _derivative_status(positive, "TP", samples, deadline, report)
-    fp_status = _derivative_status(negative, "FP", samples, deadline, report)
+    positive = _along_batch(f, TP, FN, deadline)
+    negative = _along_batch(f, FP, TN, deadline)
+    tp_status = _derivative_status(positive, "TP", samples, deadline, report) if positive is not None else UNKNOWN
+    fp_status = _derivative_status(negative, "FP", samples, deadline, report) if negative is not None else UNKNOWN
     report.monotone = {"TP": _STATUS_TO_MONOTONE[tp_status], "FP": _STATUS_TO_MONOTONE[fp_status]}
     report.direction = _direction(tp_status, fp_status)
 
     report.singularities = _singularities(f, deadline)
     report.range = _range(f, tp_status, fp_status, samples, deadline, report)
-    if report.homogeneous is True:
+    if report.homogeneous is True and positive is not None and negative is not None:
         report.lipschitz = _lipschitz(positive, negative, min_prevalence, deadline, report)
     report.linear_fractional = _linear_fractional(f, deadline)
 
@@ -271,6 +269,27 @@ def infer_direction(metric: Metric) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+def _along_batch(f, up, down, deadline):
+    """∂f/∂up − ∂f/∂down, the derivative along a batch (None if sympy cannot finish in time).
+
+    Differentiating min/max of many terms can take sympy seconds, so even the plain
+    derivative is budgeted; the simplified form gets a further, shorter budget.
+    """
+    derivative = deadline.run(1.0, lambda: sympy.diff(f, up) - sympy.diff(f, down), None)
+    if derivative is None:
+        return None
+    return deadline.run(0.6, lambda: tidy(derivative, 0.3), derivative)
+
+
+def _in_batch_coordinates(expr):
+    """``expr`` with TP = π·a, FN = π·(1 − a), FP = (1 − π)·b, TN = (1 − π)·(1 − b), unevaluated.
+
+    Unevaluated, because re-evaluating min/max of many terms after substitution makes
+    sympy search for comparable arguments, which takes seconds.
+    """
+    with sympy.evaluate(False):
+        return expr.xreplace(_BATCH)
 
 # sympy's NumPy printer rewrites Heaviside (from differentiating min/max/abs) as a Piecewise
 # and simplifies its conditions, which takes seconds and runs outside any time budget.
@@ -414,7 +433,7 @@ def _sign_by_intervals(expr, deadline, seconds: float = 0.8) -> str:
     where the expression is singular enclosures stay unbounded, so the proof then
     runs out of time and answers "?".
     """
-    batch_expr = expr.xreplace(_BATCH)
+    batch_expr = _in_batch_coordinates(expr)
     boxes = _grid_boxes(np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), 4)
     stop = time.monotonic() + min(seconds, max(deadline.left(), 0))
     seen = set()
@@ -717,8 +736,8 @@ def _divergence(f, samples, deadline) -> tuple[bool, bool]:
         for index in indices:
             pi, a, b = (sympy.Rational(float(v)) for v in samples.points[index])
             target = {TP: pi * a, FN: pi * (1 - a), FP: (1 - pi) * b, TN: (1 - pi) * (1 - b)}
-            along = f.xreplace({k: target[k] + s * (centre[k] - target[k]) for k in CONFUSION_SYMBOLS})
-            limit = deadline.run(0.5, lambda along=along: sympy.limit(along, s, 0, "+"), None)
+            path = {k: target[k] + s * (centre[k] - target[k]) for k in CONFUSION_SYMBOLS}
+            limit = deadline.run(0.5, lambda path=path: sympy.limit(f.xreplace(path), s, 0, "+"), None)
             if limit == (sympy.oo if side else -sympy.oo):
                 found[side] = True
                 break
@@ -732,7 +751,7 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
     # Two forms of each gradient in batch coordinates: substituted as is (sums of non-negative
     # terms, no cancellation) and cancelled (TP + FN = π, ...: fewer repeated variables). Both
     # enclosures are sound, so their intersection is too, and it is much tighter than either.
-    raw = [e.xreplace(_BATCH) for e in (positive, negative)]
+    raw = [_in_batch_coordinates(e) for e in (positive, negative)]
     cancelled = [deadline.run(0.6, lambda e=e: tidy(sympy.cancel(e), 0.2), e) for e in raw]
     pos_batch, neg_batch = cancelled
     if _gradient_diverges(pos_batch, neg_batch, min_prevalence, deadline):
