@@ -151,9 +151,10 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
     thresholds = normalize_thresholds(relaxation, thresholds)
 
     f = metric.expr
-    partials = tuple((s.name, tidy(sympy.diff(f, s))) for s in CONFUSION_SYMBOLS)
-    positive = tidy(sympy.diff(f, TP) - sympy.diff(f, FN))
-    negative = tidy(sympy.diff(f, FP) - sympy.diff(f, TN))
+    raw = {s: sympy.diff(f, s) for s in CONFUSION_SYMBOLS}
+    partials = tuple((s.name, tidy(raw[s])) for s in CONFUSION_SYMBOLS)
+    positive = tidy(raw[TP] - raw[FN])
+    negative = tidy(raw[FP] - raw[TN])
     replacements, outputs = sympy.cse([f, positive, negative],
                                       symbols=sympy.numbered_symbols("_c", real=True), order="none")
     return Derivation(
