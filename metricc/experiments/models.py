@@ -90,12 +90,15 @@ class ResNet(nn.Module):
 
     Stem conv → one residual block per stage (stride 2 from the second stage) →
     global average pooling → linear logit. Takes flat rows ``(N, C·H·W)`` or
-    images ``(N, C, H, W)``; torchvision is not needed. The logit layer starts at
-    zero (p = 0.5 everywhere), for the reason given in :class:`MLP`.
+    images ``(N, C, H, W)``; torchvision is not needed. The logit layer keeps
+    PyTorch's random initialisation: starting it at zero, as the MLP does, slows
+    BCE down badly here (the body then receives no gradient until the head has
+    grown), and the compiled losses do not need it, since the logits of a fresh
+    ResNet stay close to 0. ``zero_init_output=True`` starts it at zero.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], widths: tuple[int, ...] = (16, 32, 64),
-                 zero_init_output: bool = True):
+                 zero_init_output: bool = False):
         super().__init__()
         channels = image_shape[0]
         self.image_shape = tuple(image_shape)
@@ -119,19 +122,19 @@ class ResNet(nn.Module):
 
 
 def build_model(name: str, n_features: int, image_shape: tuple[int, int, int] | None = None, *,
-                zero_init_output: bool = True) -> nn.Module:
+                zero_init_output: bool | None = None) -> nn.Module:
     """A fresh model by name (``slp``, ``mlp``, ``resnet``); ``resnet`` needs an image dataset.
 
-    ``zero_init_output=False`` gives the MLP's and ResNet's output layer a random
-    start (Glorot uniform, PyTorch's default) instead of zero.
+    ``zero_init_output`` starts the MLP's or ResNet's output layer at zero (True)
+    or at random (False); None keeps each model's default (MLP zero, ResNet random).
     """
     if name == "slp":
         return SLP(n_features)
     if name == "mlp":
-        return MLP(n_features, zero_init_output=zero_init_output)
+        return MLP(n_features, zero_init_output=True if zero_init_output is None else zero_init_output)
     if name == "resnet":
         if image_shape is None:
             raise ValueError("the resnet model needs an image dataset (e.g. --datasets digits); "
                              "use slp or mlp for tables")
-        return ResNet(image_shape, zero_init_output=zero_init_output)
+        return ResNet(image_shape, zero_init_output=bool(zero_init_output))
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

@@ -44,7 +44,7 @@ class ExperimentConfig:
     learning_rate: float | None = None
     batch_size: int | float | None = None
     optimizer: str | None = None
-    zero_init_output: bool = True
+    zero_init_output: bool | None = None  # None: the model's default (see models.build_model)
     threshold: float | str = 0.5
     dtype: torch.dtype = torch.float64
     device: str = "cpu"

@@ -72,7 +72,8 @@ def scores_markdown(results: list[DatasetResult], config: ExperimentConfig, comm
                 cells.append(f"**{text}**" if spec.name in best else text)
             out.write(f"| {EVALUATORS[row].label} | " + " | ".join(cells) + " |\n")
         sources = sorted({s.source for s in settings})
-        out.write(f"\nLearning rates from: {', '.join(sources)} (AnyLoss paper, appendix B) unless overridden.\n")
+        out.write(f"\nLearning rates from: {', '.join(sources)} ('Table N': AnyLoss paper, appendix B; "
+                  "'default': metricc's, where the paper gives none; '--lr': the command line).\n")
         for note in result.notes:
             out.write(f"\nNote: {note}\n")
     return out.getvalue()

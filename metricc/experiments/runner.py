@@ -98,13 +98,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                           help="default: sgd (plain gradient descent) for the SLP, adam otherwise, as the "
                                "paper's authors did")
-    training.add_argument("--output-init", choices=("zero", "random"), default="zero",
-                          help="initial weights of the MLP/ResNet output layer: zero (default: every loss starts "
-                               "at p = 0.5) or random (Glorot uniform, as Keras)")
+    training.add_argument("--output-init", choices=("zero", "random"), default=None,
+                          help="initial weights of the MLP/ResNet output layer: zero (every loss starts at "
+                               "p = 0.5; the MLP's default) or random (Glorot uniform as Keras for the MLP, "
+                               "PyTorch's default for the ResNet, whose default it is)")
     training.add_argument("--seed", type=int, default=0, help="seed of the folds, initial weights, batches")
     training.add_argument("--dtype", choices=DTYPES, default="float64",
                           help="float64 (default; AnyLoss's L = 73 saturates in float32) or float32")
     training.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    training.add_argument("--threads", type=_positive_int, default=1,
+                          help="torch CPU threads (default 1: these small models gain nothing from more, and "
+                               "per-epoch timings stay stable on a shared machine)")
     evaluation = parser.add_argument_group("evaluation and output")
     evaluation.add_argument("--threshold", type=_threshold, default=0.5, metavar="T|compiled",
                             help="threshold on σ(logit) for hard predictions (default 0.5); 'compiled': each "
@@ -173,9 +177,10 @@ def run_from_args(args) -> int:
         device = torch.device(args.device)
     except RuntimeError as exc:
         return _error(f"--device: {exc}")
+    torch.set_num_threads(args.threads)
     config = ExperimentConfig(model=args.model, folds=args.folds, seed=args.seed, epochs=args.epochs,
                               learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-                              zero_init_output=args.output_init == "zero",
+                              zero_init_output=None if args.output_init is None else args.output_init == "zero",
                               threshold=args.threshold, dtype=getattr(torch, args.dtype), device=str(device),
                               progress_every=args.progress_every)
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
@@ -209,8 +214,10 @@ def command_line(args) -> str:
             parts += [option, str(value)]
     if args.seed:
         parts += ["--seed", str(args.seed)]
-    if args.output_init != "zero":
+    if args.output_init is not None:
         parts += ["--output-init", args.output_init]
+    if args.threads != 1:
+        parts += ["--threads", str(args.threads)]
     if args.dtype != "float64":
         parts += ["--dtype", args.dtype]
     if args.threshold != 0.5:
