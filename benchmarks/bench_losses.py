@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import platform
 import statistics
@@ -178,8 +177,9 @@ def main(argv=None) -> int:
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     warnings.simplefilter("ignore", metricc.MetricWarning)
 
-    print(f"# metricc loss benchmark: forward+backward, median time as a ratio to BCE-with-logits")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+    print("# metricc loss benchmark: forward+backward, median time as a ratio to BCE-with-logits")
+    machine = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}, "
           f"python {platform.python_version()}\n")
     header = "| n | dtype | metric | relaxation | thresholds | BCE ms | compiled | plain autograd |"
     header += " torch.compile |" if args.compile else ""

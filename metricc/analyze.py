@@ -592,7 +592,7 @@ def _range(f, tp_status, fp_status, samples, deadline, report) -> tuple:
     for side, seen in ((0, lo_seen), (1, hi_seen)):
         candidate = _nice_bound(seen, upper=side == 1)
         gap = (candidate - f) if side == 1 else (f - candidate)
-        proved = deadline.run(0.8, lambda: sign(sympy.together(gap)), "?")
+        proved = deadline.run(0.8, lambda gap=gap: sign(sympy.together(gap)), "?")
         if proved in "+0":
             bounds[side] = float(candidate)
             report.proofs.append(f"{'upper' if side else 'lower'} bound {float(candidate):g}: "
@@ -815,13 +815,16 @@ def _gradient_diverges(pos_batch, neg_batch, min_prevalence, deadline) -> bool:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sizes.append(max(abs(float(fn(*point))) for fn in functions))
-        return sizes[1] / sizes[0] if sizes[0] and np.isfinite(sizes).all() else (np.inf if not np.isfinite(sizes[1]) else 0)
+        if not np.isfinite(sizes[1]):
+            return np.inf
+        return sizes[1] / sizes[0] if sizes[0] and np.isfinite(sizes[0]) else 0.0
 
     targets.sort(key=growth, reverse=True)
     for pi, a, b in targets[:6]:
         path = {_PI: pi, _A: a + s * (half - a) / 2, _B: b + s * (half - b) / 2}
         for expr in (pos_batch, neg_batch):
-            limit = deadline.run(0.3, lambda expr=expr: sympy.limit(expr.xreplace(path), s, 0, "+"), None)
+            limit = deadline.run(0.3, lambda expr=expr, path=path: sympy.limit(expr.xreplace(path), s, 0, "+"),
+                                 None)
             if limit in (sympy.oo, -sympy.oo, sympy.zoo):
                 return True
     return False

@@ -11,8 +11,8 @@ import difflib
 import functools
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .metric import DIRECTIONS
 

@@ -7,7 +7,6 @@ filtered with the standard ``warnings`` machinery.
 
 from __future__ import annotations
 
-
 _CONTEXT = 40  # characters shown on each side of an error in a long expression
 
 

@@ -41,27 +41,27 @@ class Interval:
         self.hi = np.asarray(hi, dtype=np.float64)
 
     @classmethod
-    def point(cls, value: float, shape) -> "Interval":
+    def point(cls, value: float, shape) -> Interval:
         lo = np.full(shape, float(value))
         hi = lo.copy()
         if not float(value).is_integer():  # the float is not exactly the real constant
             lo, hi = _down(lo), _up(hi)
         return cls(lo, hi)
 
-    def __add__(self, other: "Interval") -> "Interval":
+    def __add__(self, other: Interval) -> Interval:
         with np.errstate(all="ignore"):
             return Interval(_down(self.lo + other.lo), _up(self.hi + other.hi))
 
-    def __neg__(self) -> "Interval":
+    def __neg__(self) -> Interval:
         return Interval(-self.hi, -self.lo)
 
-    def __mul__(self, other: "Interval") -> "Interval":
+    def __mul__(self, other: Interval) -> Interval:
         with np.errstate(all="ignore"):
             products = np.stack([self.lo * other.lo, self.lo * other.hi, self.hi * other.lo, self.hi * other.hi])
         products = np.where(np.isnan(products), 0.0, products)  # 0·∞ between limits is 0
         return Interval(_down(products.min(axis=0)), _up(products.max(axis=0)))
 
-    def reciprocal(self) -> "Interval":
+    def reciprocal(self) -> Interval:
         lo, hi = self.lo, self.hi
         with np.errstate(all="ignore"):
             r_lo = np.where(hi == 0, -np.inf, _down(1.0 / hi))
@@ -69,18 +69,18 @@ class Interval:
         straddles = (lo < 0) & (hi > 0)
         return Interval(np.where(straddles, -np.inf, r_lo), np.where(straddles, np.inf, r_hi))
 
-    def nonnegative_part(self) -> "Interval":
+    def nonnegative_part(self) -> Interval:
         """Clip to [0, ∞): points with a negative base lie outside the expression's domain."""
         return Interval(np.maximum(self.lo, 0.0), np.maximum(self.hi, 0.0))
 
-    def monotone(self, function, increasing: bool, ulps: int) -> "Interval":
+    def monotone(self, function, increasing: bool, ulps: int) -> Interval:
         with np.errstate(all="ignore"):
             a, b = function(self.lo), function(self.hi)
         if not increasing:
             a, b = b, a
         return Interval(_down(a, ulps), _up(b, ulps))
 
-    def abs(self) -> "Interval":
+    def abs(self) -> Interval:
         lo = np.where((self.lo <= 0) & (self.hi >= 0), 0.0, np.minimum(np.abs(self.lo), np.abs(self.hi)))
         return Interval(lo, np.maximum(np.abs(self.lo), np.abs(self.hi)))
 

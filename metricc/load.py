@@ -66,8 +66,9 @@ class CompiledLoss(torch.nn.Module):
     """
 
     def __init__(self, source: str, metric: Metric, derivation: Derivation, report=None, *,
-                 options: EmitOptions = EmitOptions(), process_group=None, compile: bool = False):
+                 options: EmitOptions | None = None, process_group=None, compile: bool = False):
         super().__init__()
+        options = options or EmitOptions()
         self.source = source
         self.metric = metric
         self.derivation = derivation

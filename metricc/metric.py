@@ -8,7 +8,8 @@ expression back into text the grammar accepts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+import keyword
+from collections.abc import Mapping
 
 import sympy
 from sympy.printing.precedence import precedence
@@ -58,6 +59,11 @@ class Metric:
     description: str = ""
 
     def __post_init__(self):
+        # The name becomes class and function names in generated code. ASCII only: Python reads
+        # other identifiers through NFKC normalisation ('ﬁ' would be defined as 'fi').
+        if not (isinstance(self.name, str) and self.name.isascii() and self.name.isidentifier()
+                and not keyword.iskeyword(self.name)):
+            raise ValueError(f"metric name {self.name!r} must be an ASCII Python identifier that is not a keyword")
         if self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
 
@@ -77,12 +83,7 @@ class Metric:
         """The expression as text that ``metricc.parse`` reads back to the same expression."""
         return to_text(self.expr)
 
-    def evaluate(self, tp: float, fn: float, fp: float, tn: float) -> float:
-        """The metric's value on one confusion matrix (exact arithmetic, then float)."""
-        values = {TP: tp, FN: fn, FP: fp, TN: tn, **self.param_symbols}
-        return float(self.expr.xreplace({k: sympy.nsimplify(v) for k, v in values.items()}).evalf())
-
-    def with_params(self, params: Mapping[str, float]) -> "Metric":
+    def with_params(self, params: Mapping[str, float]) -> Metric:
         return dataclasses.replace(self, params=tuple(sorted(params.items())))
 
 

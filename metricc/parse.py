@@ -14,7 +14,7 @@ import difflib
 import keyword
 import math
 import numbers
-from typing import Mapping
+from collections.abc import Mapping
 
 import sympy
 
@@ -72,9 +72,12 @@ def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None
             points at the offending column.
     """
     params = _check_params(params)
-    if name is not None and not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
+    # ASCII only: Python reads non-ASCII identifiers through NFKC normalisation, so a name
+    # like 'ﬁ' would name a class 'ﬁLoss' that the loaded module calls 'fiLoss'.
+    if name is not None and not (isinstance(name, str) and name.isascii() and name.isidentifier()
+                                 and not keyword.iskeyword(name)):
         raise MetricSyntaxError(f"metric name {name!r} is not a valid Python identifier "
-                                "(letters, digits and underscores, not starting with a digit)")
+                                "(ASCII letters, digits and underscores, not starting with a digit)")
     if isinstance(metric, Metric):
         merged = {**metric.param_values, **params}
         unused = set(params) - set(metric.param_values)
@@ -287,7 +290,8 @@ class _Converter:
             return (f"unknown name '{name}': did you mean {hint}? Names are the confusion symbols TP FN FP TN, "
                     f"the sums P N PP PN n, or parameters given with params=")
         catalog_hint = closest_names(name, 1)
-        extra = f" ('{catalog_hint[0]}' is a catalog metric: pass it alone)" if catalog_hint and catalog_hint[0] == name else ""
+        extra = (f" ('{catalog_hint[0]}' is a catalog metric: pass it alone)"
+                 if catalog_hint and catalog_hint[0] == name else "")
         return (f"parameter '{name}' has no value: pass params={{'{name}': ...}}, or use the confusion "
                 f"symbols TP FN FP TN and the sums P N PP PN n{extra}")
 

@@ -45,7 +45,7 @@ class Relaxation(abc.ABC):
         """The decision threshold this relaxation approximates (None: no threshold)."""
 
     @abc.abstractmethod
-    def with_threshold(self, threshold: float) -> "Relaxation":
+    def with_threshold(self, threshold: float) -> Relaxation:
         """The same relaxation around another threshold (for threshold averaging)."""
 
     @abc.abstractmethod
@@ -126,7 +126,7 @@ class Sigmoid(Relaxation):
         if not 0 < self.threshold < 1:
             raise ValueError(f"Sigmoid: threshold must lie in (0, 1), got {self.threshold}")
 
-    def with_threshold(self, threshold: float) -> "Sigmoid":
+    def with_threshold(self, threshold: float) -> Sigmoid:
         return Sigmoid(L=self.L, threshold=threshold)
 
     def symbolic(self, p=_p, t=None):
@@ -231,7 +231,7 @@ class Linear(Relaxation):
         if not 0 < self.delta < 0.5:
             raise ValueError(f"Linear: delta must lie in (0, 0.5), got {self.delta}")
 
-    def with_threshold(self, threshold: float) -> "Linear":
+    def with_threshold(self, threshold: float) -> Linear:
         return Linear(threshold=threshold, delta=self.delta)
 
     def symbolic(self, p=_p, t=None):
@@ -299,7 +299,7 @@ class Identity(Relaxation):
     def threshold(self) -> None:
         return None
 
-    def with_threshold(self, threshold: float) -> "Identity":
+    def with_threshold(self, threshold: float) -> Identity:
         raise ValueError("Identity has no threshold, so thresholds= cannot average over it; "
                          "use Sigmoid, Linear or ScoreOriented")
 
@@ -361,7 +361,7 @@ class ScoreOriented(Relaxation):
     def threshold(self) -> float:
         return self.mu
 
-    def with_threshold(self, threshold: float) -> "ScoreOriented":
+    def with_threshold(self, threshold: float) -> ScoreOriented:
         return ScoreOriented(distribution=self.distribution, mu=threshold, delta=self.delta)
 
     def symbolic(self, p=_p, t=None):
