@@ -41,10 +41,11 @@ class Interval:
         self.hi = np.asarray(hi, dtype=np.float64)
 
     @classmethod
-    def point(cls, value: float, shape) -> Interval:
+    def point(cls, value: float, shape, exact: bool = False) -> Interval:
+        """The constant ``value``; unless ``exact``, widened by an ulp (the float only approximates it)."""
         lo = np.full(shape, float(value))
         hi = lo.copy()
-        if not float(value).is_integer():  # the float is not exactly the real constant
+        if not exact:
             lo, hi = _down(lo), _up(hi)
         return cls(lo, hi)
 
@@ -130,7 +131,8 @@ def enclose(expr: sympy.Expr, variables: dict[sympy.Symbol, Interval]) -> Interv
             value = complex(node.evalf(30))
             if value.imag != 0 or not np.isfinite(value.real):
                 raise Unsupported(f"constant {node}")
-            result = Interval.point(value.real, shape)
+            exact = bool(node.is_Integer and abs(int(node)) < 2**53)
+            result = Interval.point(value.real, shape, exact)
         elif node.is_Add:
             parts = [visit(a) for a in node.args]
             result = parts[0]
