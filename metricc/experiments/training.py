@@ -40,7 +40,8 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
         return [None]
     chunks = list(torch.randperm(n, generator=generator).split(batch_size))
     if len(chunks) > 1 and chunks[-1].numel() < 2:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 
