@@ -4,7 +4,8 @@ The AnyLoss paper's ResNet50/MNIST experiment in miniature: scikit-learn's
 digits (1,797 images, digit 8 positive, about 1:9), a three-block ResNet with
 batch normalization, Adam, 15 epochs. Compares BCE and the compiled F1 loss on
 the F1 of hard predictions of a held-out quarter of the images. Needs the
-experiments extra (pip install -e ".[experiments]"); about a minute on a CPU.
+experiments extra (pip install -e ".[experiments]"); well under a minute on a CPU
+(on this split BCE scores the higher F1: see docs/reproduction.md).
 
     python examples/resnet_digits.py
     metricc experiment --datasets digits --model resnet --losses bce,f1 --folds 10   # the cross-validated version
