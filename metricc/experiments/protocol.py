@@ -2,7 +2,8 @@
 
 Within a fold every loss starts from the same initial weights and sees the same
 batch order (both seeded from ``seed`` and the fold number), so differences
-between columns come from the losses. Standardization is fitted on the training
+between columns come from the losses; the losses train side by side, one epoch
+each in turn, so that their epoch times are measured under the same load. Standardization is fitted on the training
 fold only. Scores are metrics of hard predictions on the held-out fold.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 
@@ -22,7 +22,7 @@ from .evaluation import EVALUATORS, evaluate, evaluation_rows, hard_predictions
 from .losses import LossSpec, build_loss
 from .models import build_model
 from .settings import TrainingSettings, resolve
-from .training import History, predict_logits, train
+from .training import History, TrainingRun, predict_logits
 
 Progress = Callable[[str], None]
 
@@ -137,22 +137,38 @@ def run_dataset(dataset: Dataset, losses: list[LossSpec], config: ExperimentConf
         X_train_t, X_test_t = torch.tensor(X_train, **as_tensor), torch.tensor(X_test, **as_tensor)
         y_train_t = torch.tensor(dataset.y[train_index], **as_tensor)
         y_test = dataset.y[test_index]
+        runs = []
         for spec in losses:
             settings = resolve(config.model, dataset.name, spec.setting_key, spec.metric, len(train_index),
                                lr=config.learning_rate, epochs=config.epochs, batch=config.batch_size,
                                optimizer=config.optimizer)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                run = _run_one(dataset, spec, settings, config, fold, X_train_t, y_train_t, X_test_t, y_test,
-                               rows, label, say)
+                runs.append(_start_run(dataset, spec, settings, config, fold, X_train_t, y_train_t))
             caught_messages.setdefault(spec.name, set()).update(str(w.message) for w in caught)
-            result.folds.append(run)
+        # Interleave the losses epoch by epoch: their epoch times then share the machine's load.
+        for epoch in range(max(run.settings.epochs for run in runs)):
+            for run in runs:
+                if epoch >= run.settings.epochs:
+                    continue
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    loss = run.training.epoch()
+                if caught:
+                    caught_messages[run.spec.name].update(str(w.message) for w in caught)
+                if config.progress_every and (epoch + 1) % config.progress_every == 0:
+                    say(f"{label} fold {fold + 1}/{config.folds} {run.spec.name}: epoch {epoch + 1}/"
+                        f"{run.settings.epochs} loss {loss:.5f}")
+        for run in runs:
+            folded = _finish_run(run, config, fold, X_test_t, y_test, rows)
+            result.folds.append(folded)
+            spec, settings = run.spec, run.settings
             shown_rows = dict.fromkeys(rows[:2] + ([spec.metric] if spec.metric else []))
-            shown = ", ".join(f"{EVALUATORS[r].label} {run.scores[r]:.3f}" for r in shown_rows)
-            curve = run.history.losses
+            shown = ", ".join(f"{EVALUATORS[r].label} {folded.scores[r]:.3f}" for r in shown_rows)
+            curve = folded.history.losses
             say(f"{label} fold {fold + 1}/{config.folds} {spec.name:<12} lr={settings.learning_rate:g} "
                 f"epochs={settings.epochs} batch={settings.batch_size}: loss {curve[0]:.4f} → {curve[-1]:.4f}; "
-                f"{shown} ({run.seconds:.1f} s)")
+                f"{shown} ({folded.seconds:.1f} s training)")
     for name, messages in caught_messages.items():
         for message in sorted(messages):
             note = message if message.startswith(f"{name}:") else f"{name}: {message}"
@@ -161,7 +177,16 @@ def run_dataset(dataset: Dataset, losses: list[LossSpec], config: ExperimentConf
     return result
 
 
-def _run_one(dataset, spec, settings, config, fold, X_train, y_train, X_test, y_test, rows, label, say):
+@dataclasses.dataclass
+class _Run:
+    spec: LossSpec
+    settings: TrainingSettings
+    training: TrainingRun
+    compiled_threshold: float | None
+
+
+def _start_run(dataset, spec, settings, config, fold, X_train, y_train) -> _Run:
+    """A fresh model (the same initial weights and batch order for every loss of a fold) and its loss."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(fold_seed(config.seed, fold))
         model = build_model(config.model, dataset.n_features, dataset.image_shape,
@@ -169,25 +194,21 @@ def _run_one(dataset, spec, settings, config, fold, X_train, y_train, X_test, y_
     model = model.to(config.device)
     loss_fn, compiled_threshold = build_loss(spec, y_train)
     generator = torch.Generator().manual_seed(fold_seed(config.seed, fold))
-    every = config.progress_every
+    training = TrainingRun(model, loss_fn, X_train, y_train, learning_rate=settings.learning_rate,
+                           batch_size=settings.batch_size, generator=generator, optimizer=settings.optimizer)
+    return _Run(spec, settings, training, compiled_threshold)
 
-    def on_epoch(epoch: int, loss: float) -> None:
-        if every and (epoch + 1) % every == 0:
-            say(f"{label} fold {fold + 1}/{config.folds} {spec.name}: epoch {epoch + 1}/{settings.epochs} "
-                f"loss {loss:.5f}")
 
-    start = time.perf_counter()
-    history = train(model, loss_fn, X_train, y_train, epochs=settings.epochs,
-                    learning_rate=settings.learning_rate, batch_size=settings.batch_size,
-                    generator=generator, optimizer=settings.optimizer, on_epoch=on_epoch if every else None)
-    seconds = time.perf_counter() - start
+def _finish_run(run: _Run, config, fold, X_test, y_test, rows) -> FoldResult:
+    """Scores of the trained model's hard predictions on the held-out fold."""
     if config.threshold == "compiled":
-        threshold = compiled_threshold if compiled_threshold is not None else 0.5
+        threshold = run.compiled_threshold if run.compiled_threshold is not None else 0.5
     else:
         threshold = float(config.threshold)
-    logits = predict_logits(model, X_test).cpu().numpy()
+    logits = predict_logits(run.training.model, X_test).cpu().numpy()
     scores = evaluate(y_test, hard_predictions(logits, threshold), rows)
-    return FoldResult(spec.name, fold, scores, threshold, settings, history, seconds)
+    history = run.training.history()
+    return FoldResult(run.spec.name, fold, scores, threshold, run.settings, history, sum(history.epoch_seconds))
 
 
 def run_experiment(datasets: list[Dataset], losses: list[LossSpec], config: ExperimentConfig,

@@ -54,46 +54,72 @@ def make_optimizer(name: str, parameters, learning_rate: float) -> torch.optim.O
     raise ValueError(f"unknown optimizer {name!r}; choose sgd or adam")
 
 
-def train(model: nn.Module, loss_fn: LossFunction, X: torch.Tensor, y: torch.Tensor, *, epochs: int,
-          learning_rate: float, batch_size: int, generator: torch.Generator, optimizer: str = "adam",
-          on_epoch: Callable[[int, float], None] | None = None) -> History:
-    """Train ``model`` in place.
+class TrainingRun:
+    """One model being trained with one loss, an epoch at a time.
+
+    Epoch-at-a-time lets the protocol interleave the losses of a fold, so that
+    their epoch times are measured under the same load on a shared machine.
 
     Args:
-        model: maps ``X`` rows to one logit each.
+        model: maps ``X`` rows to one logit each; trained in place.
         loss_fn: ``loss_fn(logits, targets)`` → scalar.
         X, y: training features and 0/1 targets (same dtype as the model).
-        epochs, learning_rate, batch_size: the usual; ``batch_size >= len(X)`` is full batch.
+        learning_rate, batch_size: the usual; ``batch_size >= len(X)`` is full batch.
         generator: the source of the batch order, so runs are reproducible.
         optimizer: ``"sgd"`` (plain gradient descent) or ``"adam"``.
-        on_epoch: called with (epoch index, mean loss) after each epoch, for progress output.
-
-    Raises:
-        TrainingError: the loss became NaN or infinite.
     """
-    step = make_optimizer(optimizer, model.parameters(), learning_rate)
-    n = X.shape[0]
-    losses, seconds = [], []
-    for epoch in range(epochs):
+
+    def __init__(self, model: nn.Module, loss_fn: LossFunction, X: torch.Tensor, y: torch.Tensor, *,
+                 learning_rate: float, batch_size: int, generator: torch.Generator, optimizer: str = "adam"):
+        self.model, self.loss_fn, self.X, self.y = model, loss_fn, X, y
+        self.batch_size, self.generator = batch_size, generator
+        self.optimizer = make_optimizer(optimizer, model.parameters(), learning_rate)
+        self.losses: list[float] = []
+        self.seconds: list[float] = []
+
+    def epoch(self) -> float:
+        """Train one epoch; returns its mean training loss.
+
+        Raises:
+            TrainingError: the loss became NaN or infinite.
+        """
+        model, X, y, n = self.model, self.X, self.y, self.X.shape[0]
         model.train()
         start = time.perf_counter()
         total = torch.zeros((), dtype=X.dtype, device=X.device)
-        for index in batches(n, batch_size, generator):
+        for index in batches(n, self.batch_size, self.generator):
             xb, yb = (X, y) if index is None else (X[index], y[index])
-            step.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(model(xb), yb)
             loss.backward()
-            step.step()
+            self.optimizer.step()
             total += loss.detach() * yb.shape[0]
-        seconds.append(time.perf_counter() - start)
+        self.seconds.append(time.perf_counter() - start)
         mean_loss = float(total) / n
         if not math.isfinite(mean_loss):
-            raise TrainingError(f"the training loss became {mean_loss} at epoch {epoch + 1}; "
+            raise TrainingError(f"the training loss became {mean_loss} at epoch {len(self.seconds)}; "
                                 "try a smaller learning rate (--lr)")
-        losses.append(mean_loss)
+        self.losses.append(mean_loss)
+        return mean_loss
+
+    def history(self) -> History:
+        return History(tuple(self.losses), tuple(self.seconds))
+
+
+def train(model: nn.Module, loss_fn: LossFunction, X: torch.Tensor, y: torch.Tensor, *, epochs: int,
+          learning_rate: float, batch_size: int, generator: torch.Generator, optimizer: str = "adam",
+          on_epoch: Callable[[int, float], None] | None = None) -> History:
+    """Train ``model`` in place for ``epochs`` epochs (see :class:`TrainingRun` for the arguments).
+
+    ``on_epoch`` is called with (epoch index, mean loss) after each epoch, for progress output.
+    """
+    run = TrainingRun(model, loss_fn, X, y, learning_rate=learning_rate, batch_size=batch_size,
+                      generator=generator, optimizer=optimizer)
+    for epoch in range(epochs):
+        loss = run.epoch()
         if on_epoch is not None:
-            on_epoch(epoch, mean_loss)
-    return History(tuple(losses), tuple(seconds))
+            on_epoch(epoch, loss)
+    return run.history()
 
 
 @torch.no_grad()
