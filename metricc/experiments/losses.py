@@ -15,7 +15,6 @@ Names, as given to ``--losses``:
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -164,11 +163,3 @@ def build_loss(spec: LossSpec, y_train: torch.Tensor | None = None) -> tuple[Los
 def mse_on_probabilities(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean of (σ(z) − y)², the squared error of the perceptron's delta rule on the sigmoid output."""
     return torch.mean((torch.sigmoid(logits) - target.to(logits.dtype)) ** 2)
-
-
-def compile_quietly(spec: LossSpec) -> tuple[LossFunction, float | None, list[str]]:
-    """:func:`build_loss` for a compiled loss, returning its compile-time warnings as text."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loss, threshold = build_loss(spec)
-    return loss, threshold, sorted({str(w.message) for w in caught})

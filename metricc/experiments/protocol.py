@@ -61,7 +61,7 @@ class FoldResult:
     threshold: float
     settings: TrainingSettings
     history: History
-    seconds: float
+    seconds: float  # training time, all epochs
 
 
 @dataclasses.dataclass
