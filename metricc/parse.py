@@ -350,7 +350,7 @@ class _Converter:
             magnitude = abs(base.evalf())
             if magnitude > 0 and float(abs(exponent.evalf())) * math.log10(float(magnitude)) > 308:
                 self.fail(node, f"this power is larger than {MAX_MAGNITUDE:g}")
-        return base ** exponent
+        return self._check_real(node, base ** exponent)
 
     def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
         if isinstance(node.func, ast.Attribute):
@@ -374,7 +374,16 @@ class _Converter:
         args = [self.convert(arg, depth + 1) for arg in node.args]
         if fname == "exp" and args[0].is_number and args[0].evalf() > 709:
             self.fail(node, f"exp({args[0]}) overflows a float")
-        return _SYMPY_FUNCTIONS[fname](*args)
+        return self._check_real(node, _SYMPY_FUNCTIONS[fname](*args))
+
+    def _check_real(self, node: ast.AST, value: sympy.Expr) -> sympy.Expr:
+        """Refuse a root of a negative quantity: sympy writes sqrt(-TP) as I*sqrt(TP), which no
+        real-valued loss can compute (the code generator cannot even print it)."""
+        if value.free_symbols and (value.has(sympy.I) or any(
+                part.is_number and part.is_real is False for part in sympy.preorder_traversal(value))):
+            self.fail(node, "this is imaginary (a root of a negative quantity, such as sqrt(-TP)); metric "
+                            "expressions must be real-valued")
+        return value
 
     def _convert_Attribute(self, node: ast.Attribute, depth: int):
         self.fail(node, "attribute access ('.') is not allowed")
