@@ -30,6 +30,7 @@ DERIVED_SYMBOLS: dict[str, sympy.Expr] = {
 }
 
 DIRECTIONS = ("maximize", "minimize")
+MAX_PRINTED_EXPONENT = 64  # the grammar's limit on a written exponent
 
 
 def parameter_symbol(name: str) -> sympy.Symbol:
@@ -107,9 +108,30 @@ class _MetricTextPrinter(StrPrinter):
         # into the sum (a different tree). Printing the rational coefficient up front reads
         # back to the very same expression.
         coefficient, rest = expr.as_coeff_Mul()
+        if coefficient.is_Rational and coefficient != 1 and rest.is_Mul and any(a.is_Add for a in rest.args):
+            # -(a + b)/c must not read as (-(a + b))/c: a number times a lone sum distributes
+            # (-a - b), so the coefficient multiplies the whole parenthesised product instead.
+            sign = "-" if coefficient == -1 else f"({coefficient})*"
+            return f"{sign}({self._print(rest)})"
         if coefficient.is_Rational and coefficient.q != 1 and rest != 1:
             return f"({coefficient})*{self.parenthesize(rest, precedence(expr))}"
         return super()._print_Mul(expr)
+
+    def _print_Pow(self, expr, rational=False):
+        # The grammar allows exponents up to 64 in magnitude, but sympy merges TP*TP**64 into
+        # TP**65. Print such a power as a product of allowed powers; it reads back merged.
+        exponent = expr.exp
+        if exponent.is_Rational and abs(exponent) > MAX_PRINTED_EXPONENT:
+            step = MAX_PRINTED_EXPONENT if exponent > 0 else -MAX_PRINTED_EXPONENT
+            count, remainder = divmod(exponent, step)
+            parts = [sympy.Integer(step)] * int(count) + ([remainder] if remainder else [])
+            base = self.parenthesize(expr.base, precedence(expr), strict=True)
+            return "(" + "*".join(f"{base}**{self._exponent(part)}" for part in parts) + ")"
+        return super()._print_Pow(expr, rational)
+
+    @staticmethod
+    def _exponent(value: sympy.Rational) -> str:
+        return str(value) if value.is_Integer and value > 0 else f"({value})"
 
     def _print_Float(self, expr):
         # Parsed numbers are exact rationals; a Float only appears when a user builds

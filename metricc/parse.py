@@ -97,7 +97,7 @@ def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None
         if unknown:
             raise MetricSyntaxError(_unused_params_message(unknown, entry.default_params, entry.name))
         expr, used = _parse_text(entry.expression, {**entry.default_params, **params})
-        return Metric(expr=expr, params=tuple(sorted(used.items())), name=name or entry.name,
+        return Metric(expr=expr, params=_surviving_params(used, expr), name=name or entry.name,
                       source=entry.expression, direction=entry.direction, description=entry.description)
 
     _check_raw_text(metric)
@@ -111,7 +111,12 @@ def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None
     unused = set(params) - set(used)
     if unused:
         raise MetricSyntaxError(_unused_params_message(unused, used))
-    return Metric(expr=expr, params=tuple(sorted(used.items())), name=name or "metric", source=metric)
+    return Metric(expr=expr, params=_surviving_params(used, expr), name=name or "metric", source=metric)
+
+
+def _surviving_params(used: Mapping[str, float], expr: sympy.Expr) -> tuple[tuple[str, float], ...]:
+    """The parameters still in the expression: in ``TP + (a - a)`` the text uses ``a``, the metric does not."""
+    return tuple(sorted((k, v) for k, v in used.items() if parameter_symbol(k) in expr.free_symbols))
 
 
 def _replace_name(metric: Metric, name: str) -> Metric:
