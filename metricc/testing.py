@@ -118,9 +118,9 @@ def _parameter(draw, names) -> tuple[str, float]:
 
 
 @st.composite
-def _leaf(draw, used: dict, scale_invariant: bool, parameters: bool) -> _Node:
-    kind = draw(st.sampled_from(["symbol", "derived", "number", "parameter"] if parameters
-                                else ["symbol", "derived", "number"]))
+def _leaf(draw, used: dict, scale_invariant: bool, parameters: bool, symbolic: bool = False) -> _Node:
+    kinds = ["symbol", "derived"] + ([] if symbolic else ["number"] + (["parameter"] if parameters else []))
+    kind = draw(st.sampled_from(kinds))
     if kind == "number":
         text = draw(_NUMBERS)
         return _Node(text, _POWER if "**" in text else _ATOM, False)
@@ -138,7 +138,7 @@ def _leaf(draw, used: dict, scale_invariant: bool, parameters: bool) -> _Node:
 
 
 def _symbolic_leaf(scale_invariant: bool) -> st.SearchStrategy[_Node]:
-    return _leaf({}, scale_invariant, False).filter(lambda leaf: leaf.symbolic)
+    return _leaf({}, scale_invariant, False, symbolic=True)
 
 
 @st.composite
