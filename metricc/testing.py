@@ -370,7 +370,6 @@ def confusion_matrices(draw, *, max_count: int = 10**6, integers: bool | None = 
     Entries are exact (``int`` or ``fractions.Fraction``), so a test can evaluate a metric
     on them without rounding.
     """
-    from fractions import Fraction
 
     def entry():
         whole = st.one_of(st.sampled_from([0, 1, 2, 3, 10]), st.integers(0, max_count))
@@ -379,8 +378,10 @@ def confusion_matrices(draw, *, max_count: int = 10**6, integers: bool | None = 
         fraction = st.fractions(min_value=0, max_value=max_count, max_denominator=10**6)
         return st.one_of(whole, fraction) if integers is None else fraction
 
-    values = draw(st.tuples(entry(), entry(), entry(), entry()).filter(lambda cm: any(cm)))
-    return tuple(Fraction(v) if not isinstance(v, int) else v for v in values)
+    values = list(draw(st.tuples(entry(), entry(), entry(), entry())))
+    if not any(values):  # n > 0: one sample somewhere
+        values[draw(st.integers(0, 3))] = 1
+    return tuple(values)
 
 
 # -- profiles ----------------------------------------------------------------------------
