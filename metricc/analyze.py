@@ -799,6 +799,25 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
     return UNKNOWN
 
 
+def _magnitude(function, point) -> float:
+    """|function(point)|: inf where it divides by zero, nan where it is not a real number.
+
+    numpy scalars, not Python floats: ``0.0**-0.5`` raises ZeroDivisionError and
+    ``(-1.0)**(1/3)`` is complex in Python, which crashed the whole analysis.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = np.asarray(function(*(np.float64(v) for v in point)))
+        except (ZeroDivisionError, OverflowError):
+            return math.inf
+        except (ValueError, TypeError):
+            return math.nan
+    if np.iscomplexobj(value) or value.size != 1:
+        return math.nan
+    return abs(float(value))
+
+
 def _gradient_diverges(pos_batch, neg_batch, min_prevalence, deadline) -> bool:
     s = sympy.Symbol("s", positive=True)
     half = sympy.Rational(1, 2)
@@ -812,9 +831,9 @@ def _gradient_diverges(pos_batch, neg_batch, min_prevalence, deadline) -> bool:
         sizes = []
         for step in (1e-4, 1e-8):
             point = (pi, a + step * (0.5 - a) / 2, b + step * (0.5 - b) / 2)
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sizes.append(max(abs(float(fn(*point))) for fn in functions))
+            sizes.append(max(_magnitude(fn, point) for fn in functions))
+        if np.isnan(sizes).any():
+            return 0.0
         if not np.isfinite(sizes[1]):
             return np.inf
         return sizes[1] / sizes[0] if sizes[0] and np.isfinite(sizes[0]) else 0.0

@@ -158,3 +158,11 @@ def test_analysis_of_min_over_rates_keeps_its_time_budget():
     report = metricc.analyze("min(TP/P, TN/N, PP/n)")
     assert time.monotonic() - started < SECONDS
     assert report.range[0] == 0.0
+
+
+def test_analysis_survives_gradients_that_divide_by_zero_or_turn_complex_at_probe_points():
+    # Regression: the divergence probe evaluated the gradient with Python floats, so
+    # 0.0**-0.5 raised ZeroDivisionError and (-x)**(1/3) a complex TypeError, crashing analyze.
+    for text in ("(TP/P - TN/N)**(1/3)", "(TP/n - FN/n)**2**-1"):
+        report = metricc.analyze(text)
+        assert report.lipschitz is None  # the gradient is unbounded where the base vanishes
