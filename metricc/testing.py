@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 import torch
 
 from .catalog import catalog
+from .metric import Metric
 from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid
 
 __all__ = [
@@ -64,7 +65,7 @@ class MetricExpression(NamedTuple):
     text: str
     params: dict
 
-    def metric(self):
+    def metric(self) -> Metric:
         """The parsed :class:`metricc.Metric`."""
         from .parse import parse
 
@@ -126,7 +127,7 @@ def _leaf(draw, used: dict, scale_invariant: bool, parameters: bool, symbolic: b
         return _Node(text, _POWER if "**" in text else _ATOM, False)
     if kind == "parameter":
         name, value = draw(_parameter(PARAMETER_NAMES))
-        value = used.setdefault(name, value)
+        used.setdefault(name, value)  # one value per name, however often it appears
         return _Node(name, _ATOM, False)
     if not scale_invariant:
         names = CONFUSION_NAMES if kind == "symbol" else DERIVED_NAMES
