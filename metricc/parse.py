@@ -379,19 +379,40 @@ class _Converter:
         args = [self.convert(arg, depth + 1) for arg in node.args]
         if fname == "exp" and args[0].is_number and args[0].evalf() > 709:
             self.fail(node, f"exp({args[0]}) overflows a float")
-        return self._check_real(node, _SYMPY_FUNCTIONS[fname](*args))
+        try:
+            if fname in ("min", "max"):
+                # Unevaluated: sympy's Min/Max rewrite nested calls in ways that are not idempotent
+                # (max(FN, min(TP, max(FN, FP))) becomes max(FN, min(FP, TP)) when read again), so
+                # an evaluated tree would not survive printing and parsing. Numbers still fold.
+                evaluate = all(arg.is_number for arg in args)
+                result = _SYMPY_FUNCTIONS[fname](*args, evaluate=evaluate)
+            else:
+                result = _SYMPY_FUNCTIONS[fname](*args)
+        except ValueError as error:  # sympy's Min/Max refuse arguments they cannot order (log(-TP))
+            self.fail(node, f"{fname}() of an argument that is not real ({error})")
+        return self._check_real(node, result)
 
     def _check_real(self, node: ast.AST, value: sympy.Expr) -> sympy.Expr:
         """Refuse a root of a negative quantity: sympy writes sqrt(-TP) as I*sqrt(TP), which no
         real-valued loss can compute (the code generator cannot even print it)."""
-        if value.free_symbols and (value.has(sympy.I) or any(
-                part.is_number and part.is_real is False for part in sympy.preorder_traversal(value))):
-            self.fail(node, "this is imaginary (a root of a negative quantity, such as sqrt(-TP)); metric "
-                            "expressions must be real-valued")
+        if value.free_symbols and (_imaginary(value) or _imaginary(self._bound(value))):
+            self.fail(node, "this is imaginary (a root or logarithm of a negative quantity, such as sqrt(-TP)); "
+                            "metric expressions must be real-valued")
         return value
+
+    def _bound(self, value: sympy.Expr) -> sympy.Expr:
+        """``value`` with the parameters' values: sqrt(-n/a) is imaginary only once a > 0 is known."""
+        values = {parameter_symbol(k): sympy.Rational(v) for k, v in self.params.items()}
+        return value.xreplace({s: values[s] for s in value.free_symbols if s in values})
 
     def _convert_Attribute(self, node: ast.Attribute, depth: int):
         self.fail(node, "attribute access ('.') is not allowed")
+
+
+def _imaginary(value: sympy.Expr) -> bool:
+    """sympy has proved ``value`` non-real: it holds I, or a constant such as (-1)**(1/3)."""
+    return value.has(sympy.I) or any(part.is_number and part.is_real is False
+                                     for part in sympy.preorder_traversal(value))
 
 
 def _same_level(op: ast.operator, top: ast.operator) -> bool:
