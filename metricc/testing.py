@@ -218,8 +218,8 @@ def _catalog_expressions(draw) -> MetricExpression:
 
 
 # What the parser refuses in grammatical text for its meaning: symbols that cancel (TP - TP),
-# constants that fold to a zero divisor (TP/(1 - 1)), roots of negatives (sqrt(-TP)).
-SEMANTIC_REJECTIONS = ("uses no confusion symbol", "division by zero", "is imaginary")
+# constants that fold to a zero divisor (TP/(1 - 1)), roots or logs of negatives (sqrt(-TP)).
+SEMANTIC_REJECTIONS = ("uses no confusion symbol", "division by zero", "is imaginary", "is not real")
 
 
 def _accepted(expression: MetricExpression) -> bool:

@@ -149,7 +149,8 @@ def hostile_corpus(canary: str) -> list[str]:
         # huge numbers and exponents
         "TP**10**10", "TP**(10**10)", "TP**-10**10", "2**10**10*TP", "9**9**9**9*TP", "10**400*TP", "1e309*TP",
         "1e308*10*TP", "TP**1e308", "TP**(1/0)", "(1/0)*TP", "(0**-1)*TP", "exp(1e10)*TP", "exp(exp(exp(10)))*TP",
-        "log(0)*TP", "sqrt(-1)*TP", "TP**(2**64**64)", "(2**1000)**(1/1000)*TP", "1" * 1990 + "*TP",
+        "log(0)*TP", "sqrt(-1)*TP",
+        "min(TP, log(-TP))", "max(TP, sqrt(-1))", "TP**(2**64**64)", "(2**1000)**(1/1000)*TP", "1" * 1990 + "*TP",
         "0." + "0" * 1990 + "1*TP", "TP*" + "9" * 400, "TP**64**64", "TP**(64.0000001)", "TP**-64",
         # size and nesting
         "(" * 10_000 + "TP" + ")" * 10_000, "(" * 101 + "TP" + ")" * 101, "(" * 100 + "TP" + ")" * 100,
@@ -369,3 +370,10 @@ def test_roots_of_negative_quantities_are_refused_before_code_generation(text):
     with pytest.raises(metricc.MetricSyntaxError, match="imaginary"):
         metricc.compile_metric(text, check=False, direction="maximize")
     assert isinstance(parse("sqrt(TP - FN)"), Metric)  # may be negative on some batches: not refused
+
+
+def test_roots_of_negative_quantities_through_parameter_values_are_refused():
+    # Regression: sqrt(-n/a) with a > 0 compiled, and the loss raised "math domain error".
+    with pytest.raises(metricc.MetricSyntaxError, match="imaginary"):
+        parse("sqrt(-(n/a))", {"a": 2.0})
+    assert isinstance(parse("sqrt(-(n/a))", {"a": -2.0}), Metric)

@@ -134,7 +134,9 @@ def off_kinks(metric: ReferenceMetric, counts, relative: float) -> bool:
 def reference_loss(metric: ReferenceMetric, relaxation, direction, logits, target, weight, threshold_list,
                    complement_sums=False):
     """The loss written the obvious way; ``complement_sums`` gets FN, FP, TN by subtraction instead."""
-    p = torch.sigmoid(logits)
+    # 1/(1 + e^-z) rather than torch.sigmoid: autograd of the latter forms σ(1 - σ), which loses
+    # every digit of the gradient where σ rounds towards 1 (z = 30: 1 - σ ≈ 1e-13 from a difference).
+    p = 1 / (1 + torch.exp(-logits))
     y = target.to(logits.dtype)
     w = torch.ones_like(logits) if weight is None else weight.to(logits.dtype)
     losses, all_counts = [], []
@@ -218,12 +220,23 @@ def well_determined(metric, relaxation, direction, batch, threshold_list, kink_g
 
 # -- compiling and running, with a one-line reproduction ---------------------------------------
 
+def hits_imaginary_derivation_bug(error: Exception) -> bool:
+    """metricc/derive.py + emit.py: a derivative that simplifies to an imaginary form (sqrt(-PP) becomes
+    I*sqrt(PP)) makes the code generator fail with TypeError instead of a clear error."""
+    return isinstance(error, TypeError) and "convert complex" in str(error)
+
+
 def compile_drawn(expression: MetricExpression, relaxation, direction="maximize", threshold_list=None, **options):
     call = expression.call(relaxation=relaxation.spec(), thresholds=threshold_list, check=False,
                            direction=direction, **options)
     note(f"reproduce: {call}")
-    return metricc.compile_metric(expression.text, params=expression.params or None, relaxation=relaxation,
-                                  thresholds=threshold_list, check=False, direction=direction, **options)
+    try:
+        return metricc.compile_metric(expression.text, params=expression.params or None, relaxation=relaxation,
+                                      thresholds=threshold_list, check=False, direction=direction, **options)
+    except TypeError as error:
+        if hits_imaginary_derivation_bug(error):
+            reject()
+        raise
 
 
 def note_batch(batch):
@@ -293,8 +306,13 @@ def test_gradcheck_on_small_batches(expression, relaxation, batch):
     run_generated(loss_fn, batch.logits, batch.target, batch.weight)  # rejects the reported min/max bug
     note_batch(batch)
     z = batch.logits.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: loss_fn(x, batch.target, batch.weight), (z,), eps=1e-6,
-                                    atol=1e-6, rtol=1e-4)
+    tolerances = dict(eps=1e-6, atol=1e-6, rtol=1e-4)
+    # Finite differences are only a yardstick where they agree with the exact gradient of the
+    # reference; near a pole (TP/FN with FN ~ 1e-10) their own rounding error dominates.
+    assume(torch.autograd.gradcheck(
+        lambda x: reference_loss(metric, relaxation, "maximize", x, batch.target, batch.weight, threshold_list)[0],
+        (z,), raise_exception=False, **tolerances))
+    assert torch.autograd.gradcheck(lambda x: loss_fn(x, batch.target, batch.weight), (z,), **tolerances)
 
 
 # -- invariances -----------------------------------------------------------------------------
@@ -407,6 +425,7 @@ def test_printing_a_parsed_metric_and_parsing_it_again_gives_the_same_expression
     ("(TP**64)**2", None),  # printed TP**128, beyond the grammar's exponent limit
     ("TP**64*sqrt(TP)", None),
     ("TP + (alpha - alpha)", {"alpha": 0.5}),  # kept alpha as a parameter of a metric without it
+    ("max(FN, max(min(TP, FN, TN), min(TP, FP)))", None),  # sympy's Min/Max rewrite is not idempotent
 ])
 def test_round_trip_regressions(text, params):
     metric = parse(text, params)
@@ -502,7 +521,7 @@ def test_without_zero_division_nan_passes_through_and_with_it_undefined_batches_
         assert torch.equal(loss, raw_loss)
         finite = torch.isfinite(raw_grad)
         assert torch.equal(grad[finite], raw_grad[finite])
-        assert (grad[~finite] == 0).all()
+        assert torch.isfinite(grad).all()  # non-finite factors are dropped, never passed on
     else:
         assert loss.item() == (1 - zero_division if direction == "maximize" else zero_division)
         assert (grad == 0).all()
@@ -518,7 +537,7 @@ def test_raw_expressions_parse_unless_their_symbols_cancel(expression):
         expression.metric()
     except metricc.MetricSyntaxError as error:
         assert any(reason in str(error) for reason in metricc.testing.SEMANTIC_REJECTIONS), str(error)
-        if "is imaginary" in str(error):  # the reference finds no real value at positive counts
+        if "is imaginary" in str(error) or "is not real" in str(error):  # no real value at positive counts
             generator = torch.Generator().manual_seed(1)
             counts = torch.rand(4, generator=generator, dtype=torch.float64) + 0.5
             assert not torch.isfinite(ReferenceMetric(expression)(*counts)), str(error)
@@ -565,3 +584,10 @@ def test_positive_gradient_survives_a_much_larger_negative_factor():
     z = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     loss_fn(z, torch.tensor([1, 0])).backward()
     assert z.grad[0].item() == -0.25  # loss = 1 - TP - 1e17*FP; dTP/dz = p(1 - p) for the positive
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="reported: a derivation that simplifies to an imaginary form crashes the code generator")
+def test_a_metric_that_is_imaginary_after_simplification_gets_a_clear_error():
+    with pytest.raises((metricc.MetricSyntaxError, metricc.MetricCheckError, ValueError)):
+        metricc.compile_metric("min(TP, (-PP)**(1/2))", check=False, direction="maximize")
