@@ -10,6 +10,7 @@ autograd composition, which shares no code with the generated module).
 import ast
 import builtins
 import datetime
+import gc
 import importlib.util
 import multiprocessing
 import multiprocessing.connection
@@ -195,7 +196,8 @@ def _worker(rank, world_size, port, plan_path, out_dir):
         try:
             results = _run_cases(rank, world_size, torch.load(plan_path))
         finally:
-            torch.distributed.destroy_process_group()
+            gc.collect()  # DDP's reducer sits in reference cycles: free it while the group exists, or
+            torch.distributed.destroy_process_group()  # gloo can abort at exit ("terminate called ...")
         torch.save(results, out_dir / f"rank{rank}.pt")
     except BaseException:
         (out_dir / f"rank{rank}.error").write_text(traceback.format_exc())
