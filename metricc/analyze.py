@@ -34,7 +34,7 @@ from .budget import BudgetExceeded, time_budget
 from .derive import tidy
 from .errors import MetricCheckError, NonLipschitzWarning
 from .interval import Interval, Unsupported, enclose
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate
 from .parse import parse
 from .signs import orthant_zero_sets, sign
 
@@ -276,7 +276,7 @@ def _along_batch(f, up, down, deadline):
     Differentiating min/max of many terms can take sympy seconds, so even the plain
     derivative is budgeted; the simplified form gets a further, shorter budget.
     """
-    derivative = deadline.run(1.0, lambda: sympy.diff(f, up) - sympy.diff(f, down), None)
+    derivative = deadline.run(1.0, lambda: differentiate(f, up) - differentiate(f, down), None)
     if derivative is None:
         return None
     return deadline.run(0.6, lambda: tidy(derivative, 0.3), derivative)
@@ -375,7 +375,7 @@ def _homogeneous(f, samples, deadline, report) -> bool | str:
     if _degree(f) == 0:
         report.proofs.append("scale-invariant: every term has degree 0 in the confusion entries")
         return True
-    euler = sum(s * sympy.diff(f, s) for s in CONFUSION_SYMBOLS)
+    euler = sum(s * differentiate(f, s) for s in CONFUSION_SYMBOLS)
     if deadline.run(1.0, lambda: tidy(euler, 0.4) == 0, False):
         report.proofs.append("scale-invariant: Σ x·∂f/∂x simplifies to 0 (Euler)")
         return True

@@ -20,8 +20,9 @@ import dataclasses
 import sympy
 
 from .budget import try_within
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, to_text
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
 from .relax import Relaxation, resolve_relaxation
+from .signs import sign
 
 SIMPLIFY_SECONDS = 1.0
 
@@ -116,12 +117,34 @@ class Derivation:
 
 
 def tidy(expr: sympy.Expr, seconds: float = SIMPLIFY_SECONDS) -> sympy.Expr:
-    """The shortest of a few equivalent forms that sympy finds within the budget."""
+    """The shortest of a few equivalent forms that sympy finds within the budget.
+
+    sympy's equivalences hold over the complex numbers: it may rewrite sqrt(|u|)'s
+    derivative with |u**(3/2)|, which is the same modulus but NaN in real floating point
+    wherever u < 0. Forms that take a root or logarithm of something not known to be
+    non-negative, beyond those ``expr`` already takes, are not candidates.
+    """
     candidates = [expr, sympy.together(expr)]
     if expr.is_rational_function(*CONFUSION_SYMBOLS):
         candidates.append(try_within(seconds, lambda: sympy.factor(sympy.cancel(expr)), expr))
     candidates.append(try_within(seconds, lambda: sympy.simplify(expr), expr))
-    return min(candidates, key=sympy.count_ops)
+    allowed = _unsafe_roots_and_logs(expr)
+    return min((c for c in candidates if _unsafe_roots_and_logs(c) <= allowed), key=sympy.count_ops)
+
+
+def _unsafe_roots_and_logs(expr: sympy.Expr) -> set[sympy.Expr]:
+    """Arguments of non-integer powers and logarithms in ``expr`` not structurally proved ≥ 0."""
+    unsafe = set()
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and not node.exp.is_integer:
+            argument = node.base
+        elif isinstance(node, sympy.log):
+            argument = node.args[0]
+        else:
+            continue
+        if sign(argument, expand=False) not in ("+", "0"):
+            unsafe.add(argument)
+    return unsafe
 
 
 def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None,
@@ -151,7 +174,7 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
     thresholds = normalize_thresholds(relaxation, thresholds)
 
     f = metric.expr
-    raw = {s: sympy.diff(f, s) for s in CONFUSION_SYMBOLS}
+    raw = {s: differentiate(f, s) for s in CONFUSION_SYMBOLS}
     partials = tuple((s.name, tidy(raw[s])) for s in CONFUSION_SYMBOLS)
     positive = tidy(raw[TP] - raw[FN])
     negative = tidy(raw[FP] - raw[TN])

@@ -33,7 +33,7 @@ class MetricTorchPrinter(TorchPrinter):
     numeric constants such as sqrt(2) are printed as float literals (``torch.sqrt``
     does not take Python numbers); ``Heaviside`` (from differentiating min/max) is
     printed with ``torch.sign``; ``Min``/``Max`` use the elementwise
-    ``torch.minimum``/``torch.maximum``.
+    ``torch.minimum``/``torch.maximum``, and ``torch.clamp`` for numeric arguments.
     """
 
     def __init__(self, tensor_symbols=frozenset(CONFUSION_SYMBOLS), settings=None):
@@ -61,10 +61,22 @@ class MetricTorchPrinter(TorchPrinter):
         return f"(0.5 * (torch.sign({argument}) + 1))"
 
     def _print_Min(self, expr):
-        return self._expand_fold_binary_op("torch.minimum", [self._print(a) for a in expr.args])
+        return self._print_extremum(expr, "torch.minimum", "min", "max")
 
     def _print_Max(self, expr):
-        return self._expand_fold_binary_op("torch.maximum", [self._print(a) for a in expr.args])
+        return self._print_extremum(expr, "torch.maximum", "max", "min")
+
+    def _print_extremum(self, expr, tensor_function, python_function, clamp_keyword):
+        """torch.minimum/maximum take tensors only: fold the tensor arguments with them and
+        apply the numbers and parameters (Python floats) as one clamp bound."""
+        tensors = [a for a in expr.args if a.free_symbols & self.tensor_symbols]
+        scalars = [a for a in expr.args if not a.free_symbols & self.tensor_symbols]
+        folded = self._expand_fold_binary_op(tensor_function, [self._print(a) for a in tensors])
+        if not scalars:
+            return folded
+        bound = self._print(scalars[0]) if len(scalars) == 1 else \
+            f"{python_function}({', '.join(self._print(a) for a in scalars)})"
+        return f"torch.clamp({folded}, {clamp_keyword}={bound})"
 
     def _print_Pow(self, expr):
         base, exponent = expr.args
@@ -119,8 +131,8 @@ def loss_names(metric_name: str) -> tuple[str, str, str]:
 
 
 def _docstring_text(text: str) -> str:
-    """Make arbitrary text safe inside a triple-quoted docstring."""
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    """Make arbitrary text safe inside a triple-quoted docstring (Python source cannot hold NUL)."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\0", "\\x00")
 
 
 def metric_function_source(derivation: Derivation) -> str:
@@ -455,10 +467,12 @@ def _input_gradient(input, target, positive, negative, from_logits):
         p = torch.sigmoid(input)
         chain = torch.neg(input).sigmoid_().mul_(p)  # dp/dz = σ(z)·σ(−z): never rounds to 0
         grad = soft_prediction_slope_(p, THRESHOLD).mul_(chain)
-        factor = torch.addcmul(negative, target, positive - negative, out=chain)
+        factor = torch.lerp(negative, positive, target, out=chain)
     else:
         grad = soft_prediction_slope_(input.clone(), THRESHOLD)
-        factor = torch.addcmul(negative, target, positive - negative)
+        factor = torch.lerp(negative, positive, target)
+    # lerp is exact at weights 0 and 1: no negative + (positive - negative) that loses a
+    # positive factor much smaller than the negative one.
     return grad.mul_(factor)
 ''')
 
@@ -496,11 +510,11 @@ def _input_gradient(input, target, positive, negative, from_logits):
     """∂loss/∂input: Σ over thresholds of (positive or negative factor) · dŷ/dp, times dp/dz."""
     p = torch.sigmoid(input) if from_logits else input
     thresholds = _thresholds_like(p)
-    factors = torch.stack([negative, positive - negative])  # (2, T)
+    factors = torch.stack([negative, positive])  # (2, T)
     grad = torch.empty_like(p)
     for rows in _blocks(p.shape[0]):
-        both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows)
-        torch.addcmul(both[0], target[rows], both[1], out=grad[rows])
+        both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows): as a negative, as a positive
+        torch.lerp(both[0], both[1], target[rows], out=grad[rows])  # exact at target 0 and 1
     if from_logits:
         grad.mul_(p).mul_(torch.neg(input).sigmoid_())
     return grad

@@ -30,6 +30,19 @@ DERIVED_SYMBOLS: dict[str, sympy.Expr] = {
 }
 
 DIRECTIONS = ("maximize", "minimize")
+
+
+class _RealAbs(sympy.Function):
+    """|u| for a real u. sympy's Abs must allow complex u, so d|sqrt(u)|/du comes out in
+    terms of re, im and atan2(0, u); metrics are real-valued, where d|u| = sign(u) du."""
+
+    def fdiff(self, argindex=1):
+        return sympy.sign(self.args[0])
+
+
+def differentiate(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Expr:
+    """∂expr/∂symbol, treating every subexpression as real (as the grammar guarantees)."""
+    return sympy.diff(expr.replace(sympy.Abs, _RealAbs), symbol).replace(_RealAbs, sympy.Abs)
 MAX_PRINTED_EXPONENT = 64  # the grammar's limit on a written exponent
 
 

@@ -21,6 +21,7 @@ import sympy
 from .catalog import closest_names, lookup
 from .errors import MetricSyntaxError
 from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS, Metric, parameter_symbol, to_text
+from .signs import sign
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 100
@@ -355,6 +356,8 @@ class _Converter:
             magnitude = abs(base.evalf())
             if magnitude > 0 and float(abs(exponent.evalf())) * math.log10(float(magnitude)) > 308:
                 self.fail(node, f"this power is larger than {MAX_MAGNITUDE:g}")
+        if not exponent.is_integer:
+            self._check_never_negative(node.left, base)
         return self._check_real(node, base ** exponent)
 
     def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
@@ -377,6 +380,8 @@ class _Converter:
         if arity is None and len(node.args) < 2:
             self.fail(node, f"{fname}() takes at least 2 arguments, got {len(node.args)}")
         args = [self.convert(arg, depth + 1) for arg in node.args]
+        if fname in ("sqrt", "log"):
+            self._check_never_negative(node.args[0], args[0])
         if fname == "exp" and args[0].is_number and args[0].evalf() > 709:
             self.fail(node, f"exp({args[0]}) overflows a float")
         try:
@@ -399,6 +404,13 @@ class _Converter:
             self.fail(node, "this is imaginary (a root or logarithm of a negative quantity, such as sqrt(-TP)); "
                             "metric expressions must be real-valued")
         return value
+
+    def _check_never_negative(self, node: ast.AST, value: sympy.Expr) -> None:
+        """Refuse a root or logarithm of a quantity that is ≤ 0 on every batch, such as sqrt(-PP):
+        sympy keeps sqrt(-TP - FP) unevaluated, so ``_check_real`` cannot see that it is imaginary."""
+        if value.free_symbols and not value.is_zero and sign(self._bound(value)) == "-":
+            self.fail(node, "this is never positive, so its root or logarithm is imaginary (e.g. sqrt(-PP)); "
+                            "metric expressions must be real-valued")
 
     def _bound(self, value: sympy.Expr) -> sympy.Expr:
         """``value`` with the parameters' values: sqrt(-n/a) is imaginary only once a > 0 is known."""

@@ -1,0 +1,58 @@
+"""metricc.budget: SIGALRM time budgets around sympy calls that can run for a long time."""
+
+import gc
+import sys
+import time
+
+import pytest
+
+from metricc.budget import BudgetExceeded, budgets_available, time_budget, try_within
+
+pytestmark = pytest.mark.skipif(not budgets_available(), reason="needs setitimer on the main thread")
+
+
+def _spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_work_past_its_budget_is_interrupted_and_the_fallback_returned():
+    started = time.monotonic()
+    assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
+    assert time.monotonic() - started < 1.0
+    assert try_within(1.0, lambda: "done", "fallback") == "done"
+
+
+def test_nested_budgets_keep_the_tighter_deadline_and_restore_the_outer_one():
+    started = time.monotonic()
+    with pytest.raises(BudgetExceeded):
+        with time_budget(0.3):
+            assert try_within(5.0, lambda: _spin(5.0), "inner gave up") == "inner gave up"  # the outer 0.3 s
+            _spin(5.0)
+    assert time.monotonic() - started < 1.5
+
+
+def test_an_alarm_inside_a_garbage_collector_callback_waits_for_the_budgeted_code():
+    """Raised inside a gc callback, BudgetExceeded would be swallowed as 'unraisable' (and pytest
+    turns that into a failure of whatever test runs); the budget must defer it instead."""
+    finished = []
+
+    def slow_callback(phase, info):
+        if phase == "start":
+            _spin(0.2)  # the 0.05 s deadline passes in here
+            finished.append(phase)
+
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    gc.callbacks.append(slow_callback)
+    try:
+        with pytest.raises(BudgetExceeded):
+            with time_budget(0.05):
+                gc.collect()
+                _spin(5.0)
+    finally:
+        gc.callbacks.remove(slow_callback)
+        sys.unraisablehook = hook
+    assert finished == ["start"]
+    assert unraisable == []
