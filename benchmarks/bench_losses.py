@@ -183,7 +183,7 @@ def main(argv=None) -> int:
           f"python {platform.python_version()}\n")
     header = "| n | dtype | metric | relaxation | thresholds | BCE ms | compiled | plain autograd |"
     header += " torch.compile |" if args.compile else ""
-    header += " peak mem compiled/plain |" if args.memory else ""
+    header += " peak mem compiled / plain / BCE |" if args.memory else ""
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     rows = []
@@ -204,7 +204,8 @@ def main(argv=None) -> int:
                     "thresholds": thresholds}
             eager = peak_memory_bytes({**spec, "kind": "eager"})
             plain = peak_memory_bytes({**spec, "kind": "plain"})
-            row["peak_memory_mb"] = {"eager": eager / 2**20, "plain": plain / 2**20}
+            reference = peak_memory_bytes({**spec, "kind": "bce"})
+            row["peak_memory_mb"] = {"eager": eager / 2**20, "plain": plain / 2**20, "bce": reference / 2**20}
         rows.append(row)
         line = (f"| {n:.0e} | {row['dtype']} | {metric} | {relaxation} | {row['thresholds']} | {row['bce_ms']:.2f} | "
                 f"{row['eager_ratio']:.2f}x | {row['plain_ratio']:.2f}x |")
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
             line += f" {row['compiled_ratio']:.2f}x |"
         if args.memory:
             memory = row.get("peak_memory_mb")
-            line += (f" {memory['eager']:.0f} / {memory['plain']:.0f} MB |" if memory else " |")
+            line += (f" {memory['eager']:.1f} / {memory['plain']:.1f} / {memory['bce']:.1f} MB |" if memory else " |")
         print(line, flush=True)
     if args.json:
         with open(args.json, "w") as handle:
