@@ -175,6 +175,7 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
     template = _SINGLE_THRESHOLD if len(thresholds) == 1 else _MANY_THRESHOLDS
     statistics_source = template.substitute(
         chunk_elements=CHUNK_ELEMENTS,
+        fused_slope_source=derivation.relaxation.fused_slope_source().rstrip() + "\n",
         block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
     loss_expression = "1 - value" if derivation.direction == "maximize" else "value"
     metric_function = metric_function_source(derivation)
@@ -463,6 +464,8 @@ def _statistics(p, target, weight):
 
 def _input_gradient(input, target, positive, negative, from_logits):
     """∂loss/∂input = (positive or negative factor) · dŷ/dp · dp/dz, in a few in-place passes."""
+    if _is_compiling():
+        return _fused_input_gradient(input, target, positive, negative, from_logits)
     if from_logits:
         p = torch.sigmoid(input)
         chain = torch.neg(input).sigmoid_().mul_(p)  # dp/dz = σ(z)·σ(−z): never rounds to 0
@@ -474,6 +477,21 @@ def _input_gradient(input, target, positive, negative, from_logits):
     # lerp is exact at weights 0 and 1: no negative + (positive - negative) that loses a
     # positive factor much smaller than the negative one.
     return grad.mul_(factor)
+
+
+$fused_slope_source
+
+def _fused_input_gradient(input, target, positive, negative, from_logits):
+    """The same gradient, written for torch.compile, which fuses it into one loop: there
+    the exponentials cost, not the passes, so σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)²
+    both come from the one u = e^(−|z|)."""
+    factor = torch.lerp(negative, positive, target)
+    if not from_logits:
+        return soft_prediction_slope(input, THRESHOLD) * factor
+    u = torch.exp(-torch.abs(input))
+    r = 1 / (1 + u)
+    p = torch.where(input >= 0, r, u * r)
+    return soft_prediction_slope(p, THRESHOLD) * (u * r * r) * factor
 ''')
 
 _MANY_THRESHOLDS = string.Template('''\

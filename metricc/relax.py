@@ -65,6 +65,16 @@ class Relaxation(abc.ABC):
         is a float, or a tensor of thresholds broadcasting along p's last dimension.
         """
 
+    def fused_slope_source(self) -> str:
+        """Source of ``soft_prediction_slope(p, threshold)``: dŷ/dp out of place, for the code
+        that ``torch.compile`` fuses into one loop, where the count of exponentials (not of
+        passes over memory) sets the cost. By default the in-place form on a copy."""
+        return textwrap.dedent('''\
+            def soft_prediction_slope(p, threshold):
+                """dŷ/dp, out of place (the form torch.compile fuses)."""
+                return soft_prediction_slope_(p.clone(), threshold)
+            ''')
+
     def block_torch_source(self, thresholds: tuple[float, ...]) -> str:
         """Source of ``soft_prediction_block(p, thresholds)`` and ``soft_prediction_slope_block``.
 
@@ -203,6 +213,15 @@ class Sigmoid(Relaxation):
                 a = p.sub_(threshold).mul_(AMPLIFIER_SCALE)
                 other_side = torch.neg(a).sigmoid_()
                 return a.sigmoid_().mul_(other_side).mul_(AMPLIFIER_SCALE)
+            ''')
+
+    def fused_slope_source(self) -> str:
+        return textwrap.dedent('''\
+            def soft_prediction_slope(p, threshold):
+                """dŷ/dp = L·σ(a)·σ(−a) = L·v/(1 + v)², v = e^(−|a|): one exponential, not two
+                sigmoids, in the loop torch.compile fuses; exact where the amplifier saturates."""
+                v = torch.exp(-torch.abs(AMPLIFIER_SCALE * (p - threshold)))
+                return AMPLIFIER_SCALE * v / torch.square(1 + v)
             ''')
 
 

@@ -32,6 +32,26 @@ def test_fullgraph_torch_compile_of_a_mixed_objective_matches_eager():
     assert torch.allclose(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("relaxation, from_logits", [("anyloss", True), ("anyloss", False), ("linear", True),
+                                                      ("sol", True)])
+def test_the_fused_backward_that_torch_compile_runs_equals_the_eager_backward(relaxation, from_logits):
+    """Under torch.compile the backward takes its own, exponential-sparing path (_fused_input_gradient)."""
+    loss_fn = metricc.compile_metric("f1", relaxation=relaxation, from_logits=from_logits, check=False)
+    logits, target = batch(seed=1)
+    if from_logits:
+        logits[:6] = torch.tensor([-800.0, -100.0, -30.0, 30.0, 100.0, 800.0])  # where σ saturates
+    else:
+        logits = torch.sigmoid(logits)
+    compiled = torch.compile(loss_fn.function, fullgraph=True, dynamic=False)
+    z_compiled, z_eager = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    compiled(z_compiled, target, from_logits=from_logits).backward()
+    loss_fn(z_eager, target).backward()
+    assert torch.isfinite(z_compiled.grad).all()
+    torch.testing.assert_close(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-300)
+    if from_logits and relaxation == "anyloss":
+        assert (z_compiled.grad[1:5] != 0).all()  # σ(z)·σ(−z) computed without 1 − σ(z)
+
+
 def test_compile_option_falls_back_to_eager_with_a_warning(monkeypatch):
     def broken_compile(function, **kwargs):
         def run(*args, **kw):
