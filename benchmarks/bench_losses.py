@@ -149,14 +149,14 @@ print(status("VmHWM:") - before)
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def build_candidate(kind: str, metric: str, relaxation: str, thresholds: bool):
+def build_candidate(kind: str, metric: str, relaxation: str, thresholds: bool, validate: bool = True):
     levels = THRESHOLDS if thresholds else (0.5,)
     if kind == "bce":
         return bce
     if kind == "plain":
         return plain_loss(metric, relaxation, levels)
     return metricc.compile_metric(metric, relaxation=relaxation, thresholds=list(levels) if thresholds else None,
-                                  compile=kind == "compiled")
+                                  compile=kind == "compiled", validate=validate)
 
 
 def main(argv=None) -> int:
@@ -170,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (n >= 1e6)")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per configuration")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                        help="the compiled losses check that targets are 0/1 (--no-validate: skip, as under compile)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.dtypes = "1e6", "float32"
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
     print("# metricc loss benchmark: forward+backward, median time as a ratio to BCE-with-logits")
     machine = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}, "
-          f"python {platform.python_version()}\n")
+          f"python {platform.python_version()}; target validation {'on' if args.validate else 'off'}\n")
     header = "| n | dtype | metric | relaxation | thresholds | BCE ms | compiled | plain autograd |"
     header += " torch.compile |" if args.compile else ""
     header += " peak mem compiled / plain / BCE |" if args.memory else ""
@@ -192,7 +194,9 @@ def main(argv=None) -> int:
         if relaxation == "identity" and thresholds:
             continue
         logits, target = make_batch(n, dtype)
-        candidates = {kind: build_candidate(kind, metric, relaxation, thresholds)
+        if args.compile:
+            torch._dynamo.reset()  # each configuration gets the static-size code a fixed batch size gets
+        candidates = {kind: build_candidate(kind, metric, relaxation, thresholds, args.validate)
                       for kind in ("bce", "eager", "plain") + (("compiled",) if args.compile else ())}
         check_against_plain(candidates["eager"], candidates["plain"], logits, target, dtype)
         times = time_side_by_side(candidates, logits, target, args.seconds)

@@ -123,7 +123,10 @@ def compile_function(function):
         warnings.warn("torch.compile is not available in this PyTorch; running the eager code",
                       CompileFallbackWarning, stacklevel=_caller_stacklevel())
         return function
-    compiled = compiler(function, dynamic=False)
+    # Default dynamic: a batch of a new size (a last, smaller batch) recompiles once with a
+    # symbolic size. dynamic=False would recompile per size and fall back to eager code for
+    # good after torch._dynamo's recompile limit; generated modules are shared, so sizes add up.
+    compiled = compiler(function)
 
     state = {"fallback": False}
 

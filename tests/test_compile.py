@@ -74,3 +74,20 @@ def test_compile_option_keeps_input_errors_as_input_errors(monkeypatch):
     loss_fn = metricc.compile_metric("f1", compile=True)
     with pytest.raises(ValueError, match="target must hold only 0 and 1"):
         loss_fn(torch.zeros(3, dtype=torch.float64), torch.tensor([0, 1, 3]))
+
+
+def test_compile_option_stays_compiled_across_many_batch_sizes():
+    """Ten batch sizes, beyond torch._dynamo's recompile limit of 8: one symbolic-size recompile, not ten."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    loss_fn = metricc.compile_metric("balanced_accuracy", compile=True)
+    eager = metricc.compile_metric("balanced_accuracy")
+    for n in range(20, 30):
+        logits, target = batch(n, seed=n)
+        z_compiled, z_eager = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+        loss_fn(z_compiled, target).backward()
+        eager(z_eager, target).backward()
+        torch.testing.assert_close(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-15)
+    assert 1 <= sum(counters["frames"].values()) and counters["stats"]["unique_graphs"] <= 3
