@@ -92,6 +92,24 @@ def print_torch(expr: sympy.Expr, tensor_symbols=frozenset(CONFUSION_SYMBOLS)) -
     return MetricTorchPrinter(tensor_symbols).doprint(expr)
 
 
+class MetricScalarPrinter(PythonCodePrinter):
+    """Python-float source (``math.*``) for the CPU fast path, with torch's conventions:
+    sign(0) = 0 and Heaviside(0) = 1/2, as ``torch.sign`` gives them."""
+
+    def __init__(self):
+        super().__init__({"strict": True, "standard": "python3"})
+
+    def _print_sign(self, expr):
+        return f"_sign({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        return f"(0.5 * (_sign({self._print(expr.args[0])}) + 1))"
+
+
+def print_scalar(expr: sympy.Expr) -> str:
+    return MetricScalarPrinter().doprint(expr)
+
+
 @dataclasses.dataclass(frozen=True)
 class EmitOptions:
     """Defaults baked into the generated module's signatures."""
@@ -163,7 +181,27 @@ def metric_function_source(derivation: Derivation) -> str:
         "    Works elementwise, so each argument may hold one value per threshold.\n"
         '    """\n'
         f"{body}\n"
+        "\n\n"
+        f"{scalar_metric_function_source(derivation)}"
     )
+
+
+def scalar_metric_function_source(derivation: Derivation) -> str:
+    """``metric_and_gradient_scalar``: the same with Python floats, for the CPU fast path."""
+    lines = [f"{name} = {float(value)!r}" for name, value in derivation.metric.params]
+    lines += [f"{symbol.name} = {print_scalar(expr)}" for symbol, expr in derivation.common_subexpressions]
+    lines.append("return (")
+    lines += [f"    {print_scalar(expr)}," for expr in derivation.outputs]
+    lines.append(")")
+    body = textwrap.indent("\n".join(lines), "    ")
+    source = (
+        "def metric_and_gradient_scalar(TP, FN, FP, TN):\n"
+        '    """metric_and_gradient for Python floats (math.*); raises where a value is undefined."""\n'
+        f"{body}\n"
+    )
+    if "_sign(" in body:  # from abs, min or max: torch.sign's convention, sign(0) = 0
+        source += "\n\ndef _sign(x):\n    return float((x > 0) - (x < 0))\n"
+    return source
 
 
 def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
@@ -181,7 +219,7 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
     metric_function = metric_function_source(derivation)
     source = _MODULE.substitute(
         docstring=_docstring_text(module_docstring(derivation, module_class)),
-        math_import="import math\n" if "math." in relaxation_source + metric_function else "",
+        math_import="import math\n",
         generator=repr(GENERATOR),
         metric_name=repr(metric.name),
         metric_source=repr(metric.source),
@@ -273,7 +311,38 @@ def _loss_and_coefficients(statistics, zero_division):
     """Loss and the per-sample gradient factors for positives and negatives.
 
     ``statistics`` holds (TP, PP, P, n) in its first dimension, one column per threshold.
+    On CPU the few numbers involved are Python floats: some 25 tensor operations on
+    one-element tensors would cost more than the sums over a batch of a thousand.
     """
+    if statistics.device.type == "cpu" and not _is_compiling():
+        result = _scalar_loss_and_coefficients(statistics)
+        if result is not None:
+            return result
+    return _tensor_loss_and_coefficients(statistics, zero_division)
+
+
+def _scalar_loss_and_coefficients(statistics):
+    """The CPU fast path; None where a value is not finite (the tensor path applies zero_division)."""
+    values, positives, negatives = [], [], []
+    for TP, PP, P, n in zip(*statistics.tolist()):
+        entries = (TP, P - TP, PP - TP, n - P - PP + TP)
+        try:
+            value, positive, negative = metric_and_gradient_scalar(*(max(x, 0.0) for x in entries))
+            if not (math.isfinite(value) and math.isfinite(positive) and math.isfinite(negative)):
+                return None
+        except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
+            return None
+        values.append($loss_expression)
+        positives.append(positive)
+        negatives.append(negative)
+    scale = LOSS_SIGN / len(values)
+    loss = torch.tensor(sum(values) / len(values), dtype=statistics.dtype)
+    factors = torch.tensor([positives, negatives], dtype=statistics.dtype).mul_(scale)
+    return loss, factors[0], factors[1]
+
+
+def _tensor_loss_and_coefficients(statistics, zero_division):
+    """Loss and gradient factors with tensor operations (any device, torch.compile, undefined values)."""
     TP, PP, P, n = statistics
     # Differences of sums can round below zero; the entries are non-negative by construction.
     TP, FN, FP, TN = torch.stack([TP, P - TP, PP - TP, n - P - PP + TP]).clamp_min_(0)

@@ -285,3 +285,45 @@ def test_metric_names_land_in_code_as_identifiers_and_sources_as_reprs():
     assert "METRIC_SOURCE = 'TP/(TP + FN)'" in loss_fn.source
     with pytest.raises(metricc.MetricSyntaxError):
         metricc.compile_metric("f1", name='x"""; import os; """')
+
+
+# min, max and abs differentiate to sign/Heaviside, which the scalar path prints with its own _sign.
+PIECEWISE_METRICS = ["min(TP/P, TN/N)", "max(TP/(TP+FP), 0.3) * TP/P", "1 - abs(FP/N - FN/P)"]
+
+
+@pytest.mark.parametrize("name", CATALOG + PIECEWISE_METRICS)
+def test_cpu_scalar_path_equals_the_tensor_path(name):
+    """On CPU the loss and gradient factors come from Python floats; elsewhere from tensors."""
+    loss_fn = metricc.compile_metric(name, relaxation="linear", thresholds=[0.3, 0.5, 0.7], check=False,
+                                     direction=None if name in CATALOG else "maximize")
+    module = loss_fn.module
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        tp, pp = torch.rand(2, 3, generator=generator, dtype=torch.float64) * 40
+        p, n = torch.full((3,), 45.0, dtype=torch.float64), torch.full((3,), 100.0, dtype=torch.float64)
+        statistics = torch.stack([tp.clamp(max=45.0), pp + tp, p, n])
+        scalar = module._scalar_loss_and_coefficients(statistics)
+        tensor = module._tensor_loss_and_coefficients(statistics, 0.0)
+        assert scalar is not None
+        for a, b in zip(scalar, tensor):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_cpu_scalar_path_leaves_undefined_batches_to_the_tensor_path():
+    module = metricc.compile_metric("recall", check=False).module
+    no_positives = torch.tensor([[0.0], [3.0], [0.0], [10.0]], dtype=torch.float64)  # TP, PP, P, n
+    assert module._scalar_loss_and_coefficients(no_positives) is None
+    loss, positive, negative = module._loss_and_coefficients(no_positives, 0.25)
+    assert loss.item() == 0.75 and positive.item() == 0.0 and negative.item() == 0.0  # 1 - zero_division
+
+
+def test_cpu_scalar_path_takes_torch_sign_convention_at_ties():
+    """At TP/P = TN/N, d min/d TP is Heaviside(0) = 1/2 on both paths (torch.sign(0) = 0)."""
+    module = metricc.compile_metric("min(TP/P, TN/N)", relaxation="linear", check=False).module
+    tie = torch.tensor([[5.0], [55.0], [10.0], [110.0]], dtype=torch.float64)  # TP/P = TN/N = 0.5
+    scalar = module._scalar_loss_and_coefficients(tie)
+    tensor = module._tensor_loss_and_coefficients(tie, 0.0)
+    for a, b in zip(scalar, tensor):
+        torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
+    assert scalar[1].item() != 0.0  # half of d(TP/P)/dTP, not a one-sided choice of zero
