@@ -337,8 +337,9 @@ def _scalar_loss_and_coefficients(statistics):
         negatives.append(negative)
     scale = LOSS_SIGN / len(values)
     loss = torch.tensor(sum(values) / len(values), dtype=statistics.dtype)
-    factors = torch.tensor([positives, negatives], dtype=statistics.dtype).mul_(scale)
-    return loss, factors[0], factors[1]
+    positive = torch.tensor([x * scale for x in positives], dtype=statistics.dtype)
+    negative = torch.tensor([x * scale for x in negatives], dtype=statistics.dtype)
+    return loss, positive, negative
 
 
 def _tensor_loss_and_coefficients(statistics, zero_division):
@@ -396,7 +397,7 @@ def _check_labels(target):
     if target.dtype == torch.bool or target.numel() == 0:
         return
     low, high = torch.aminmax(target)
-    binary = bool(low >= 0) and bool(high <= 1)
+    binary = low.item() >= 0 and high.item() <= 1
     if binary and target.is_floating_point():
         binary = torch.equal(target, target.round())
     if not binary:
@@ -445,8 +446,10 @@ class $autograd_name(torch.autograd.Function):
                 # average equal the gradient of the loss on the global batch.
                 grad_scale = float(world) if grad_average else 1.0
         loss, positive, negative = _loss_and_coefficients(statistics, zero_division)
+        if grad_scale != 1.0:
+            positive, negative = positive * grad_scale, negative * grad_scale
         ctx.from_logits = from_logits
-        ctx.save_for_backward(input, target, weight, positive * grad_scale, negative * grad_scale)
+        ctx.save_for_backward(input, target, weight, positive, negative)
         return loss
 
     @staticmethod
