@@ -392,21 +392,28 @@ def _flatten(tensor, what, like=None):
     return tensor
 
 
-def _check_labels(target):
-    """Raise unless target holds only 0 and 1 (one or two cheap passes, not a mask per value)."""
+def _check_labels(target, scratch):
+    """Raise unless target holds only 0 and 1: two cheap passes over ``scratch``, a buffer
+    shaped like target that the caller overwrites next, so the check allocates nothing."""
     if target.dtype == torch.bool or target.numel() == 0:
         return
-    low, high = torch.aminmax(target)
-    binary = low.item() >= 0 and high.item() <= 1
-    if binary and target.is_floating_point():
-        binary = torch.equal(target, target.round())
+    if target.is_floating_point():
+        # |y − y²| is 0 exactly at 0 and 1 and positive (or NaN) anywhere else, even at
+        # tiny or huge y, and a sum of non-negative numbers is 0 only if every term is.
+        binary = torch.addcmul(target, target, target, value=-1, out=scratch).abs_().sum().item() == 0
+    else:
+        low, high = torch.aminmax(target)
+        binary = low.item() >= 0 and high.item() <= 1
     if not binary:
         invalid = ((target != 0) & (target != 1)).nonzero()[0, 0]
         raise ValueError(f"target must hold only 0 and 1, but target[{int(invalid)}] = {target[invalid].item()!r}")
 
 
 def _prepare(input, target, weight, from_logits, validate, allow_empty):
-    """Flatten and check the batch; cast target and weight to the input's dtype."""
+    """Flatten and check the batch; cast target and weight to the input's dtype.
+
+    The labels are checked later, in the forward, on a buffer it needs anyway.
+    """
     input = _flatten(input, "input")
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor of {'logits' if from_logits else 'probabilities'}, "
@@ -417,7 +424,6 @@ def _prepare(input, target, weight, from_logits, validate, allow_empty):
     if input.shape[0] == 0 and not allow_empty:
         raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
     if validate and not _is_compiling():
-        _check_labels(target)
         if not from_logits and input.numel() and bool(((input < 0) | (input > 1)).any()):
             raise ValueError("from_logits=False expects probabilities in [0, 1], but input has values "
                              f"in [{input.min().item():g}, {input.max().item():g}]; pass logits with from_logits=True")
@@ -433,8 +439,12 @@ class $autograd_name(torch.autograd.Function):
     """Forward: sufficient statistics and the metric. Backward: one elementwise expression."""
 
     @staticmethod
-    def forward(ctx, input, target, weight, from_logits, zero_division, sync, process_group, grad_average):
-        p = torch.sigmoid(input) if from_logits else input.clone()  # a buffer of our own: overwritten
+    def forward(ctx, input, target, weight, from_logits, zero_division, sync, process_group, grad_average,
+                validate):
+        p = torch.empty_like(input)  # a buffer of our own: the label check's scratch, then p, then ŷ
+        if validate and not _is_compiling():
+            _check_labels(target, scratch=p)
+        p = torch.sigmoid(input, out=p) if from_logits else p.copy_(input)
         statistics = _statistics(p, target, weight)
         grad_scale = 1.0
         if sync:
@@ -458,7 +468,7 @@ class $autograd_name(torch.autograd.Function):
         grad = _input_gradient(input, target, positive * grad_output, negative * grad_output, ctx.from_logits)
         if weight is not None:
             grad = grad * weight
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def $function_name(
@@ -485,7 +495,7 @@ def $function_name(
     allow_empty = sync and _world_size(process_group) > 1  # an empty shard, where other ranks hold the batch
     input, target, weight = _prepare(input, target, weight, from_logits, validate, allow_empty)
     return $autograd_name.apply(
-        input, target, weight, from_logits, zero_division, sync, process_group, grad_average)
+        input, target, weight, from_logits, zero_division, sync, process_group, grad_average, validate)
 
 
 class $module_class(torch.nn.Module):
@@ -540,15 +550,27 @@ def _input_gradient(input, target, positive, negative, from_logits):
         return _fused_input_gradient(input, target, positive, negative, from_logits)
     if from_logits:
         p = torch.sigmoid(input)
-        chain = torch.neg(input).sigmoid_().mul_(p)  # dp/dz = σ(z)·σ(−z): never rounds to 0
+        # dp/dz = σ(z)·σ(−z) = q·(1 − q), q = σ(−|z|) ≤ 1/2: one sigmoid, never rounds to 0
+        chain = torch.abs(input).neg_().sigmoid_()
+        chain.addcmul_(chain, chain, value=-1)
         grad = soft_prediction_slope_(p, THRESHOLD).mul_(chain)
-        factor = torch.lerp(negative, positive, target, out=chain)
+        factor = _select_by_label(target, positive, negative, out=chain)
     else:
         grad = soft_prediction_slope_(input.clone(), THRESHOLD)
-        factor = torch.lerp(negative, positive, target)
-    # lerp is exact at weights 0 and 1: no negative + (positive - negative) that loses a
-    # positive factor much smaller than the negative one.
+        factor = _select_by_label(target, positive, negative, out=torch.empty_like(grad))
     return grad.mul_(factor)
+
+
+def _select_by_label(target, positive, negative, out):
+    """``positive`` where target is 1, ``negative`` where it is 0, written into ``out``.
+
+    (1 − y)·negative + y·positive is exact for 0/1 labels (one term is exactly 0), unlike
+    negative + y·(positive − negative), which loses a positive factor much smaller than
+    the negative one; lerp would be exact too, but it is not vectorized on CPU.
+    """
+    torch.mul(target, negative, out=out)
+    torch.sub(negative, out, out=out)
+    return out.addcmul_(target, positive)
 
 
 $fused_slope_source

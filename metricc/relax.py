@@ -205,14 +205,13 @@ class Sigmoid(Relaxation):
 
 
             def soft_prediction_slope_(p, threshold):
-                """dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t); in place in p.
+                """dŷ/dp = L·σ(a)·σ(−a) = L·r·(1 − r), r = σ(−|a|), a = L·(p − t); in place in p.
 
-                σ(−a) is computed directly rather than as 1 − σ(a), which rounds to 0 where
-                the amplifier saturates and would stop learning ("No More Update").
+                One sigmoid, and r ≤ 1/2, so 1 − r is exact where the amplifier saturates;
+                σ(a)·(1 − σ(a)) would round to 0 there and stop learning ("No More Update").
                 """
-                a = p.sub_(threshold).mul_(AMPLIFIER_SCALE)
-                other_side = torch.neg(a).sigmoid_()
-                return a.sigmoid_().mul_(other_side).mul_(AMPLIFIER_SCALE)
+                r = p.sub_(threshold).abs_().mul_(-AMPLIFIER_SCALE).sigmoid_()
+                return r.addcmul_(r, r, value=-1).mul_(AMPLIFIER_SCALE)
             ''')
 
     def fused_slope_source(self) -> str:
