@@ -361,6 +361,18 @@ def _tensor_loss_and_coefficients(statistics, zero_division):
     return loss, positive, negative
 
 
+def _select_by_label(target, positive, negative, out):
+    """``positive`` where target is 1, ``negative`` where it is 0, written into ``out``.
+
+    (1 − y)·negative + y·positive is exact for 0/1 labels (one term is exactly 0), unlike
+    negative + y·(positive − negative), which loses a positive value much smaller than
+    the negative one; lerp would be exact too, but it is not vectorized on CPU.
+    """
+    torch.mul(target, negative, out=out)
+    torch.sub(negative, out, out=out)
+    return out.addcmul_(target, positive)
+
+
 $statistics_source
 
 def _world_size(process_group):
@@ -561,18 +573,6 @@ def _input_gradient(input, target, positive, negative, from_logits):
     return grad.mul_(factor)
 
 
-def _select_by_label(target, positive, negative, out):
-    """``positive`` where target is 1, ``negative`` where it is 0, written into ``out``.
-
-    (1 − y)·negative + y·positive is exact for 0/1 labels (one term is exactly 0), unlike
-    negative + y·(positive − negative), which loses a positive factor much smaller than
-    the negative one; lerp would be exact too, but it is not vectorized on CPU.
-    """
-    torch.mul(target, negative, out=out)
-    torch.sub(negative, out, out=out)
-    return out.addcmul_(target, positive)
-
-
 $fused_slope_source
 
 def _fused_input_gradient(input, target, positive, negative, from_logits):
@@ -589,7 +589,7 @@ def _fused_input_gradient(input, target, positive, negative, from_logits):
 ''')
 
 _MANY_THRESHOLDS = string.Template('''\
-CHUNK_ELEMENTS = $chunk_elements  # rows × thresholds per block: memory stays O(N), blocks stay in cache
+CHUNK_ELEMENTS = $chunk_elements  # rows × thresholds per block: memory stays O(N), few Python-level steps
 
 
 $block_source
@@ -608,26 +608,65 @@ def _statistics(p, target, weight):
     """(TP, PP, P, n) for every threshold, as a (4, T) tensor, one block of rows at a time."""
     thresholds = _thresholds_like(p)
     weighted_target = target if weight is None else target * weight
-    # One product per block gives both Σ w·y·ŷ and Σ w·ŷ at every threshold.
-    weights = torch.stack([weighted_target, torch.ones_like(p) if weight is None else weight])
-    sums = p.new_zeros(len(THRESHOLDS), 2)
-    for rows in _blocks(p.shape[0]):
-        sums += soft_prediction_block(p[rows], thresholds) @ weights[:, rows].T
+    if _is_compiling():
+        # Elementwise terms and sums only, no BLAS call: the compiler fuses the (T, N) terms
+        # into the reductions, so no block is ever stored.
+        block = soft_prediction_block(p, thresholds)
+        tp = (block * weighted_target).sum(1)
+        pp = block.sum(1) if weight is None else (block * weight).sum(1)
+    else:
+        tp, pp = _blockwise_sums(p, weighted_target, weight, thresholds)
     n = torch.full((), p.shape[0], dtype=p.dtype, device=p.device) if weight is None else weight.sum()
-    tp, pp = sums.unbind(1)
     return torch.stack([tp, pp, weighted_target.sum().expand_as(tp), n.expand_as(tp)])
+
+
+def _blockwise_sums(p, weighted_target, weight, thresholds):
+    """(Σ w·y·ŷ, Σ w·ŷ) at every threshold, a (T, rows) block at a time: memory stays O(N)."""
+    tp = p.new_zeros(len(THRESHOLDS))
+    pp = p.new_zeros(len(THRESHOLDS))
+    for rows in _blocks(p.shape[0]):
+        block = soft_prediction_block(p[rows], thresholds)  # (T, rows)
+        tp.addmv_(block, weighted_target[rows])  # Σ w·y·ŷ at every threshold
+        if weight is None:
+            pp.add_(block.sum(1))
+        else:
+            pp.addmv_(block, weight[rows])
+    return tp, pp
 
 
 def _input_gradient(input, target, positive, negative, from_logits):
     """∂loss/∂input: Σ over thresholds of (positive or negative factor) · dŷ/dp, times dp/dz."""
+    if _is_compiling():
+        return _fused_input_gradient(input, target, positive, negative, from_logits)
     p = torch.sigmoid(input) if from_logits else input
     thresholds = _thresholds_like(p)
     factors = torch.stack([negative, positive])  # (2, T)
     grad = torch.empty_like(p)
     for rows in _blocks(p.shape[0]):
         both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows): as a negative, as a positive
-        torch.lerp(both[0], both[1], target[rows], out=grad[rows])  # exact at target 0 and 1
+        _select_by_label(target[rows], both[1], both[0], out=grad[rows])
     if from_logits:
-        grad.mul_(p).mul_(torch.neg(input).sigmoid_())
+        # dp/dz = σ(z)·σ(−z) = q·(1 − q), q = σ(−|z|) ≤ 1/2: one sigmoid, never rounds to 0
+        q = torch.abs(input, out=p).neg_().sigmoid_()
+        grad.mul_(q.addcmul_(q, q, value=-1))
     return grad
+
+
+$fused_slope_source
+
+def _fused_input_gradient(input, target, positive, negative, from_logits):
+    """The same gradient, written for torch.compile: one elementwise term per threshold,
+    which it fuses into one loop over the samples, vectorized along them."""
+    if from_logits:
+        u = torch.exp(-torch.abs(input))  # σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)² from one exp
+        r = 1 / (1 + u)
+        p = torch.where(input >= 0, r, u * r)
+    else:
+        p = input
+    positive_label = target > 0.5
+    grad = 0
+    for k, threshold in enumerate(THRESHOLDS):
+        factor = torch.where(positive_label, positive[k], negative[k])  # exact choice per label
+        grad = grad + soft_prediction_slope(p, threshold) * factor
+    return grad * (u * r * r) if from_logits else grad
 ''')

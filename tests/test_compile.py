@@ -32,20 +32,27 @@ def test_fullgraph_torch_compile_of_a_mixed_objective_matches_eager():
     assert torch.allclose(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("thresholds", [None, [0.2, 0.5, 0.7]], ids=["one_threshold", "three_thresholds"])
 @pytest.mark.parametrize("relaxation, from_logits", [("anyloss", True), ("anyloss", False), ("linear", True),
                                                       ("sol", True)])
-def test_the_fused_backward_that_torch_compile_runs_equals_the_eager_backward(relaxation, from_logits):
-    """Under torch.compile the backward takes its own, exponential-sparing path (_fused_input_gradient)."""
-    loss_fn = metricc.compile_metric("f1", relaxation=relaxation, from_logits=from_logits, check=False)
+def test_the_fused_code_that_torch_compile_runs_equals_the_eager_code(relaxation, from_logits, thresholds):
+    """Under torch.compile the statistics and the backward take their own paths: exponential-sparing,
+    and for several thresholds one fused loop instead of blocks and matrix products."""
+    loss_fn = metricc.compile_metric("f1", relaxation=relaxation, from_logits=from_logits, thresholds=thresholds,
+                                     check=False)
     logits, target = batch(seed=1)
+    weight = torch.rand(logits.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 0.5
     if from_logits:
         logits[:6] = torch.tensor([-800.0, -100.0, -30.0, 30.0, 100.0, 800.0])  # where σ saturates
     else:
         logits = torch.sigmoid(logits)
     compiled = torch.compile(loss_fn.function, fullgraph=True, dynamic=False)
     z_compiled, z_eager = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-    compiled(z_compiled, target, from_logits=from_logits).backward()
-    loss_fn(z_eager, target).backward()
+    loss_compiled = compiled(z_compiled, target, weight if thresholds else None, from_logits=from_logits)
+    loss_eager = loss_fn(z_eager, target, weight if thresholds else None)
+    torch.testing.assert_close(loss_compiled, loss_eager, rtol=1e-12, atol=0)
+    loss_compiled.backward()
+    loss_eager.backward()
     assert torch.isfinite(z_compiled.grad).all()
     torch.testing.assert_close(z_compiled.grad, z_eager.grad, rtol=1e-10, atol=1e-300)
     if from_logits and relaxation == "anyloss":
