@@ -213,7 +213,6 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
     template = _SINGLE_THRESHOLD if len(thresholds) == 1 else _MANY_THRESHOLDS
     statistics_source = template.substitute(
         chunk_elements=CHUNK_ELEMENTS,
-        fused_slope_source=derivation.relaxation.fused_slope_source().rstrip() + "\n",
         block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
     loss_expression = "1 - value" if derivation.direction == "maximize" else "value"
     metric_function = metric_function_source(derivation)
@@ -229,6 +228,7 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
         relaxation=repr(derivation.relaxation.spec()),
         thresholds=repr(tuple(thresholds)),
         relaxation_source=relaxation_source,
+        fused_slope_source=derivation.relaxation.fused_slope_source().rstrip() + "\n",
         metric_function=metric_function,
         statistics_source=statistics_source,
         loss_expression=loss_expression,
@@ -372,6 +372,23 @@ def _select_by_label(target, positive, negative, out):
     torch.sub(negative, out, out=out)
     return out.addcmul_(target, positive)
 
+
+def _logit_slope(input, out=None):
+    """dp/dz = σ(z)·σ(−z) = q·(1 − q) with q = σ(−|z|) ≤ 1/2: one sigmoid, and never 0
+    where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would be, and learning would stop)."""
+    q = torch.abs(input, out=out).neg_().sigmoid_()
+    return q.addcmul_(q, q, value=-1)
+
+
+def _fused_probability_and_slope(input):
+    """σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)², both from one u = e^(−|z|): the form for
+    torch.compile, which fuses everything into one loop, where exponentials cost, not passes."""
+    u = torch.exp(-torch.abs(input))
+    r = 1 / (1 + u)
+    return torch.where(input >= 0, r, u * r), u * r * r
+
+
+$fused_slope_source
 
 $statistics_source
 
@@ -561,11 +578,8 @@ def _input_gradient(input, target, positive, negative, from_logits):
     if _is_compiling():
         return _fused_input_gradient(input, target, positive, negative, from_logits)
     if from_logits:
-        p = torch.sigmoid(input)
-        # dp/dz = σ(z)·σ(−z) = q·(1 − q), q = σ(−|z|) ≤ 1/2: one sigmoid, never rounds to 0
-        chain = torch.abs(input).neg_().sigmoid_()
-        chain.addcmul_(chain, chain, value=-1)
-        grad = soft_prediction_slope_(p, THRESHOLD).mul_(chain)
+        chain = _logit_slope(input)
+        grad = soft_prediction_slope_(torch.sigmoid(input), THRESHOLD).mul_(chain)
         factor = _select_by_label(target, positive, negative, out=chain)
     else:
         grad = soft_prediction_slope_(input.clone(), THRESHOLD)
@@ -573,19 +587,13 @@ def _input_gradient(input, target, positive, negative, from_logits):
     return grad.mul_(factor)
 
 
-$fused_slope_source
-
 def _fused_input_gradient(input, target, positive, negative, from_logits):
-    """The same gradient, written for torch.compile, which fuses it into one loop: there
-    the exponentials cost, not the passes, so σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)²
-    both come from the one u = e^(−|z|)."""
-    factor = torch.lerp(negative, positive, target)
+    """The same gradient, written for torch.compile, which fuses it into one loop."""
+    factor = torch.where(target > 0.5, positive, negative)  # exact choice per label
     if not from_logits:
         return soft_prediction_slope(input, THRESHOLD) * factor
-    u = torch.exp(-torch.abs(input))
-    r = 1 / (1 + u)
-    p = torch.where(input >= 0, r, u * r)
-    return soft_prediction_slope(p, THRESHOLD) * (u * r * r) * factor
+    p, chain = _fused_probability_and_slope(input)
+    return soft_prediction_slope(p, THRESHOLD) * chain * factor
 ''')
 
 _MANY_THRESHOLDS = string.Template('''\
@@ -646,27 +654,18 @@ def _input_gradient(input, target, positive, negative, from_logits):
         both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows): as a negative, as a positive
         _select_by_label(target[rows], both[1], both[0], out=grad[rows])
     if from_logits:
-        # dp/dz = σ(z)·σ(−z) = q·(1 − q), q = σ(−|z|) ≤ 1/2: one sigmoid, never rounds to 0
-        q = torch.abs(input, out=p).neg_().sigmoid_()
-        grad.mul_(q.addcmul_(q, q, value=-1))
+        grad.mul_(_logit_slope(input, out=p))  # p is free again: its buffer takes dp/dz
     return grad
 
-
-$fused_slope_source
 
 def _fused_input_gradient(input, target, positive, negative, from_logits):
     """The same gradient, written for torch.compile: one elementwise term per threshold,
     which it fuses into one loop over the samples, vectorized along them."""
-    if from_logits:
-        u = torch.exp(-torch.abs(input))  # σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)² from one exp
-        r = 1 / (1 + u)
-        p = torch.where(input >= 0, r, u * r)
-    else:
-        p = input
+    p, chain = _fused_probability_and_slope(input) if from_logits else (input, None)
     positive_label = target > 0.5
     grad = 0
     for k, threshold in enumerate(THRESHOLDS):
         factor = torch.where(positive_label, positive[k], negative[k])  # exact choice per label
         grad = grad + soft_prediction_slope(p, threshold) * factor
-    return grad * (u * r * r) if from_logits else grad
+    return grad * chain if from_logits else grad
 ''')

@@ -207,8 +207,8 @@ class Sigmoid(Relaxation):
             def soft_prediction_slope_(p, threshold):
                 """dŷ/dp = L·σ(a)·σ(−a) = L·r·(1 − r), r = σ(−|a|), a = L·(p − t); in place in p.
 
-                One sigmoid, and r ≤ 1/2, so 1 − r is exact where the amplifier saturates;
-                σ(a)·(1 − σ(a)) would round to 0 there and stop learning ("No More Update").
+                One sigmoid, and r ≤ 1/2, so r·(1 − r) keeps its precision where the amplifier
+                saturates; σ(a)·(1 − σ(a)) would round to 0 there and stop learning ("No More Update").
                 """
                 r = p.sub_(threshold).abs_().mul_(-AMPLIFIER_SCALE).sigmoid_()
                 return r.addcmul_(r, r, value=-1).mul_(AMPLIFIER_SCALE)
