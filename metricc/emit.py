@@ -589,7 +589,9 @@ def _input_gradient(input, target, positive, negative, from_logits):
 
 def _fused_input_gradient(input, target, positive, negative, from_logits):
     """The same gradient, written for torch.compile, which fuses it into one loop."""
-    factor = torch.where(target > 0.5, positive, negative)  # exact choice per label
+    # lerp is exact at weights 0 and 1; torch.where on target > 0.5 would be too, but it makes
+    # the compiler save a mask from the forward, which measured three times slower.
+    factor = torch.lerp(negative, positive, target)
     if not from_logits:
         return soft_prediction_slope(input, THRESHOLD) * factor
     p, chain = _fused_probability_and_slope(input)
@@ -662,10 +664,9 @@ def _fused_input_gradient(input, target, positive, negative, from_logits):
     """The same gradient, written for torch.compile: one elementwise term per threshold,
     which it fuses into one loop over the samples, vectorized along them."""
     p, chain = _fused_probability_and_slope(input) if from_logits else (input, None)
-    positive_label = target > 0.5
     grad = 0
     for k, threshold in enumerate(THRESHOLDS):
-        factor = torch.where(positive_label, positive[k], negative[k])  # exact choice per label
+        factor = torch.lerp(negative[k], positive[k], target)  # exact at target 0 and 1
         grad = grad + soft_prediction_slope(p, threshold) * factor
     return grad * chain if from_logits else grad
 ''')
