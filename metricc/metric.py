@@ -124,7 +124,12 @@ class _MetricTextPrinter(StrPrinter):
         if coefficient.is_Rational and coefficient != 1 and rest.is_Mul and any(a.is_Add for a in rest.args):
             # -(a + b)/c must not read as (-(a + b))/c: a number times a lone sum distributes
             # (-a - b), so the coefficient multiplies the whole parenthesised product instead.
-            sign = "-" if coefficient == -1 else f"({coefficient})*"
+            if coefficient == -1:
+                sign = "-"
+            elif coefficient.is_Integer and coefficient > 0:
+                sign = f"{coefficient}*"
+            else:
+                sign = f"({coefficient})*"
             return f"{sign}({self._print(rest)})"
         if coefficient.is_Rational and coefficient.q != 1 and rest != 1:
             return f"({coefficient})*{self.parenthesize(rest, precedence(expr))}"
