@@ -422,17 +422,16 @@ def _flatten(tensor, what, like=None):
 
 
 def _check_labels(target, scratch):
-    """Raise unless target holds only 0 and 1: two cheap passes over ``scratch``, a buffer
-    shaped like target that the caller overwrites next, so the check allocates nothing."""
-    if target.dtype == torch.bool or target.numel() == 0:
+    """Raise unless target (already cast to the input's floating dtype) holds only 0 and 1.
+
+    Three cheap passes over ``scratch``, a buffer like target that the caller overwrites
+    next, so the check allocates nothing. |y − y²| is 0 exactly at 0 and 1 and positive
+    (or NaN) anywhere else, even at tiny or huge y, and a sum of non-negative numbers is
+    0 only if every term is.
+    """
+    if target.numel() == 0:
         return
-    if target.is_floating_point():
-        # |y − y²| is 0 exactly at 0 and 1 and positive (or NaN) anywhere else, even at
-        # tiny or huge y, and a sum of non-negative numbers is 0 only if every term is.
-        binary = torch.addcmul(target, target, target, value=-1, out=scratch).abs_().sum().item() == 0
-    else:
-        low, high = torch.aminmax(target)
-        binary = low.item() >= 0 and high.item() <= 1
+    binary = torch.addcmul(target, target, target, value=-1, out=scratch).abs_().sum().item() == 0
     if not binary:
         invalid = ((target != 0) & (target != 1)).nonzero()[0, 0]
         raise ValueError(f"target must hold only 0 and 1, but target[{int(invalid)}] = {target[invalid].item()!r}")
