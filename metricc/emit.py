@@ -211,7 +211,15 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
     relaxation_source = derivation.relaxation.torch_source().rstrip() + "\n"
     thresholds = derivation.thresholds or (0.5,)  # Identity ignores its threshold argument
     template = _SINGLE_THRESHOLD if len(thresholds) == 1 else _MANY_THRESHOLDS
+    if derivation.relaxation.slope_symmetric_about_half:
+        # dŷ/dp(p) = dŷ/dp(1 − p), so the slope at p = σ(z) is the slope at q = min(p, 1 − p),
+        # which the backward has already: one sigmoid per sample fewer.
+        relaxation_source += "\n\n" + derivation.relaxation.tail_slope_source().rstrip() + "\n"
+        slope_at_logit = "soft_prediction_slope_at_tail(tail, THRESHOLD)"
+    else:
+        slope_at_logit = "soft_prediction_slope_(torch.sigmoid(input), THRESHOLD)"
     statistics_source = template.substitute(
+        slope_at_logit=slope_at_logit,
         chunk_elements=CHUNK_ELEMENTS,
         block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
     loss_expression = "1 - value" if derivation.direction == "maximize" else "value"
@@ -368,16 +376,26 @@ def _select_by_label(target, positive, negative, out):
     negative + y·(positive − negative), which loses a positive value much smaller than
     the negative one; lerp would be exact too, but it is not vectorized on CPU.
     """
+    if out.device.type == "cpu" and negative.numel() == 1:
+        # The same in two passes: negative + (−negative)·y, then + positive·y, with Python
+        # numbers as alpha (a three-operand addcmul with a one-element operand is not vectorized).
+        torch.add(negative, target, alpha=-negative.item(), out=out)
+        return out.add_(target, alpha=positive.item())
     torch.mul(target, negative, out=out)
     torch.sub(negative, out, out=out)
     return out.addcmul_(target, positive)
 
 
-def _logit_slope(input, out=None):
-    """dp/dz = σ(z)·σ(−z) = q·(1 − q) with q = σ(−|z|) ≤ 1/2: one sigmoid, and never 0
-    where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would be, and learning would stop)."""
-    q = torch.abs(input, out=out).neg_().sigmoid_()
-    return q.addcmul_(q, q, value=-1)
+def _tail_probability(input, out=None):
+    """q = σ(−|z|) = min(p, 1 − p) ≤ 1/2, one sigmoid: dp/dz = q·(1 − q) from it never rounds
+    to 0 where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would, and learning would stop)."""
+    return torch.abs(input, out=out).neg_().sigmoid_()
+
+
+def _mul_logit_slope_(grad, tail):
+    """grad·dp/dz = grad·q·(1 − q) in one pass, written into ``tail`` (q's buffer):
+    sigmoid_backward is autograd's own kernel for σ, g·s·(1 − s)."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, tail, grad_input=tail)
 
 
 def _fused_probability_and_slope(input):
@@ -577,9 +595,10 @@ def _input_gradient(input, target, positive, negative, from_logits):
     if _is_compiling():
         return _fused_input_gradient(input, target, positive, negative, from_logits)
     if from_logits:
-        chain = _logit_slope(input)
-        grad = soft_prediction_slope_(torch.sigmoid(input), THRESHOLD).mul_(chain)
-        factor = _select_by_label(target, positive, negative, out=chain)
+        tail = _tail_probability(input)
+        slope = $slope_at_logit
+        grad = _mul_logit_slope_(slope, tail)
+        factor = _select_by_label(target, positive, negative, out=slope)  # slope's buffer is free again
     else:
         grad = soft_prediction_slope_(input.clone(), THRESHOLD)
         factor = _select_by_label(target, positive, negative, out=torch.empty_like(grad))
@@ -655,7 +674,7 @@ def _input_gradient(input, target, positive, negative, from_logits):
         both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows): as a negative, as a positive
         _select_by_label(target[rows], both[1], both[0], out=grad[rows])
     if from_logits:
-        grad.mul_(_logit_slope(input, out=p))  # p is free again: its buffer takes dp/dz
+        grad = _mul_logit_slope_(grad, _tail_probability(input, out=p))  # p's buffer is free again
     return grad
 
 

@@ -65,6 +65,24 @@ class Relaxation(abc.ABC):
         is a float, or a tensor of thresholds broadcasting along p's last dimension.
         """
 
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        """Whether dŷ/dp(p) = dŷ/dp(1 − p) for every p (a relaxation centred on 1/2).
+
+        Then the eager backward takes the slope at q = σ(−|z|) = min(p, 1 − p), which it
+        computes anyway for dp/dz, instead of a second sigmoid for p.
+        """
+        return False
+
+    def tail_slope_source(self) -> str:
+        """Source of ``soft_prediction_slope_at_tail(tail, threshold)``: dŷ/dp in a new buffer,
+        given q = min(p, 1 − p); emitted only where :attr:`slope_symmetric_about_half`."""
+        return textwrap.dedent('''\
+            def soft_prediction_slope_at_tail(tail, threshold):
+                """dŷ/dp at p, evaluated at q = min(p, 1 − p): equal, as the slope is symmetric about 1/2."""
+                return soft_prediction_slope_(tail.clone(), threshold)
+            ''')
+
     def fused_slope_source(self) -> str:
         """Source of ``soft_prediction_slope(p, threshold)``: dŷ/dp out of place, for the code
         that ``torch.compile`` fuses into one loop, where the count of exponentials (not of
@@ -139,6 +157,10 @@ class Sigmoid(Relaxation):
     def with_threshold(self, threshold: float) -> Sigmoid:
         return Sigmoid(L=self.L, threshold=threshold)
 
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        return self.threshold == 0.5  # L·σ(a)·σ(−a) depends on |a| = L·|p − t| only
+
     def symbolic(self, p=_p, t=None):
         t = self.threshold if t is None else t
         return 1 / (1 + sympy.exp(-sympy.Float(self.L) * (p - t)))
@@ -211,7 +233,22 @@ class Sigmoid(Relaxation):
                 saturates; σ(a)·(1 − σ(a)) would round to 0 there and stop learning ("No More Update").
                 """
                 r = p.sub_(threshold).abs_().mul_(-AMPLIFIER_SCALE).sigmoid_()
-                return r.addcmul_(r, r, value=-1).mul_(AMPLIFIER_SCALE)
+                return _scaled_sigmoid_slope_(r)
+
+
+            def _scaled_sigmoid_slope_(r):
+                """L·r·(1 − r) in one pass, in place: sigmoid_backward is autograd's kernel for σ, g·s·(1 − s)."""
+                scale = torch.full((), AMPLIFIER_SCALE, dtype=r.dtype, device=r.device)
+                return torch.ops.aten.sigmoid_backward.grad_input(scale, r, grad_input=r)
+            ''')
+
+    def tail_slope_source(self) -> str:
+        return textwrap.dedent('''\
+            def soft_prediction_slope_at_tail(tail, threshold):
+                """dŷ/dp = L·r·(1 − r) at p, from q = min(p, 1 − p) and t = 1/2: r = σ(L·(q − t)) is
+                σ(−|a|) without an abs, as q ≤ t, and needs no second sigmoid of the logit for p."""
+                r = torch.sub(tail, threshold).mul_(AMPLIFIER_SCALE).sigmoid_()
+                return _scaled_sigmoid_slope_(r)
             ''')
 
     def fused_slope_source(self) -> str:
@@ -251,6 +288,10 @@ class Linear(Relaxation):
 
     def with_threshold(self, threshold: float) -> Linear:
         return Linear(threshold=threshold, delta=self.delta)
+
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        return self.threshold == 0.5  # knots at 1/4 and 3/4, outer slopes δ/(1/4) on both sides
 
     def symbolic(self, p=_p, t=None):
         t = sympy.Float(self.threshold) if t is None else t
@@ -321,6 +362,10 @@ class Identity(Relaxation):
         raise ValueError("Identity has no threshold, so thresholds= cannot average over it; "
                          "use Sigmoid, Linear or ScoreOriented")
 
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        return True  # dŷ/dp = 1
+
     def symbolic(self, p=_p, t=None):
         return p
 
@@ -381,6 +426,10 @@ class ScoreOriented(Relaxation):
 
     def with_threshold(self, threshold: float) -> ScoreOriented:
         return ScoreOriented(distribution=self.distribution, mu=threshold, delta=self.delta)
+
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        return self.mu == 0.5  # both densities are even functions of p − μ
 
     def symbolic(self, p=_p, t=None):
         mu = sympy.Float(self.mu) if t is None else t
