@@ -23,7 +23,7 @@ from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, to_text
 
 GENERATOR = "metricc"
-CHUNK_ELEMENTS = 1 << 18  # elements of the (rows × thresholds) block processed at once
+CHUNK_ELEMENTS = 1 << 20  # elements of the (rows × thresholds) block processed at once
 
 
 class MetricTorchPrinter(TorchPrinter):
@@ -627,9 +627,16 @@ def _thresholds_like(p):
     return torch.tensor(THRESHOLDS, dtype=p.dtype, device=p.device).unsqueeze(1)
 
 
-def _blocks(n):
+def _blocks(p):
+    """Slices of at most CHUNK_ELEMENTS / T rows, and one flat buffer that every block reuses."""
+    n = p.shape[0]
     rows = max(1, CHUNK_ELEMENTS // len(THRESHOLDS))
-    return [slice(start, start + rows) for start in range(0, n, rows)]
+    return [slice(start, start + rows) for start in range(0, n, rows)], p.new_empty(len(THRESHOLDS) * min(n, rows))
+
+
+def _block_buffer(scratch, rows):
+    """A contiguous (T, rows) view of the reused buffer."""
+    return scratch[:len(THRESHOLDS) * rows].view(len(THRESHOLDS), rows)
 
 
 def _statistics(p, target, weight):
@@ -652,8 +659,10 @@ def _blockwise_sums(p, weighted_target, weight, thresholds):
     """(Σ w·y·ŷ, Σ w·ŷ) at every threshold, a (T, rows) block at a time: memory stays O(N)."""
     tp = p.new_zeros(len(THRESHOLDS))
     pp = p.new_zeros(len(THRESHOLDS))
-    for rows in _blocks(p.shape[0]):
-        block = soft_prediction_block(p[rows], thresholds)  # (T, rows)
+    blocks, scratch = _blocks(p)
+    for rows in blocks:
+        p_rows = p[rows]
+        block = soft_prediction_block(p_rows, thresholds, out=_block_buffer(scratch, p_rows.shape[0]))  # (T, rows)
         tp.addmv_(block, weighted_target[rows])  # Σ w·y·ŷ at every threshold
         if weight is None:
             pp.add_(block.sum(1))
@@ -670,8 +679,11 @@ def _input_gradient(input, target, positive, negative, from_logits):
     thresholds = _thresholds_like(p)
     factors = torch.stack([negative, positive])  # (2, T)
     grad = torch.empty_like(p)
-    for rows in _blocks(p.shape[0]):
-        both = factors @ soft_prediction_slope_block(p[rows], thresholds)  # (2, rows): as a negative, as a positive
+    blocks, scratch = _blocks(p)
+    for rows in blocks:
+        p_rows = p[rows]
+        slopes = soft_prediction_slope_block(p_rows, thresholds, out=_block_buffer(scratch, p_rows.shape[0]))
+        both = factors @ slopes  # (2, rows): as a negative, as a positive
         _select_by_label(target[rows], both[1], both[0], out=grad[rows])
     if from_logits:
         grad = _mul_logit_slope_(grad, _tail_probability(input, out=p))  # p's buffer is free again

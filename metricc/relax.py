@@ -94,22 +94,28 @@ class Relaxation(abc.ABC):
             ''')
 
     def block_torch_source(self, thresholds: tuple[float, ...]) -> str:
-        """Source of ``soft_prediction_block(p, thresholds)`` and ``soft_prediction_slope_block``.
+        """Source of ``soft_prediction_block(p, thresholds, out=None)`` and ``soft_prediction_slope_block``.
 
         They take a block of probabilities (rows,) and a (T, 1) column of thresholds and
         return (T, rows), thresholds along the first axis so that the long axis stays
         contiguous: the soft-set paper's average over thresholds without an N×T matrix.
-        This default repeats p and applies the elementwise functions.
+        ``out``, a (T, rows) buffer, is reused from block to block: a fresh one each time
+        would cost page faults. This default copies p and applies the elementwise functions.
         """
         return textwrap.dedent('''\
-            def soft_prediction_block(p, thresholds):
+            def _rows_per_threshold(p, thresholds, out):
+                shape = (thresholds.shape[0], p.shape[0])
+                return p.expand(shape).clone() if out is None else out.copy_(p.expand(shape))
+
+
+            def soft_prediction_block(p, thresholds, out=None):
                 """ŷ at every threshold for a block of rows: shape (T, rows)."""
-                return soft_prediction_(p.repeat(thresholds.shape[0], 1), thresholds)
+                return soft_prediction_(_rows_per_threshold(p, thresholds, out), thresholds)
 
 
-            def soft_prediction_slope_block(p, thresholds):
+            def soft_prediction_slope_block(p, thresholds, out=None):
                 """dŷ/dp at every threshold for a block of rows: shape (T, rows)."""
-                return soft_prediction_slope_(p.repeat(thresholds.shape[0], 1), thresholds)
+                return soft_prediction_slope_(_rows_per_threshold(p, thresholds, out), thresholds)
             ''')
 
     @abc.abstractmethod
@@ -188,21 +194,26 @@ class Sigmoid(Relaxation):
                 return row, column
 
 
-            def soft_prediction_block(p, thresholds):
+            def _rows_per_threshold(p, thresholds, out):
+                shape = (thresholds.shape[0], p.shape[0])
+                return p.expand(shape).clone() if out is None else out.copy_(p.expand(shape))
+
+
+            def soft_prediction_block(p, thresholds, out=None):
                 """ŷ = 1/(1 + E·c_k) at every threshold for a block of rows: shape (T, rows)."""
                 if p.dtype not in (torch.float32, torch.float64):
-                    return soft_prediction_(p.repeat(thresholds.shape[0], 1), thresholds)
+                    return soft_prediction_(_rows_per_threshold(p, thresholds, out), thresholds)
                 row, column = _shared_exp_factors(p, thresholds)
-                return torch.mul(column, row).add_(1).reciprocal_()
+                return torch.mul(column, row, out=out).add_(1).reciprocal_()
 
 
-            def soft_prediction_slope_block(p, thresholds):
+            def soft_prediction_slope_block(p, thresholds, out=None):
                 """dŷ/dp = L/(2 + E·c_k + 1/(E·c_k)) at every threshold: shape (T, rows)."""
                 if p.dtype not in (torch.float32, torch.float64):
-                    return soft_prediction_slope_(p.repeat(thresholds.shape[0], 1), thresholds)
+                    return soft_prediction_slope_(_rows_per_threshold(p, thresholds, out), thresholds)
                 row, column = _shared_exp_factors(p, thresholds)
                 column = column.div_(AMPLIFIER_SCALE)  # divide the denominator by L: the slope needs no extra pass
-                denominator = torch.mul(column, row).add_(2 / AMPLIFIER_SCALE)
+                denominator = torch.mul(column, row, out=out).add_(2 / AMPLIFIER_SCALE)
                 inverse_column = column.reciprocal_().div_(AMPLIFIER_SCALE ** 2)  # 1/(L·c_k)
                 return denominator.addcmul_(inverse_column, row.reciprocal_()).reciprocal_()
             ''')

@@ -120,6 +120,10 @@ def test_block_functions_equal_the_elementwise_ones(relaxation, dtype):
     column = torch.tensor(thresholds, dtype=dtype).unsqueeze(1)
     values = namespace["soft_prediction_block"](p.clone(), column)
     slopes = namespace["soft_prediction_slope_block"](p.clone(), column)
+    # The blockwise loops pass one reused buffer as out=: results equal, whatever it held before.
+    buffer = torch.full((len(thresholds), p.shape[0]), float("nan"), dtype=dtype)
+    assert torch.equal(namespace["soft_prediction_block"](p, column, out=buffer), values)
+    assert torch.equal(namespace["soft_prediction_slope_block"](p, column, out=buffer), slopes)
     # Half precision takes the elementwise path in its own dtype; compare like with like.
     reference = p.double() if dtype != torch.bfloat16 else p
     tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
