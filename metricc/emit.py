@@ -216,10 +216,15 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
         # which the backward has already: one sigmoid per sample fewer.
         relaxation_source += "\n\n" + derivation.relaxation.tail_slope_source().rstrip() + "\n"
         slope_at_logit = "soft_prediction_slope_at_tail(tail, THRESHOLD)"
+        fused_logit_gradient = ("tail, other = _fused_tails(input)  # no σ(z): dŷ/dp is symmetric about 1/2\n"
+                                "    return soft_prediction_slope(tail, THRESHOLD) * (tail * other) * factor")
     else:
         slope_at_logit = "soft_prediction_slope_(torch.sigmoid(input), THRESHOLD)"
+        fused_logit_gradient = ("p, chain = _fused_probability_and_slope(input)\n"
+                                "    return soft_prediction_slope(p, THRESHOLD) * chain * factor")
     statistics_source = template.substitute(
         slope_at_logit=slope_at_logit,
+        fused_logit_gradient=fused_logit_gradient,
         chunk_elements=CHUNK_ELEMENTS,
         block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
     loss_expression = "1 - value" if derivation.direction == "maximize" else "value"
@@ -398,12 +403,18 @@ def _mul_logit_slope_(grad, tail):
     return torch.ops.aten.sigmoid_backward.grad_input(grad, tail, grad_input=tail)
 
 
-def _fused_probability_and_slope(input):
-    """σ(z) and dp/dz = σ(z)·σ(−z) = u/(1 + u)², both from one u = e^(−|z|): the form for
+def _fused_tails(input):
+    """q = σ(−|z|) = u/(1 + u) and 1 − q = 1/(1 + u) from one u = e^(−|z|): the form for
     torch.compile, which fuses everything into one loop, where exponentials cost, not passes."""
     u = torch.exp(-torch.abs(input))
     r = 1 / (1 + u)
-    return torch.where(input >= 0, r, u * r), u * r * r
+    return u * r, r
+
+
+def _fused_probability_and_slope(input):
+    """σ(z) and dp/dz = σ(z)·σ(−z) = q·(1 − q), for torch.compile."""
+    tail, other = _fused_tails(input)
+    return torch.where(input >= 0, other, tail), tail * other
 
 
 $fused_slope_source
@@ -612,8 +623,7 @@ def _fused_input_gradient(input, target, positive, negative, from_logits):
     factor = torch.lerp(negative, positive, target)
     if not from_logits:
         return soft_prediction_slope(input, THRESHOLD) * factor
-    p, chain = _fused_probability_and_slope(input)
-    return soft_prediction_slope(p, THRESHOLD) * chain * factor
+    $fused_logit_gradient
 ''')
 
 _MANY_THRESHOLDS = string.Template('''\
