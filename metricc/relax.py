@@ -342,13 +342,15 @@ class Linear(Relaxation):
             def soft_prediction_(p, threshold):
                 """ŷ = H^l(p; t, δ), the soft-set paper's piecewise-linear Heaviside (eq. 5); in place in p.
 
-                Written as m1·min(p, lo) + m2·clamp(p − lo, 0, hi − lo) + m3·max(p − hi, 0):
-                clamps are much faster than torch.where on the CPU.
+                Written as m3·max(p − hi, 0) + m1·s + (m2 − m1)·max(s − lo, 0) with s = min(p, hi):
+                clamps are much faster than torch.where on the CPU, and one temporary suffices.
                 """
                 lo, hi, m1, m2, m3 = _linear_pieces(threshold)
-                upper = (p - hi).clamp_(min=0).mul_(m3)
-                middle = (p - lo).clamp_(min=0).clamp_(max=hi - lo).mul_(m2)
-                return p.clamp_(max=lo).mul_(m1).add_(middle).add_(upper).clamp_(max=1.0)  # rounding at p = 1
+                upper = torch.sub(p, hi).clamp_(min=0).mul_(m3)
+                scaled = p.clamp_(max=hi).mul_(m1)  # m1·s
+                upper.add_(scaled)
+                middle = scaled.sub_(m1 * lo).clamp_(min=0).mul_((m2 - m1) / m1)  # (m2 − m1)·max(s − lo, 0)
+                return middle.add_(upper).clamp_(max=1.0)  # rounding at p = 1
 
 
             def soft_prediction_slope_(p, threshold):
@@ -356,6 +358,15 @@ class Linear(Relaxation):
                 lo, hi, m1, m2, m3 = _linear_pieces(threshold)
                 below = (lo - p).sign_().add_(1).mul_((m1 - m2) / 2)  # (m1 − m2) where p < lo
                 return p.sub_(hi).sign_().add_(1).mul_((m3 - m2) / 2).add_(below).add_(m2)
+            ''')
+
+    def tail_slope_source(self) -> str:
+        return textwrap.dedent('''\
+            def soft_prediction_slope_at_tail(tail, threshold):
+                """dŷ/dp from q = min(p, 1 − p) ≤ t = 1/2: m1 below the lower knot, m2 above it, their
+                mean at it (four passes; the general slope would also test the upper knot, q never reaches)."""
+                lo, _, m1, m2, _ = _linear_pieces(threshold)
+                return torch.sub(lo, tail).sign_().mul_((m1 - m2) / 2).add_((m1 + m2) / 2)
             ''')
 
 
