@@ -8,11 +8,13 @@ always have a cheap fallback. Callers treat ``BudgetExceeded`` as "unknown".
 
 from __future__ import annotations
 
+import _weakrefset
 import contextlib
 import gc
 import signal
 import threading
 import time
+import weakref
 
 
 class BudgetExceeded(Exception):
@@ -57,13 +59,20 @@ def time_budget(seconds: float):
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))
 
 
+# The standard library's weak-reference callbacks (WeakValueDictionary, WeakSet, finalize),
+# which the interpreter calls when an object dies, anywhere in the budgeted code.
+_WEAKREF_CALLBACK_FILES = frozenset({weakref.__file__, _weakrefset.__file__})
+
+
 def _inside_unraisable_context(frame) -> bool:
-    """Whether ``frame`` runs inside a garbage-collector callback or a ``__del__``: an exception
-    raised there is not seen by the budgeted code but reported as "unraisable" (and a test
-    runner may turn that report into a failure), so the alarm must wait."""
+    """Whether ``frame`` runs inside a garbage-collector callback, a ``__del__`` or a weak-reference
+    callback of the standard library: an exception raised there is not seen by the budgeted
+    code but reported as "unraisable" (printed as "Exception ignored in ...", and a test runner
+    may turn that report into a failure), so the alarm must wait."""
     callback_codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
-        if frame.f_code in callback_codes or frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code in callback_codes or code.co_name == "__del__" or code.co_filename in _WEAKREF_CALLBACK_FILES:
             return True
         frame = frame.f_back
     return False

@@ -3,6 +3,7 @@
 import gc
 import sys
 import time
+import weakref
 
 import pytest
 
@@ -55,4 +56,28 @@ def test_an_alarm_inside_a_garbage_collector_callback_waits_for_the_budgeted_cod
         gc.callbacks.remove(slow_callback)
         sys.unraisablehook = hook
     assert finished == ["start"]
+    assert unraisable == []
+
+
+def test_an_alarm_inside_a_weak_reference_callback_waits_for_the_budgeted_code():
+    """The same for the standard library's weak-reference callbacks (here weakref.finalize; sympy's
+    caches use WeakValueDictionary): the alarm was printed as "Exception ignored in ...remove"
+    during `metricc compile mcc` and did not stop the budgeted work."""
+    finished = []
+
+    class Dying:
+        pass
+
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(BudgetExceeded):
+            with time_budget(0.05):
+                dying = Dying()
+                weakref.finalize(dying, lambda: (_spin(0.2), finished.append("finalized")))
+                del dying  # the finalizer runs here, and the 0.05 s deadline passes inside it
+                _spin(5.0)
+    finally:
+        sys.unraisablehook = hook
+    assert finished == ["finalized"]
     assert unraisable == []
