@@ -33,6 +33,16 @@ def _number(value, what: str, owner: str) -> float:
     return float(value)
 
 
+# Shared by the block sources: p repeated once per threshold, into the reused buffer when given.
+_ROWS_PER_THRESHOLD_SOURCE = textwrap.dedent('''\
+    def _rows_per_threshold(p, thresholds, out):
+        shape = (thresholds.shape[0], p.shape[0])
+        return p.expand(shape).clone() if out is None else out.copy_(p.expand(shape))
+
+
+    ''')
+
+
 class Relaxation(abc.ABC):
     """Maps a probability p in [0, 1] to a soft prediction ŷ in [0, 1], non-decreasing."""
 
@@ -102,12 +112,7 @@ class Relaxation(abc.ABC):
         ``out``, a (T, rows) buffer, is reused from block to block: a fresh one each time
         would cost page faults. This default copies p and applies the elementwise functions.
         """
-        return textwrap.dedent('''\
-            def _rows_per_threshold(p, thresholds, out):
-                shape = (thresholds.shape[0], p.shape[0])
-                return p.expand(shape).clone() if out is None else out.copy_(p.expand(shape))
-
-
+        return _ROWS_PER_THRESHOLD_SOURCE + textwrap.dedent('''\
             def soft_prediction_block(p, thresholds, out=None):
                 """ŷ at every threshold for a block of rows: shape (T, rows)."""
                 return soft_prediction_(_rows_per_threshold(p, thresholds, out), thresholds)
@@ -184,7 +189,7 @@ class Sigmoid(Relaxation):
         reach = self.L * max(max(centre, 1 - centre), max(abs(t - centre) for t in thresholds))
         if reach > 80:  # exp(80) ≈ 5.5e34 < float32's 3.4e38
             return super().block_torch_source(thresholds)
-        return textwrap.dedent(f'''\
+        return _ROWS_PER_THRESHOLD_SOURCE + textwrap.dedent(f'''\
             SHARED_EXP_CENTRE = {centre!r}
 
 
@@ -192,11 +197,6 @@ class Sigmoid(Relaxation):
                 row = torch.sub(SHARED_EXP_CENTRE, p).mul_(AMPLIFIER_SCALE).exp_()  # E, one per sample
                 column = torch.sub(thresholds, SHARED_EXP_CENTRE).mul_(AMPLIFIER_SCALE).exp_()  # c_k, (T, 1)
                 return row, column
-
-
-            def _rows_per_threshold(p, thresholds, out):
-                shape = (thresholds.shape[0], p.shape[0])
-                return p.expand(shape).clone() if out is None else out.copy_(p.expand(shape))
 
 
             def soft_prediction_block(p, thresholds, out=None):
