@@ -91,6 +91,20 @@ def test_many_thresholds_are_processed_in_chunks_without_changing_results(monkey
     assert torch.allclose(z.grad, z_chunked.grad, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factors", ["one each", "one per sample"])
+def test_label_selection_is_exact_even_for_a_tiny_factor_beside_a_large_one(dtype, factors):
+    """positive where y = 1 and negative where y = 0, bit for bit: negative + y·(positive − negative)
+    would return 0 or 1e-7 for a positive factor of 1e-30 beside a negative one of -1."""
+    select = metricc.compile_metric("precision").module._select_by_label
+    target = torch.tensor([1, 0, 1, 1, 0, 0, 1], dtype=dtype)
+    positive, negative = torch.tensor([1e-30], dtype=dtype), torch.tensor([-1.0], dtype=dtype)
+    if factors == "one per sample":  # the many-threshold path: one value per sample (not the CPU alpha path)
+        positive, negative = positive.expand(7) * torch.arange(1, 8, dtype=dtype), negative.expand(7).clone()
+    got = select(target, positive, negative, out=torch.full_like(target, float("nan")))
+    assert torch.equal(got, torch.where(target == 1, positive, negative).expand_as(target))
+
+
 def test_probabilities_input_and_n_by_1_shapes():
     loss_fn = metricc.compile_metric("f1", relaxation="linear", from_logits=False)
     logits, target = batch()
