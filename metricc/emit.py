@@ -638,15 +638,14 @@ def _thresholds_like(p):
 
 
 def _blocks(p):
-    """Slices of at most CHUNK_ELEMENTS / T rows, and one flat buffer that every block reuses."""
-    n = p.shape[0]
-    rows = max(1, CHUNK_ELEMENTS // len(THRESHOLDS))
-    return [slice(start, start + rows) for start in range(0, n, rows)], p.new_empty(len(THRESHOLDS) * min(n, rows))
-
-
-def _block_buffer(scratch, rows):
-    """A contiguous (T, rows) view of the reused buffer."""
-    return scratch[:len(THRESHOLDS) * rows].view(len(THRESHOLDS), rows)
+    """(rows, out) for slices of at most CHUNK_ELEMENTS / T rows; ``out`` is a contiguous (T, rows)
+    view of one flat buffer that every block reuses (a fresh block each time costs page faults)."""
+    n, count = p.shape[0], len(THRESHOLDS)
+    step = max(1, CHUNK_ELEMENTS // count)
+    scratch = p.new_empty(count * min(n, step))
+    for start in range(0, n, step):
+        rows = slice(start, min(start + step, n))
+        yield rows, scratch[:count * (rows.stop - start)].view(count, rows.stop - start)
 
 
 def _statistics(p, target, weight):
@@ -669,10 +668,8 @@ def _blockwise_sums(p, weighted_target, weight, thresholds):
     """(Σ w·y·ŷ, Σ w·ŷ) at every threshold, a (T, rows) block at a time: memory stays O(N)."""
     tp = p.new_zeros(len(THRESHOLDS))
     pp = p.new_zeros(len(THRESHOLDS))
-    blocks, scratch = _blocks(p)
-    for rows in blocks:
-        p_rows = p[rows]
-        block = soft_prediction_block(p_rows, thresholds, out=_block_buffer(scratch, p_rows.shape[0]))  # (T, rows)
+    for rows, out in _blocks(p):
+        block = soft_prediction_block(p[rows], thresholds, out=out)  # (T, rows)
         tp.addmv_(block, weighted_target[rows])  # Σ w·y·ŷ at every threshold
         if weight is None:
             pp.add_(block.sum(1))
@@ -689,11 +686,8 @@ def _input_gradient(input, target, positive, negative, from_logits):
     thresholds = _thresholds_like(p)
     factors = torch.stack([negative, positive])  # (2, T)
     grad = torch.empty_like(p)
-    blocks, scratch = _blocks(p)
-    for rows in blocks:
-        p_rows = p[rows]
-        slopes = soft_prediction_slope_block(p_rows, thresholds, out=_block_buffer(scratch, p_rows.shape[0]))
-        both = factors @ slopes  # (2, rows): as a negative, as a positive
+    for rows, out in _blocks(p):
+        both = factors @ soft_prediction_slope_block(p[rows], thresholds, out=out)  # (2, rows): negative, positive
         _select_by_label(target[rows], both[1], both[0], out=grad[rows])
     if from_logits:
         grad = _mul_logit_slope_(grad, _tail_probability(input, out=p))  # p's buffer is free again
