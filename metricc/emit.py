@@ -215,15 +215,22 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions()) -> str:
         # dŷ/dp(p) = dŷ/dp(1 − p), so the slope at p = σ(z) is the slope at q = min(p, 1 − p),
         # which the backward has already: one sigmoid per sample fewer.
         relaxation_source += "\n\n" + derivation.relaxation.tail_slope_source().rstrip() + "\n"
-        slope_at_logit = "soft_prediction_slope_at_tail(tail, THRESHOLD)"
+        # The label factors first, into the one new buffer, then both slopes multiplied in:
+        # no pass for the product of slope and factor, and the slope's constant comes free.
+        logit_gradient = (
+            "positive, negative = positive * TAIL_SLOPE_SCALE, negative * TAIL_SLOPE_SCALE\n"
+            "    grad = _select_by_label(target, positive, negative, out=torch.empty_like(tail))\n"
+            "    return mul_soft_prediction_slope_at_tail_(_mul_logit_slope_(grad, tail), tail, THRESHOLD)")
         fused_logit_gradient = ("tail, other = _fused_tails(input)  # no σ(z): dŷ/dp is symmetric about 1/2\n"
                                 "    return soft_prediction_slope(tail, THRESHOLD) * (tail * other) * factor")
     else:
-        slope_at_logit = "soft_prediction_slope_(torch.sigmoid(input), THRESHOLD)"
+        logit_gradient = (
+            "grad = _mul_logit_slope_(soft_prediction_slope_(torch.sigmoid(input), THRESHOLD), tail)\n"
+            "    return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again")
         fused_logit_gradient = ("p, chain = _fused_probability_and_slope(input)\n"
                                 "    return soft_prediction_slope(p, THRESHOLD) * chain * factor")
     statistics_source = template.substitute(
-        slope_at_logit=slope_at_logit,
+        logit_gradient=logit_gradient,
         fused_logit_gradient=fused_logit_gradient,
         chunk_elements=CHUNK_ELEMENTS,
         block_source=derivation.relaxation.block_torch_source(thresholds).rstrip() + "\n")
@@ -398,9 +405,9 @@ def _tail_probability(input, out=None):
 
 
 def _mul_logit_slope_(grad, tail):
-    """grad·dp/dz = grad·q·(1 − q) in one pass, written into ``tail`` (q's buffer):
-    sigmoid_backward is autograd's own kernel for σ, g·s·(1 − s)."""
-    return torch.ops.aten.sigmoid_backward.grad_input(grad, tail, grad_input=tail)
+    """grad·dp/dz = grad·q·(1 − q) in one pass, in place in grad: sigmoid_backward is
+    autograd's own kernel for σ, g·s·(1 − s)."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, tail, grad_input=grad)
 
 
 def _fused_tails(input):
@@ -605,15 +612,11 @@ def _input_gradient(input, target, positive, negative, from_logits):
     """∂loss/∂input = (positive or negative factor) · dŷ/dp · dp/dz, in a few in-place passes."""
     if _is_compiling():
         return _fused_input_gradient(input, target, positive, negative, from_logits)
-    if from_logits:
-        tail = _tail_probability(input)
-        slope = $slope_at_logit
-        grad = _mul_logit_slope_(slope, tail)
-        factor = _select_by_label(target, positive, negative, out=slope)  # slope's buffer is free again
-    else:
+    if not from_logits:
         grad = soft_prediction_slope_(input.clone(), THRESHOLD)
-        factor = _select_by_label(target, positive, negative, out=torch.empty_like(grad))
-    return grad.mul_(factor)
+        return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
+    tail = _tail_probability(input)
+    $logit_gradient
 
 
 def _fused_input_gradient(input, target, positive, negative, from_logits):

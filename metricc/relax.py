@@ -85,12 +85,21 @@ class Relaxation(abc.ABC):
         return False
 
     def tail_slope_source(self) -> str:
-        """Source of ``soft_prediction_slope_at_tail(tail, threshold)``: dŷ/dp in a new buffer,
-        given q = min(p, 1 − p); emitted only where :attr:`slope_symmetric_about_half`."""
+        """Source of ``mul_soft_prediction_slope_at_tail_(grad, tail, threshold)`` and ``TAIL_SLOPE_SCALE``.
+
+        The function multiplies ``grad`` in place by dŷ/dp at p divided by TAIL_SLOPE_SCALE,
+        given q = min(p, 1 − p) in ``tail``, which it may overwrite. The backward folds
+        TAIL_SLOPE_SCALE, a constant factor of the slope, into its per-label factors, where
+        it costs nothing. Emitted only where :attr:`slope_symmetric_about_half`.
+        """
         return textwrap.dedent('''\
-            def soft_prediction_slope_at_tail(tail, threshold):
-                """dŷ/dp at p, evaluated at q = min(p, 1 − p): equal, as the slope is symmetric about 1/2."""
-                return soft_prediction_slope_(tail.clone(), threshold)
+            TAIL_SLOPE_SCALE = 1.0
+
+
+            def mul_soft_prediction_slope_at_tail_(grad, tail, threshold):
+                """grad·dŷ/dp at p, the slope taken at q = min(p, 1 − p): equal, as it is symmetric
+                about 1/2. In place in grad; overwrites tail."""
+                return grad.mul_(soft_prediction_slope_(tail, threshold))
             ''')
 
     def fused_slope_source(self) -> str:
@@ -233,8 +242,16 @@ class Sigmoid(Relaxation):
 
 
             def soft_prediction_(p, threshold):
-                """ŷ = σ(L·(p − t)), AnyLoss's amplifier (Han et al., KDD 2024, eq. 1); in place in p."""
-                return p.sub_(threshold).mul_(AMPLIFIER_SCALE).sigmoid_()
+                """ŷ = σ(L·(p − t)), AnyLoss's amplifier (Han et al., KDD 2024, eq. 1); in place in p.
+
+                L·(p − t) is taken as L·p + (−L·t) in one pass, a fused multiply-add where the
+                CPU has one: rounded once, where L·t is exact (the default t = 1/2), instead of twice.
+                """
+                if isinstance(threshold, torch.Tensor):
+                    offset = threshold * -AMPLIFIER_SCALE
+                else:
+                    offset = torch.full((), -AMPLIFIER_SCALE * threshold, dtype=p.dtype, device=p.device)
+                return torch.add(offset, p, alpha=AMPLIFIER_SCALE, out=p).sigmoid_()
 
 
             def soft_prediction_slope_(p, threshold):
@@ -255,11 +272,15 @@ class Sigmoid(Relaxation):
 
     def tail_slope_source(self) -> str:
         return textwrap.dedent('''\
-            def soft_prediction_slope_at_tail(tail, threshold):
-                """dŷ/dp = L·r·(1 − r) at p, from q = min(p, 1 − p) and t = 1/2: r = σ(L·(q − t)) is
-                σ(−|a|) without an abs, as q ≤ t, and needs no second sigmoid of the logit for p."""
-                r = torch.sub(tail, threshold).mul_(AMPLIFIER_SCALE).sigmoid_()
-                return _scaled_sigmoid_slope_(r)
+            TAIL_SLOPE_SCALE = AMPLIFIER_SCALE  # dŷ/dp = L·r·(1 − r): the backward folds L into its factors
+
+
+            def mul_soft_prediction_slope_at_tail_(grad, tail, threshold):
+                """grad·r·(1 − r) = grad·(dŷ/dp)/L at p, from q = min(p, 1 − p) and t = 1/2, in place in
+                grad, in two passes: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t, and needs no
+                second sigmoid of the logit for p. Overwrites tail with r."""
+                r = soft_prediction_(tail, threshold)
+                return torch.ops.aten.sigmoid_backward.grad_input(grad, r, grad_input=grad)
             ''')
 
     def fused_slope_source(self) -> str:
@@ -362,11 +383,15 @@ class Linear(Relaxation):
 
     def tail_slope_source(self) -> str:
         return textwrap.dedent('''\
-            def soft_prediction_slope_at_tail(tail, threshold):
-                """dŷ/dp from q = min(p, 1 − p) ≤ t = 1/2: m1 below the lower knot, m2 above it, their
-                mean at it (four passes; the general slope would also test the upper knot, q never reaches)."""
+            TAIL_SLOPE_SCALE = 1.0
+
+
+            def mul_soft_prediction_slope_at_tail_(grad, tail, threshold):
+                """grad·dŷ/dp from q = min(p, 1 − p) ≤ t = 1/2: m1 below the lower knot, m2 above it, their
+                mean at it (five passes; the general slope would also test the upper knot, q never
+                reaches). In place in grad; overwrites tail."""
                 lo, _, m1, m2, _ = _linear_pieces(threshold)
-                return torch.sub(lo, tail).sign_().mul_((m1 - m2) / 2).add_((m1 + m2) / 2)
+                return grad.mul_(torch.sub(lo, tail, out=tail).sign_().mul_((m1 - m2) / 2).add_((m1 + m2) / 2))
             ''')
 
 
@@ -410,6 +435,16 @@ class Identity(Relaxation):
             def soft_prediction_slope_(p, threshold):
                 """dŷ/dp = 1; in place in p."""
                 return p.fill_(1.0)
+            ''')
+
+    def tail_slope_source(self) -> str:
+        return textwrap.dedent('''\
+            TAIL_SLOPE_SCALE = 1.0
+
+
+            def mul_soft_prediction_slope_at_tail_(grad, tail, threshold):
+                """grad·dŷ/dp = grad: the slope is 1."""
+                return grad
             ''')
 
 
