@@ -127,9 +127,29 @@ def tidy(expr: sympy.Expr, seconds: float = SIMPLIFY_SECONDS) -> sympy.Expr:
     candidates = [expr, sympy.together(expr)]
     if expr.is_rational_function(*CONFUSION_SYMBOLS):
         candidates.append(try_within(seconds, lambda: sympy.factor(sympy.cancel(expr)), expr))
-    candidates.append(try_within(seconds, lambda: sympy.simplify(expr), expr))
+    if _simplify_is_tractable(expr):
+        candidates.append(try_within(seconds, lambda: sympy.simplify(expr), expr))
     allowed = _unsafe_roots_and_logs(expr)
     return min((c for c in candidates if _unsafe_roots_and_logs(c) <= allowed), key=sympy.count_ops)
+
+
+# Where sympy.simplify routinely runs for seconds (case splits, high or fractional powers), the
+# budget would decide the emitted form by the machine's load; such expressions are not offered
+# to it at all, so the generated code is the same on every machine.
+_PIECEWISE_FUNCTIONS = (sympy.Heaviside, sympy.Min, sympy.Max, sympy.Piecewise, sympy.Abs, sympy.sign)
+_TRACTABLE_POWER = 8
+
+
+def _simplify_is_tractable(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is built from the pieces on which sympy.simplify finishes fast: no case
+    splits, and powers that are integers or halves up to ``_TRACTABLE_POWER``."""
+    if expr.has(*_PIECEWISE_FUNCTIONS):
+        return False
+    for power in expr.atoms(sympy.Pow):
+        exponent = power.exp
+        if not (exponent.is_Rational and (2 * exponent).is_integer and abs(exponent) <= _TRACTABLE_POWER):
+            return False
+    return True
 
 
 def _unsafe_roots_and_logs(expr: sympy.Expr) -> set[sympy.Expr]:
