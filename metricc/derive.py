@@ -9,8 +9,10 @@ So for any metric f,
 
 one number for all positives and one for all negatives. The backward pass is that
 number times dŷ/dp (the relaxation) times dp/dz (the sigmoid), elementwise. This
-module derives the two numbers, simplifies them within a time budget, and shares
-common subexpressions between them and the metric with ``sympy.cse``.
+module derives the two numbers, simplifies them within a time budget (``sympy.simplify``
+only on expressions it finishes well within it, so that the emitted form does not hinge
+on the machine's speed), and shares common subexpressions between them and the metric
+with ``sympy.cse``.
 """
 
 from __future__ import annotations
