@@ -244,8 +244,8 @@ class Sigmoid(Relaxation):
             def soft_prediction_(p, threshold):
                 """ŷ = σ(L·(p − t)), AnyLoss's amplifier (Han et al., KDD 2024, eq. 1); in place in p.
 
-                L·(p − t) is taken as L·p + (−L·t) in one pass, a fused multiply-add where the
-                CPU has one: rounded once, where L·t is exact (the default t = 1/2), instead of twice.
+                L·(p − t) is taken as L·p + (−L·t) in one pass instead of two: a fused multiply-add
+                where the CPU has one, so rounded once where L·t is exact (t = 1/2 by default).
                 """
                 if isinstance(threshold, torch.Tensor):
                     offset = threshold * -AMPLIFIER_SCALE
