@@ -55,6 +55,15 @@ def _add_metric_arguments(parser: argparse.ArgumentParser, relaxation: bool = Tr
                             help="override the direction (default: the catalog's, else the analysis's)")
 
 
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("binary", "multiclass", "multilabel"), default="binary",
+                        help="binary (default): logits (N,); multiclass or multilabel: logits (N, C)")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="C",
+                        help="number of classes or labels, for --task multiclass or multilabel")
+    parser.add_argument("--average", choices=("macro", "micro", "weighted"), default=None,
+                        help="how per-class metrics combine (default macro), as scikit-learn's average=")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metricc",
@@ -62,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    compile_ = commands.add_parser("compile", help="write a standalone PyTorch loss module (imports torch only)")
+    compile_ = commands.add_parser("compile", help="write a PyTorch loss module for a metric")
     _add_metric_arguments(compile_)
+    _add_task_arguments(compile_)
     compile_.add_argument("--name", help="Python identifier naming the loss (default: catalog name or 'metric')")
     compile_.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     compile_.add_argument("--force", action="store_true", help="overwrite --output if it exists")
@@ -73,11 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="metric value on batches where it is undefined (default 0; 'none' lets NaN through)")
     compile_.add_argument("--sync", action="store_true",
                           help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
+    compile_.add_argument("--estimator", choices=("batch", "running"), default="batch",
+                          help="'running': the metric of a running estimate across steps, for small batches")
+    compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
+    compile_.add_argument("--standalone", action="store_true",
+                          help="inline metricc's runtime: a file that imports only torch (default: imports metricc)")
     compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
     compile_.set_defaults(handler=_compile)
 
     derive_ = commands.add_parser("derive", help="print the closed-form gradient of a metric loss")
     _add_metric_arguments(derive_)
+    _add_task_arguments(derive_)
     derive_.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
     derive_.set_defaults(handler=_derive)
 
@@ -125,16 +141,20 @@ def _compile(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
-                              thresholds=args.thresholds, direction=args.direction,
+                              thresholds=args.thresholds, direction=args.direction, task=args.task,
+                              num_classes=args.num_classes, average=args.average,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
-                              sync=args.sync, check=not args.no_check)
+                              estimator=args.estimator, momentum=args.momentum, sync=args.sync,
+                              check=not args.no_check)
     for warning in caught:
         print(f"metricc: warning: {warning.message}", file=sys.stderr)
+    source = loss.standalone_source() if args.standalone else loss.source
     if args.output is None:
-        sys.stdout.write(loss.source)
+        sys.stdout.write(source)
     else:
-        _write_new_file(args.output, loss.source, overwrite=args.force)
-        print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(loss.source.splitlines())} lines)",
+        _write_new_file(args.output, source, overwrite=args.force)
+        kind = "standalone, imports only torch" if args.standalone else "imports metricc.runtime"
+        print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(source.splitlines())} lines, {kind})",
               file=sys.stderr)
     return EXIT_OK
 
@@ -153,7 +173,10 @@ def _derive(args) -> int:
 
     metric = parse(args.metric, dict(args.param))
     derivation = derive(metric, args.relaxation, direction=args.direction, thresholds=args.thresholds)
-    print(derivation.latex() if args.latex else derivation.text())
+    if args.latex:
+        print(derivation.latex())
+    else:
+        print(derivation.text(task=args.task, average=args.average, num_classes=args.num_classes))
     return EXIT_OK
 
 

@@ -64,8 +64,9 @@ class Derivation:
         """The loss in terms of the metric, e.g. ``"1 - f"``."""
         return f"1 - {f}" if self.direction == "maximize" else f
 
-    def text(self) -> str:
-        """A plain-text derivation, like the appendix of the AnyLoss paper."""
+    def text(self, task: str = "binary", average: str | None = None, num_classes: int | None = None) -> str:
+        """A plain-text derivation, like the appendix of the AnyLoss paper; for multi-class and multi-label
+        tasks followed by the averaged loss and its chain rule."""
         m = self.metric
         sign = "-" if self.direction == "maximize" else ""
         lines = [
@@ -99,6 +100,8 @@ class Derivation:
         if len(self.thresholds) > 1:
             lines.append("thresholds  loss = mean over t in (" + ", ".join(f"{t:g}" for t in self.thresholds)
                          + ") of the loss at t; gradients average likewise")
+        if task != "binary":
+            lines += [""] + averaging_text(self, task, average or "macro", num_classes)
         return "\n".join(lines)
 
     def latex(self) -> str:
@@ -116,6 +119,29 @@ class Derivation:
         rows.append(rf"& {self.relaxation.latex_formula()}")
         rows.append(rf"\mathcal{{L}} &= {'1 - ' if self.direction == 'maximize' else ''}{sympy.latex(f)}")
         return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
+
+
+def averaging_text(derivation: Derivation, task: str, average: str, num_classes: int | None) -> list[str]:
+    """How a multi-class or multi-label loss averages the per-class metric, and its chain rule."""
+    classes = f"C = {num_classes}" if num_classes else "C"
+    loss = derivation.loss_text("f_c")
+    sign = "-" if derivation.direction == "maximize" else ""
+    lines = [f"{task}, {classes} classes: one-vs-rest entries per class c (y_ic: sample i has class c)",
+             "            TP_c = Σ w·y_c·ŷ_c    FN_c = Σ w·y_c·(1-ŷ_c)    FP_c = Σ w·(1-y_c)·ŷ_c    "
+             "TN_c = Σ w·(1-y_c)·(1-ŷ_c)"]
+    if average == "micro":
+        lines += ["micro       loss = " + derivation.loss_text("f(Σ_c TP_c, Σ_c FN_c, Σ_c FP_c, Σ_c TN_c)"),
+                  f"            ∂loss/∂ŷ_ic = {sign}w_i·(y_ic·g+ + (1-y_ic)·g-), g± at the summed entries"]
+    else:
+        share = "1/C" if average == "macro" else "s_c/Σ s, s_c = Σ w·y_c (support)"
+        lines += [f"{average:<11} loss = Σ_c a_c·({loss}), a_c = {share}, f_c = f(TP_c, FN_c, FP_c, TN_c)",
+                  f"            ∂loss/∂ŷ_ic = {sign}a_c·w_i·(y_ic·g+_c + (1-y_ic)·g-_c), g±_c at class c's entries"]
+    if task == "multiclass":
+        lines += ["chain rule  ŷ = softmax(L/2·p), p = softmax(z) (the amplifier; identity: ŷ = softmax(z)),",
+                  "            through each softmax as ∂/∂a = s ⊙ (g − ⟨s, g⟩): O(N·C), never N·C·C"]
+    else:
+        lines.append("chain rule  each label as a binary output: ∂loss/∂z_ic = ∂loss/∂ŷ_ic · dŷ/dp · σ(z_ic)·σ(-z_ic)")
+    return lines
 
 
 def tidy(expr: sympy.Expr, seconds: float = SIMPLIFY_SECONDS) -> sympy.Expr:

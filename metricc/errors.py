@@ -7,6 +7,8 @@ filtered with the standard ``warnings`` machinery.
 
 from __future__ import annotations
 
+from .runtime import CompileFallbackWarning, MetricWarning  # defined there, as the runtime imports only torch
+
 _CONTEXT = 40  # characters shown on each side of an error in a long expression
 
 
@@ -46,10 +48,6 @@ class MetricCheckError(ValueError):
         super().__init__(message)
 
 
-class MetricWarning(UserWarning):
-    """Base class of the warnings metricc emits."""
-
-
 class NonLipschitzWarning(MetricWarning):
     """The metric's gradient is unbounded somewhere a batch can reach."""
 
@@ -58,5 +56,5 @@ class SaturationWarning(MetricWarning):
     """The amplifier scale rounds soft predictions to exactly 0 or 1 in this dtype."""
 
 
-class CompileFallbackWarning(MetricWarning):
-    """``torch.compile`` was requested but is not available; eager code is used."""
+__all__ = ["CompileFallbackWarning", "MetricCheckError", "MetricSyntaxError", "MetricWarning",
+           "NonLipschitzWarning", "SaturationWarning"]

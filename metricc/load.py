@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import linecache
+import math
 import sys
 import threading
 import types
@@ -19,11 +20,12 @@ import warnings
 import torch
 
 from .derive import Derivation, derive
-from .emit import EmitOptions, check_zero_division, emit, loss_names
-from .errors import CompileFallbackWarning, MetricCheckError, SaturationWarning
+from .emit import EmitOptions, emit, loss_names
+from .errors import MetricCheckError, SaturationWarning
 from .metric import Metric
 from .parse import parse
-from .relax import Relaxation, Sigmoid, resolve_relaxation, saturation_limit, valid_amplifier_range
+from .relax import Relaxation, Sigmoid, describe_amplifier_range, resolve_relaxation
+from .runtime import MetricLoss
 
 _MODULES: dict[str, types.ModuleType] = {}
 _MODULES_LOCK = threading.Lock()
@@ -53,98 +55,57 @@ def _cached_derivation(metric: Metric, relaxation: Relaxation, thresholds, direc
     return derive(metric, relaxation, direction=direction, thresholds=thresholds)
 
 
-class CompiledLoss(torch.nn.Module):
+class CompiledLoss(MetricLoss):
     """A metric loss compiled by metricc: ``loss_fn(input, target, weight=None)``.
+
+    It is the generated module's loss: :class:`metricc.runtime.MetricLoss` with the module's
+    ``DEFINITION``, so it runs the very code ``metricc compile`` writes. Beyond the runtime's
+    options it carries where it came from.
 
     Attributes:
         source: the generated Python source this loss runs (``metricc compile`` writes the same).
         metric: the parsed :class:`Metric`.
         derivation: the :class:`Derivation` (``print(loss_fn.derivation.text())``).
         report: the analysis report, or None with ``check=False``.
-        relaxation: the relaxation in use.
-        module: the generated module (its functional form, autograd Function, ...).
+        relaxation: the relaxation in use (:mod:`metricc.relax`).
+        module: the generated module; ``function``: its functional form.
     """
 
     def __init__(self, source: str, metric: Metric, derivation: Derivation, report=None, *,
-                 options: EmitOptions | None = None, process_group=None, compile: bool = False):
-        super().__init__()
-        options = options or EmitOptions()
+                 emit_options: EmitOptions | None = None, **options):
+        module = load_module(source, metric.name)
+        super().__init__(module.DEFINITION, **{**module.OPTIONS, **options})
         self.source = source
         self.metric = metric
         self.derivation = derivation
         self.report = report
         self.relaxation = derivation.relaxation
-        self.from_logits = options.from_logits
-        self.zero_division = options.zero_division
-        self.sync = options.sync
-        self.grad_average = options.grad_average
-        self.validate = options.validate
-        self.process_group = process_group
-        self.module = load_module(source, metric.name)
-        self.function = getattr(self.module, loss_names(metric.name)[1])
-        self._compile = compile
-        self._compiled = None
+        self.module = module
+        self.function = getattr(module, loss_names(metric.name)[1])
+        self.emit_options = emit_options or EmitOptions()
+        self._options = options
         self._dtypes_checked: set[torch.dtype] = set()
+
+    def standalone_source(self) -> str:
+        """The same module with metricc's runtime inlined verbatim: a file that imports only torch."""
+        return emit(self.derivation, self.emit_options, standalone=True)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(input, torch.Tensor) and input.dtype not in self._dtypes_checked:
             self._dtypes_checked.add(input.dtype)
             warn_if_saturating(self.relaxation, input.dtype)
-        function = self._compiled_function() if self._compile else self.function
-        return function(input, target, weight, from_logits=self.from_logits, zero_division=self.zero_division,
-                        sync=self.sync, process_group=self.process_group, grad_average=self.grad_average,
-                        validate=self.validate)
-
-    def _compiled_function(self):
-        if self._compiled is None:
-            self._compiled = compile_function(self.function)
-        return self._compiled
-
-    def extra_repr(self) -> str:
-        return (f"metric={self.metric.name!r}, expression={self.metric.text()!r}, "
-                f"relaxation={self.relaxation.spec()!r}, direction={self.derivation.direction!r}, "
-                f"from_logits={self.from_logits}, zero_division={self.zero_division}, sync={self.sync}")
+        return super().forward(input, target, weight)
 
     def __reduce__(self):
         # The generated classes live in a synthetic module; rebuild from the source instead.
-        options = EmitOptions(from_logits=self.from_logits, zero_division=self.zero_division, sync=self.sync,
-                              grad_average=self.grad_average, validate=self.validate)
-        return (_rebuild, (self.source, self.metric, self.derivation, self.report, options, self._compile))
+        return (_rebuild, (self.source, self.metric, self.derivation, self.report, self.emit_options, self._options,
+                           self.state_dict(), self.training))
 
 
-def _rebuild(source, metric, derivation, report, options, compile):
-    return CompiledLoss(source, metric, derivation, report, options=options, compile=compile)
-
-
-def compile_function(function):
-    """``torch.compile(function)``, or ``function`` itself with a warning where that is unavailable."""
-    compiler = getattr(torch, "compile", None)
-    if compiler is None:
-        warnings.warn("torch.compile is not available in this PyTorch; running the eager code",
-                      CompileFallbackWarning, stacklevel=_caller_stacklevel())
-        return function
-    # Default dynamic: a batch of a new size (a last, smaller batch) recompiles once with a
-    # symbolic size. dynamic=False would recompile per size and fall back to eager code for
-    # good after torch._dynamo's recompile limit; generated modules are shared, so sizes add up.
-    compiled = compiler(function)
-
-    state = {"fallback": False}
-
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        if state["fallback"]:
-            return function(*args, **kwargs)
-        try:
-            return compiled(*args, **kwargs)
-        except (ValueError, TypeError):
-            raise  # the user's input is wrong; eager code would say the same
-        except Exception as exc:  # a compiler that is missing or fails (no C++ toolchain, ...)
-            state["fallback"] = True
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                          "running the eager code instead", CompileFallbackWarning, stacklevel=_caller_stacklevel())
-            return function(*args, **kwargs)
-
-    return run
+def _rebuild(source, metric, derivation, report, emit_options, options, state, training):
+    loss = CompiledLoss(source, metric, derivation, report, emit_options=emit_options, **options)
+    loss.load_state_dict(state)
+    return loss.train(training)
 
 
 def _caller_stacklevel() -> int:
@@ -159,24 +120,31 @@ def _caller_stacklevel() -> int:
 
 
 def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
-    """Warn when a Sigmoid relaxation rounds ŷ to exactly 1 for some p in [0, 1] in ``dtype``."""
+    """Warn where a Sigmoid relaxation's slope dŷ/dp underflows to exactly 0 for some p in [0, 1] in the
+    dtype the loss computes in (float32 for half precision): samples there would get no gradient.
+
+    That ŷ itself rounds to 1 is no reason: the runtime computes 1 − ŷ as its own value and the slope from
+    σ(−|a|), so the loss and its gradient stay within rounding of the exact ones (docs/performance.md).
+    """
     if not (isinstance(relaxation, Sigmoid) and dtype.is_floating_point):
         return
-    reach = saturation_limit(relaxation, dtype)
-    if reach is None:
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    reach = relaxation.L * max(relaxation.threshold, 1 - relaxation.threshold)
+    smallest = torch.finfo(compute).tiny
+    if reach < -math.log(smallest):  # σ(−reach) ≈ e^(−reach) stays a normal number
         return
-    low, high = valid_amplifier_range(1e-3, dtype)
+    limit = -math.log(smallest) / relaxation.L
     warnings.warn(
-        f"amplifier scale L={relaxation.L:g} saturates in {dtype}: ŷ rounds to exactly 1 for "
-        f"p > {relaxation.threshold + reach:.3f} (AnyLoss condition 2); for p in [0.001, 0.999] valid L "
-        f"in {dtype} is {low:.2f}..{high:.2f} (metricc.valid_amplifier_range(1e-3, {dtype})). "
-        "metricc's backward computes σ(−a) directly, so gradients do not vanish, but the soft counts are "
-        "hard there; pass relaxation=metricc.Sigmoid(L=...) to stay in range",
+        f"amplifier scale L={relaxation.L:g} is too steep for {compute}: the slope dŷ/dp underflows to 0 where "
+        f"|p − {relaxation.threshold:g}| > {limit:.3f}, and such samples get no gradient; "
+        f"{describe_amplifier_range(1e-3, compute)}; pass relaxation=metricc.Sigmoid(L=...) with a smaller L",
         SaturationWarning, stacklevel=_caller_stacklevel())
 
 
 def compile_metric(metric, *, params=None, name: str | None = None, relaxation="anyloss", thresholds=None,
-                   direction: str | None = None, from_logits: bool = True, zero_division: float | None = 0.0,
+                   direction: str | None = None, task: str = "binary", num_classes: int | None = None,
+                   average: str | None = None, class_weights=None, from_logits: bool = True,
+                   zero_division: float | None = 0.0, estimator: str = "batch", momentum: float = 0.9,
                    sync: bool = False, process_group=None, grad_average: bool = True, validate: bool = True,
                    check: bool = True, min_prevalence: float = 0.01, compile: bool = False) -> CompiledLoss:
     """Compile a confusion-matrix metric into a PyTorch loss module.
@@ -188,18 +156,27 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
         name: a Python identifier naming the loss (default: the catalog name, else "metric").
         relaxation: how probabilities become soft predictions: ``"anyloss"`` (default,
             ``Sigmoid(L=73, threshold=0.5)``), ``"linear"``, ``"identity"``, ``"sol"``, or an instance.
+            For ``task="multiclass"``: ``"anyloss"`` (softmax amplifier) or ``"identity"``.
         thresholds: thresholds to average the metric over (soft-set paper: 0.1, ..., 0.9).
         direction: ``"maximize"`` (loss = 1 − metric) or ``"minimize"`` (loss = metric); by
             default the catalog's, else the analysis's.
+        task: ``"binary"`` (default), ``"multiclass"`` (logits (N, C), one class per sample) or
+            ``"multilabel"`` (logits (N, C), C independent 0/1 labels).
+        num_classes: C, for multiclass and multilabel.
+        average: ``"macro"`` (default), ``"micro"`` or ``"weighted"``, as scikit-learn's ``average=``.
+        class_weights: one weight per class for the mean of per-class metrics.
         from_logits: whether the loss takes logits (default) or probabilities.
         zero_division: the metric's value on batches where it is undefined; None lets NaN through.
+        estimator: ``"batch"`` (default) or ``"running"``: the metric of a running estimate of the
+            confusion entries across steps (for small batches; docs/minibatch.md).
+        momentum: the running estimate's momentum, in [0, 1).
         sync: all-reduce statistics across ``process_group`` for an exact global-batch loss (DDP).
         process_group: the torch.distributed group for ``sync``; None is the default group.
         grad_average: with ``sync``, scale gradients for DDP's averaging (True) or for a sum (False).
-        validate: check targets are 0/1 at every call (skipped under torch.compile).
+        validate: check targets (labels in [0, 1], class indices in range), probabilities and weights.
         check: run :func:`metricc.analyze` and refuse metrics that cannot serve as a loss.
         min_prevalence: the smallest batch prevalence the analysis's Lipschitz bound covers.
-        compile: run the generated code through ``torch.compile``.
+        compile: run the loss through ``torch.compile`` (input checks stay eager).
 
     Returns:
         A :class:`CompiledLoss` (an ``nn.Module``); ``.source`` holds the generated code.
@@ -210,9 +187,15 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
     """
     parsed = parse(metric, params, name=name)
     relaxation = resolve_relaxation(relaxation)
-    check_zero_division(zero_division)
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
-                          grad_average=grad_average, validate=validate)
+                          grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,
+                          average=average, estimator=estimator, momentum=momentum)
+    if task == "multiclass" and relaxation.multiclass_runtime() is None:
+        raise ValueError(f"relaxation {relaxation.spec()!r} has no multi-class form; for task='multiclass' use "
+                         "'anyloss' (a softmax amplifier, metricc.Sigmoid(L=...)) or 'identity'")
+    if task == "multiclass" and thresholds is not None:
+        raise ValueError("thresholds= averages over decision thresholds of binary or multi-label scores; "
+                         "task='multiclass' predicts the argmax and has none")
     report = None
     if check:
         from .analyze import analyze_metric
@@ -231,8 +214,8 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
     derivation = _cached_derivation(parsed, relaxation,
                                     None if thresholds is None else tuple(_as_list(thresholds)), direction)
     source = emit(derivation, options)
-    return CompiledLoss(source, parsed, derivation, report, options=options, process_group=process_group,
-                        compile=compile)
+    return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
+                        process_group=process_group, compile=compile)
 
 
 def _as_list(thresholds):

@@ -1,0 +1,1078 @@
+"""metricc's runtime: everything a compiled metric loss runs that is the same for every metric.
+
+A generated loss module holds only what is particular to its metric: the metric and its two
+per-sample gradient factors as functions of the soft confusion entries, and a
+:class:`MetricDefinition` naming its relaxation and thresholds. This module does the rest:
+
+* soft predictions (relaxations) and the soft confusion entries as four direct sums,
+  TP = Σ w·y·ŷ, FN = Σ w·y·(1 − ŷ), FP = Σ w·(1 − y)·ŷ, TN = Σ w·(1 − y)·(1 − ŷ), with 1 − ŷ
+  computed as its own value, so an entry whose label class is empty is exactly 0 and every
+  entry keeps a small relative error (never a difference of sums);
+* one (4, C, T) table of them per batch (C classes or labels, T thresholds), all-reduced in
+  one collective under torch.distributed, optionally mixed into a running estimate;
+* the metric per column, ``zero_division``, and the average over classes and thresholds;
+* the closed-form backward: per column one factor for positives and one for negatives,
+  times the relaxation's slope, times the chain rule to the logits (elementwise, or through
+  the softmax Jacobian for multi-class), O(N·C·T) time, saving only the inputs.
+
+It imports only torch and math, so ``metricc compile --standalone`` inlines this file verbatim.
+"""
+
+import math
+
+import torch
+
+__all__ = [
+    "MetricDefinition", "MetricLoss", "SigmoidAmplifier", "PiecewiseLinear", "Probabilistic", "ScoreOriented",
+    "SoftmaxAmplifier", "TensorMath", "FloatMath", "MetricWarning", "CompileFallbackWarning",
+]
+
+class MetricWarning(UserWarning):
+    """Base class of the warnings metricc emits (``metricc.MetricWarning``)."""
+
+
+class CompileFallbackWarning(MetricWarning):
+    """``compile=True`` was requested but torch.compile is unavailable or failed; eager code runs."""
+
+
+CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, C) block processed at once: memory stays O(N·C)
+SCALAR_PATH_COLUMNS = 64  # up to this many (class, threshold) columns, CPU metrics use Python floats
+TASKS = ("binary", "multiclass", "multilabel")
+AVERAGES = ("micro", "macro", "weighted")
+ESTIMATORS = ("batch", "running")
+
+
+# ---------------------------------------------------------------------------------------------
+# The functions a generated metric calls: one namespace for tensors, one for Python floats.
+
+
+def _extremum(args, pairwise, pick, bound):
+    """Fold torch.minimum/maximum over the tensor arguments and clamp by the numbers (Python floats)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    numbers = [a for a in args if not isinstance(a, torch.Tensor)]
+    if not tensors:
+        return pick(numbers)
+    result = tensors[0]
+    for tensor in tensors[1:]:
+        result = pairwise(result, tensor)
+    return torch.clamp(result, **{bound: pick(numbers)}) if numbers else result
+
+
+class TensorMath:
+    """Elementwise functions on tensors (one value per class and threshold)."""
+
+    sqrt = staticmethod(torch.sqrt)
+    log = staticmethod(torch.log)
+    exp = staticmethod(torch.exp)
+    abs = staticmethod(torch.abs)
+    sign = staticmethod(torch.sign)
+
+    @staticmethod
+    def minimum(*args):
+        return _extremum(args, torch.minimum, min, "max")
+
+    @staticmethod
+    def maximum(*args):
+        return _extremum(args, torch.maximum, max, "min")
+
+    @staticmethod
+    def heaviside(x):
+        return 0.5 * (torch.sign(x) + 1)
+
+
+def _float_sign(x: float) -> float:
+    """torch.sign's convention on floats: sign(0) = 0."""
+    return float((x > 0) - (x < 0))
+
+
+class FloatMath:
+    """The same on Python floats: the CPU path for a few columns, where ~25 operations on
+    one-element tensors would cost more than the sums over a batch. Raises (ZeroDivisionError,
+    ValueError, OverflowError) or returns a complex number where a value is undefined; the
+    caller then takes the tensor path, which applies ``zero_division``."""
+
+    sqrt = staticmethod(math.sqrt)
+    log = staticmethod(math.log)
+    exp = staticmethod(math.exp)
+    abs = staticmethod(abs)
+    sign = staticmethod(_float_sign)
+    minimum = staticmethod(min)
+    maximum = staticmethod(max)
+
+    @staticmethod
+    def heaviside(x):
+        return 0.5 * (_float_sign(x) + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relaxations: a probability p becomes a soft prediction ŷ(p; t) in [0, 1].
+#
+# Binary and multi-label relaxations act elementwise. Each gives ŷ and 1 − ŷ as separate values
+# (``soft_pair_``) and the slope dŷ/dp (``slope_``), in place in buffers the runtime owns.
+# ``threshold`` is a float, or a (T, 1, 1) tensor that broadcasts a (rows, C) block to (T, rows, C).
+
+
+class _ElementwiseRelaxation:
+    #: whether soft_pair_ reads q = 1 − p (computed without cancellation, σ(−z) from logits)
+    needs_complement = True
+    #: the constant factor of the slope that mul_slope_at_tail_ leaves to the caller
+    tail_slope_scale = 1.0
+
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        """Whether dŷ/dp(p) = dŷ/dp(1 − p): then the backward takes the slope at q = min(p, 1 − p),
+        which it computes anyway for dp/dz, instead of a second sigmoid for p."""
+        return self.threshold == 0.5
+
+    def soft_pair_(self, p, q, threshold):
+        """(ŷ, 1 − ŷ), overwriting p and q. Every relaxation here is symmetric, 1 − ŷ(p; t) = ŷ(1 − p; 1 − t),
+        so the complement is the same function at q = 1 − p: no subtraction 1 − ŷ that could cancel."""
+        return self.soft_(p, threshold), self.soft_(q, 1 - threshold)
+
+    def mul_slope_at_tail_(self, grad, tail, threshold):
+        """grad·(dŷ/dp)/tail_slope_scale at p, given q = min(p, 1 − p) in ``tail`` (overwritten), where the
+        slope is symmetric about 1/2. In place in grad."""
+        return grad.mul_(self.slope_(tail, threshold))
+
+
+class SigmoidAmplifier(_ElementwiseRelaxation):
+    """ŷ = σ(L·(p − t)): AnyLoss's amplifier (Han et al., KDD 2024, eq. 1), the soft-set paper's H^s."""
+
+    needs_complement = False  # 1 − ŷ = σ(−L·(p − t)), from p alone
+
+    def __init__(self, scale: float = 73.0, threshold: float = 0.5):
+        self.scale = float(scale)
+        self.threshold = float(threshold)
+        self.tail_slope_scale = self.scale
+
+    def __repr__(self):
+        return f"SigmoidAmplifier(scale={self.scale!r}, threshold={self.threshold!r})"
+
+    def _argument_(self, p, threshold):
+        """a = L·(p − t) in place. For a float t, L·p + (−L·t) in one pass: a fused multiply-add where
+        the CPU has one, rounded once where L·t is exact (t = 1/2 by default)."""
+        if isinstance(threshold, torch.Tensor):
+            return p.sub_(threshold).mul_(self.scale)
+        offset = torch.full((), -self.scale * threshold, dtype=p.dtype, device=p.device)
+        return torch.add(offset, p, alpha=self.scale, out=p)
+
+    def soft_(self, p, threshold):
+        return self._argument_(p, threshold).sigmoid_()
+
+    def soft_pair_(self, p, q, threshold):
+        a = self._argument_(p, threshold)
+        complement = torch.neg(a, out=q if q is not None and q.shape == a.shape else None).sigmoid_()
+        return a.sigmoid_(), complement
+
+    def slope_(self, p, threshold):
+        """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
+        where σ(a)·(1 − σ(a)) would round to 0 and stop learning (AnyLoss's "No More Update")."""
+        r = p.sub_(threshold).abs_().mul_(-self.scale).sigmoid_()
+        return _scaled_sigmoid_slope_(r, self.scale)
+
+    def mul_slope_at_tail_(self, grad, tail, threshold):
+        """grad·r·(1 − r) = grad·(dŷ/dp)/L: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t = 1/2."""
+        return _mul_sigmoid_slope_(grad, self.soft_(tail, threshold))
+
+
+def _mul_sigmoid_slope_(grad, s):
+    """grad·s·(1 − s) in one pass, in place in grad: sigmoid_backward is autograd's own kernel for σ."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, s, grad_input=grad)
+
+
+def _scaled_sigmoid_slope_(s, scale):
+    """scale·s·(1 − s) in one pass, in place in s."""
+    return torch.ops.aten.sigmoid_backward.grad_input(
+        torch.full((), scale, dtype=s.dtype, device=s.device), s, grad_input=s)
+
+
+class PiecewiseLinear(_ElementwiseRelaxation):
+    """The soft-set paper's five-point piecewise-linear Heaviside H^l (eq. 5): three segments meet at
+    (t − t_m/2, δ) and (t + t_m/2, 1 − δ), t_m = min(t, 1 − t); ŷ(0) = 0, ŷ(t) = 1/2, ŷ(1) = 1."""
+
+    def __init__(self, threshold: float = 0.5, delta: float = 0.2):
+        self.threshold = float(threshold)
+        self.delta = float(delta)
+
+    def __repr__(self):
+        return f"PiecewiseLinear(threshold={self.threshold!r}, delta={self.delta!r})"
+
+    def _pieces(self, threshold):
+        """Inner knots t ∓ t_m/2 and the three slopes; floats or tensors."""
+        half_width = (0.5 - abs(threshold - 0.5)) / 2
+        lo, hi = threshold - half_width, threshold + half_width
+        return lo, hi, self.delta / lo, (1 - 2 * self.delta) / (2 * half_width), self.delta / (1 - hi)
+
+    def soft_(self, p, threshold):
+        """m3·max(p − hi, 0) + m1·s + (m2 − m1)·max(s − lo, 0), s = min(p, hi): clamps are much faster
+        than torch.where on the CPU, and one temporary suffices."""
+        lo, hi, m1, m2, m3 = self._pieces(threshold)
+        upper = torch.sub(p, hi).clamp_(min=0).mul_(m3)
+        scaled = p.clamp_(max=hi).mul_(m1)
+        upper.add_(scaled)
+        middle = scaled.sub_(m1 * lo).clamp_(min=0).mul_((m2 - m1) / m1)
+        return middle.add_(upper).clamp_(max=1.0)  # rounding at p = 1
+
+    def slope_(self, p, threshold):
+        """m1 below lo, m2 between the knots, m3 above hi (the means at the knots)."""
+        lo, hi, m1, m2, m3 = self._pieces(threshold)
+        below = (lo - p).sign_().add_(1).mul_((m1 - m2) / 2)
+        return p.sub_(hi).sign_().add_(1).mul_((m3 - m2) / 2).add_(below).add_(m2)
+
+    def mul_slope_at_tail_(self, grad, tail, threshold):
+        """q ≤ t = 1/2 never reaches the upper knot: m1 below the lower knot, m2 above, their mean at it."""
+        lo, _, m1, m2, _ = self._pieces(threshold)
+        return grad.mul_(torch.sub(lo, tail, out=tail).sign_().mul_((m1 - m2) / 2).add_((m1 + m2) / 2))
+
+
+class ScoreOriented(_ElementwiseRelaxation):
+    """Marchetti et al.'s score-oriented loss: ŷ = P(τ < p) for a random threshold τ, uniform or raised
+    cosine on [μ − δ, μ + δ]. Outside it ŷ is exactly 0 or 1 with slope 0: the method, not an accident."""
+
+    def __init__(self, distribution: str = "uniform", mu: float = 0.5, delta: float = 0.5):
+        if distribution not in ("uniform", "cosine"):
+            raise ValueError(f"ScoreOriented: distribution must be 'uniform' or 'cosine', got {distribution!r}")
+        self.distribution = distribution
+        self.threshold = float(mu)
+        self.delta = float(delta)
+
+    def __repr__(self):
+        return f"ScoreOriented(distribution={self.distribution!r}, mu={self.threshold!r}, delta={self.delta!r})"
+
+    def soft_(self, p, threshold):
+        if self.distribution == "uniform":
+            return p.sub_(threshold - self.delta).mul_(1 / (2 * self.delta)).clamp_(0.0, 1.0)
+        u = p.sub_(threshold).div_(self.delta).clamp_(-1.0, 1.0)
+        wave = torch.mul(u, math.pi).sin_().div_(math.pi)
+        return u.add_(wave).add_(1).mul_(0.5).clamp_(0.0, 1.0)  # the clamp absorbs sin(±π) ≠ 0
+
+    def slope_(self, p, threshold):
+        """The density of τ at p; (1 + sign(δ − |p − μ|))/2 is the interval's indicator (1/2 at its ends)."""
+        if self.distribution == "uniform":
+            return p.sub_(threshold).abs_().neg_().add_(self.delta).sign_().add_(1).mul_(1 / (4 * self.delta))
+        u = p.sub_(threshold).div_(self.delta)
+        inside = torch.abs(u).neg_().add_(1).sign_().add_(1).mul_(0.5)
+        return u.clamp_(-1.0, 1.0).mul_(math.pi).cos_().add_(1).mul_(inside).div_(2 * self.delta)
+
+
+class Probabilistic(_ElementwiseRelaxation):
+    """ŷ = p: the expected confusion matrix under the predicted probabilities (any task)."""
+
+    threshold = None
+
+    @property
+    def slope_symmetric_about_half(self) -> bool:
+        return True
+
+    def __repr__(self):
+        return "Probabilistic()"
+
+    def soft_pair_(self, p, q, threshold):
+        return p, q
+
+    def slope_(self, p, threshold):
+        return p.fill_(1.0)
+
+    def mul_slope_at_tail_(self, grad, tail, threshold):
+        return grad
+
+
+class SoftmaxAmplifier:
+    """Multi-class: ŷ = softmax(L/2 · p), p = softmax(z). As L grows ŷ tends to the one-hot argmax, so
+    the soft confusion matrix tends to the one scikit-learn evaluates; for two classes ŷ₁ = σ(L·(p₁ − 1/2)),
+    AnyLoss's binary amplifier."""
+
+    threshold = None
+
+    def __init__(self, scale: float = 73.0):
+        self.scale = float(scale)
+
+    def __repr__(self):
+        return f"SoftmaxAmplifier(scale={self.scale!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft predictions of a block of rows, and the labels as (w·y, w·(1 − y)).
+
+
+def _probabilities(input, from_logits):
+    """(p, q = 1 − p) as new buffers: σ(z) and σ(−z) from logits, so q keeps its precision where p rounds to 1."""
+    if from_logits:
+        return torch.sigmoid(input), torch.sigmoid(torch.neg(input))
+    return input.clone(), torch.sub(1, input)
+
+
+def _softmax_pair(a):
+    """softmax(a) and 1 − softmax(a) along the last axis, the complement as the other classes' share:
+    Σ_{k≠c} e^{a_k}/Σ_k e^{a_k}, never 1 − ŷ, so a confident class keeps its small complement."""
+    top, index = a.max(-1, keepdim=True)
+    e = torch.sub(a, top).exp_()
+    total = e.sum(-1, keepdim=True)
+    others = e.scatter(-1, index, 0.0).sum(-1, keepdim=True)  # Σ over all but the largest: no 1 + tiny
+    complement = torch.sub(others, e).add_(1.0).scatter_(-1, index, others)  # 1 is the largest's e
+    return e.div_(total), complement.div_(total)
+
+
+def _softmax_backward(s, grad):
+    """∂/∂a of ⟨grad, softmax(a)⟩ given s = softmax(a): s ⊙ (grad − ⟨s, grad⟩), O(N·C)."""
+    return grad.sub_((s * grad).sum(-1, keepdim=True)).mul_(s)
+
+
+def _multiclass_pair(relaxation, input, from_logits):
+    """(ŷ, 1 − ŷ) for a (rows, C) block of logits or probabilities."""
+    if isinstance(relaxation, Probabilistic):
+        if from_logits:
+            return _softmax_pair(input)
+        return input.clone(), torch.sub(1, input)
+    p = torch.softmax(input, -1) if from_logits else input
+    return _softmax_pair(p * (relaxation.scale / 2))
+
+
+def _label_block(target, rows, num_classes, dtype, weight):
+    """(w·y, w·(1 − y)) for a block of rows as a (2, rows, C) tensor; class indices become one-hot rows."""
+    target = target[rows]
+    if target.dim() == 1:  # class indices
+        y = torch.zeros((target.shape[0], num_classes), dtype=dtype, device=target.device)
+        y.scatter_(1, target.unsqueeze(1), 1.0)
+    else:
+        y = target
+    labels = torch.stack([y, torch.sub(1, y)])
+    if weight is not None:
+        labels.mul_(weight[rows].unsqueeze(1))
+    return labels
+
+
+def _row_blocks(rows_total, elements_per_row):
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
+    for start in range(0, rows_total, step):
+        yield slice(start, min(start + step, rows_total))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: a loss's definition and options, resolved once, read by the autograd Function.
+
+
+class MetricDefinition:
+    """What a generated module defines for its metric.
+
+    Args:
+        name: the metric's name (a Python identifier).
+        metric: ``metric(TP, FN, FP, TN, math) -> (f, g+, g-)``: the metric and its per-sample
+            derivatives g+ = ∂f/∂TP − ∂f/∂FN (a positive sample's ŷ) and g- = ∂f/∂FP − ∂f/∂TN,
+            written once for tensors (``math=TensorMath``) and Python floats (``FloatMath``).
+        direction: ``"maximize"`` (loss = 1 − f) or ``"minimize"`` (loss = f).
+        relaxation: a runtime relaxation (SigmoidAmplifier, PiecewiseLinear, ...).
+        thresholds: thresholds to average over (elementwise relaxations), or () for none.
+        multiclass_relaxation: the relaxation for ``task="multiclass"``.
+        expression: the metric as text, for messages and ``repr``.
+    """
+
+    def __init__(self, *, name, metric, direction, relaxation, thresholds=(), multiclass_relaxation=None,
+                 expression=""):
+        if direction not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+        self.name = name
+        self.metric = metric
+        self.direction = direction
+        self.relaxation = relaxation
+        self.thresholds = tuple(float(t) for t in thresholds) or (0.5,)  # Probabilistic ignores its threshold
+        self.multiclass_relaxation = multiclass_relaxation or SoftmaxAmplifier()
+        self.expression = expression
+        self.loss_sign = -1.0 if direction == "maximize" else 1.0
+
+    def __repr__(self):
+        return f"MetricDefinition(name={self.name!r}, expression={self.expression!r}, direction={self.direction!r})"
+
+
+class _Plan:
+    """A loss's definition and options, checked once at construction."""
+
+    def __init__(self, definition, *, task, num_classes, average, class_weights, from_logits, zero_division,
+                 sync, process_group, grad_average, estimator, momentum):
+        self.definition = definition
+        self.task = task
+        self.num_classes = num_classes
+        self.average = average
+        self.class_weights = class_weights
+        self.from_logits = from_logits
+        self.zero_division = zero_division
+        self.sync = sync
+        self.process_group = process_group
+        self.grad_average = grad_average
+        self.estimator = estimator
+        self.momentum = momentum
+        if task == "multiclass":
+            self.relaxation, self.thresholds = definition.multiclass_relaxation, (0.5,)
+        else:
+            self.relaxation, self.thresholds = definition.relaxation, definition.thresholds
+
+    @property
+    def columns(self):
+        return self.num_classes, len(self.thresholds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics: the (4, C, T) table of soft confusion entries TP, FN, FP, TN.
+
+
+def soft_confusion(plan, input, target, weight):
+    """The soft confusion entries of a batch as a (4, C, T) tensor, each a direct sum.
+
+    ``input`` is (N, C) (binary: C = 1), ``target`` (N, C) labels in [0, 1] or (N,) class indices,
+    ``weight`` (N,) or None. Rows are processed in blocks of at most CHUNK_ELEMENTS elements.
+    """
+    if plan.task != "multiclass" and input.shape[1] == 1 and len(plan.thresholds) == 1 and not _is_compiling():
+        return _binary_soft_confusion(plan, input[:, 0], target[:, 0], weight)
+    classes, count = plan.columns
+    table = input.new_zeros((2, 2, count, classes))  # (label, prediction, T, C)
+    for rows in _row_blocks(input.shape[0], classes * count):
+        labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
+        soft = _soft_block(plan, input[rows])  # (2, T, rows, C)
+        table += torch.einsum("lrc,htrc->lhtc", labels, soft)
+    return table.reshape(4, count, classes).transpose(1, 2)
+
+
+def _soft_block(plan, input):
+    """(ŷ, 1 − ŷ) of a (rows, C) block: (2, T, rows, C)."""
+    if plan.task == "multiclass":
+        return torch.stack(_multiclass_pair(plan.relaxation, input, plan.from_logits)).unsqueeze(1)
+    p, q = _probabilities(input, plan.from_logits)
+    thresholds = plan.thresholds
+    if len(thresholds) == 1:
+        return torch.stack(plan.relaxation.soft_pair_(p, q, thresholds[0])).unsqueeze(1)
+    column = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
+    shape = (len(thresholds), *p.shape)
+    return torch.stack(plan.relaxation.soft_pair_(p.expand(shape).clone(), q.expand(shape).clone(), column))
+
+
+def _binary_soft_confusion(plan, input, target, weight):
+    """The common case, one binary threshold, in few passes: ŷ and 1 − ŷ written into one (2, N) buffer,
+    then two matrix-vector products with w·y and w·(1 − y)."""
+    relaxation = plan.relaxation
+    soft = torch.empty((2, input.shape[0]), dtype=input.dtype, device=input.device)
+    if plan.from_logits:
+        p = torch.sigmoid(input, out=soft[0])
+        q = torch.sigmoid(torch.neg(input, out=soft[1]), out=soft[1]) if relaxation.needs_complement else soft[1]
+    else:
+        p = soft[0].copy_(input)
+        q = torch.sub(1, input, out=soft[1]) if relaxation.needs_complement else soft[1]
+    predicted, complement = relaxation.soft_pair_(p, q, plan.thresholds[0])
+    if predicted.data_ptr() != soft[0].data_ptr():
+        soft[0].copy_(predicted)
+    if complement.data_ptr() != soft[1].data_ptr():
+        soft[1].copy_(complement)
+    negatives = torch.sub(1, target)
+    if weight is not None:
+        positives, negatives = target * weight, negatives.mul_(weight)
+    else:
+        positives = target
+    tp_fn = torch.mv(soft, positives)
+    fp_tn = torch.mv(soft, negatives)
+    return torch.cat([tp_fn, fp_tn]).view(4, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The metric per column, zero_division, and the average: the loss and its per-column factors.
+
+
+def evaluate(plan, table):
+    """The loss and the per-column factors (2, C, T) for positives and negatives.
+
+    ``table`` is the (4, C, T) table of soft confusion entries (of the batch, or the running
+    estimate). Columns where the metric is undefined on finite entries take ``zero_division`` and
+    contribute no gradient; non-finite entries (NaN or inf in the input or weights) make the loss NaN.
+    """
+    if plan.average == "micro":
+        table = table.sum(1, keepdim=True)
+    weights = _column_weights(plan, table)
+    result = None
+    if table.device.type == "cpu" and table[0].numel() <= SCALAR_PATH_COLUMNS and not _is_compiling():
+        result = _evaluate_floats(plan, table, weights)
+    if result is None:
+        result = _evaluate_tensors(plan, table, weights)
+    loss, factors = result
+    if plan.average == "micro":
+        factors = factors.expand(2, plan.num_classes, factors.shape[-1])
+    return loss, factors
+
+
+def metric_values(plan, table):
+    """The metric of every (class, threshold) column of a (4, C, T) table, ``zero_division`` applied."""
+    value, _ = _metric_columns(plan, table)
+    return value
+
+
+def _column_weights(plan, table):
+    """The weight of each (class, threshold) column in the loss, summing to 1, as a tensor or None
+    (uniform). weighted: by support Σ w·y per class (scikit-learn's average='weighted')."""
+    classes, count = table.shape[1], table.shape[2]
+    if plan.class_weights is not None and plan.average != "micro":
+        weights = plan.class_weights.to(dtype=table.dtype, device=table.device)
+    elif plan.average == "weighted" and classes > 1:
+        weights = table[0, :, 0] + table[1, :, 0]  # TP + FN = Σ w·y per class
+    else:
+        return None
+    return (weights / weights.sum()).unsqueeze(1).expand(classes, count) / count
+
+
+def _evaluate_floats(plan, table, weights):
+    """The CPU path on Python floats; None where a value is undefined or not finite."""
+    definition = plan.definition
+    rows = table.reshape(4, -1).tolist()
+    column_weights = [1.0 / len(rows[0])] * len(rows[0]) if weights is None else weights.reshape(-1).tolist()
+    loss, positives, negatives = 0.0, [], []
+    try:
+        for (tp, fn, fp, tn), share in zip(zip(*rows), column_weights):
+            value, positive, negative = definition.metric(tp, fn, fp, tn, FloatMath)
+            if not (math.isfinite(value) and math.isfinite(positive) and math.isfinite(negative)):
+                return None
+            loss += share * (1 - value if definition.loss_sign < 0 else value)
+            positives.append(definition.loss_sign * share * positive)
+            negatives.append(definition.loss_sign * share * negative)
+    except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
+        return None
+    shape = table.shape[1:]
+    factors = torch.tensor([positives, negatives], dtype=table.dtype).view(2, *shape)
+    return torch.tensor(loss, dtype=table.dtype), factors
+
+
+def _evaluate_tensors(plan, table, weights):
+    definition = plan.definition
+    value, factors = _metric_columns(plan, table)
+    shares = torch.full_like(value, 1.0 / value.numel()) if weights is None else weights
+    losses = 1 - value if definition.loss_sign < 0 else value
+    loss = (losses * shares).sum()
+    factors = factors * (shares * definition.loss_sign)
+    if _is_compiling():
+        # The compiler's partitioner saves a concatenation for the backward rather than recompute
+        # the zero_division handling inside its loop (7-13 % of the loss's time).
+        factors = torch.cat([factors[:1], factors[1:]])
+    return loss, factors
+
+
+def _metric_columns(plan, table):
+    """The metric and its two factors per column of a (4, C, T) table, as tensors, zero_division applied."""
+    definition = plan.definition
+    TP, FN, FP, TN = table
+    value, positive, negative = (torch.as_tensor(x, dtype=table.dtype, device=table.device).expand_as(TP)
+                                 for x in definition.metric(TP, FN, FP, TN, TensorMath))
+    factors = torch.stack([positive, negative])
+    finite_entries = torch.isfinite(table).all(0)
+    if plan.zero_division is not None:
+        # Where the metric is undefined (recall on a batch without positives) it takes the value
+        # zero_division and contributes no gradient, as in scikit-learn; where only its gradient is
+        # (a root at 0), the column contributes no gradient either. Non-finite entries are not
+        # "undefined": they come from NaN or inf input, and the loss must say so.
+        undefined = ~torch.isfinite(value) & finite_entries
+        value = torch.where(undefined, plan.zero_division, value)
+        factors = torch.where(torch.isfinite(factors) | ~finite_entries, factors, 0.0)
+        factors = factors.masked_fill(undefined, 0.0)
+    value = torch.where(finite_entries, value, math.nan)
+    factors = torch.where(finite_entries, factors, math.nan)
+    return value, factors
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: ∂loss/∂input from the per-column factors, saving only the inputs.
+
+
+def input_gradient(plan, input, target, weight, factors):
+    """∂loss/∂input for a (N, C) input, given factors (2, C, T): positive and negative per column."""
+    if plan.task != "multiclass" and input.shape[1] == 1 and len(plan.thresholds) == 1 and not _is_compiling():
+        grad = _binary_input_gradient(plan, input[:, 0], target[:, 0], factors[0, 0, 0], factors[1, 0, 0])
+        return (grad if weight is None else grad.mul_(weight)).unsqueeze(1)
+    grad = torch.empty_like(input)
+    classes, count = plan.columns
+    for rows in _row_blocks(input.shape[0], classes * count):
+        labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
+        if plan.task == "multiclass":
+            grad[rows] = _multiclass_block_gradient(plan, input[rows], labels, factors[:, :, 0])
+        else:
+            grad[rows] = _elementwise_block_gradient(plan, input[rows], labels, factors)
+    return grad
+
+
+def _elementwise_block_gradient(plan, input, labels, factors):
+    """Σ_t (w·y·positive + w·(1 − y)·negative)·dŷ/dp at t, times dp/dz, for a (rows, C) block."""
+    p = torch.sigmoid(input) if plan.from_logits else input.clone()
+    count = len(plan.thresholds)
+    if count == 1:
+        slopes = plan.relaxation.slope_(p.clone(), plan.thresholds[0]).unsqueeze(0)
+    else:
+        column = torch.tensor(plan.thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
+        slopes = plan.relaxation.slope_(p.expand(count, *p.shape).clone(), column)
+    by_label = torch.einsum("kct,trc->krc", factors, slopes)  # (2, rows, C): Σ_t factor·slope
+    grad = (labels * by_label).sum(0)  # exact for 0/1 labels: one term of the two is 0
+    if plan.from_logits:
+        grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
+    return grad
+
+
+def _multiclass_block_gradient(plan, input, labels, factors):
+    """Through the softmax Jacobian(s), p ⊙ (g − ⟨p, g⟩): O(rows·C), never rows·C·C."""
+    grad = (labels * factors.unsqueeze(1)).sum(0)  # ∂loss/∂ŷ: (rows, C)
+    relaxation = plan.relaxation
+    if isinstance(relaxation, Probabilistic):
+        if plan.from_logits:
+            return _softmax_backward(torch.softmax(input, -1), grad)
+        return grad
+    p = torch.softmax(input, -1) if plan.from_logits else input
+    grad = _softmax_backward(torch.softmax(p * (relaxation.scale / 2), -1), grad).mul_(relaxation.scale / 2)
+    return _softmax_backward(p, grad) if plan.from_logits else grad
+
+
+def _tail_probability(input, out=None):
+    """q = σ(−|z|) = min(p, 1 − p) ≤ 1/2, one sigmoid: dp/dz = q·(1 − q) from it never rounds to 0
+    where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would, and learning would stop)."""
+    return torch.abs(input, out=out).neg_().sigmoid_()
+
+
+def _binary_input_gradient(plan, input, target, positive, negative):
+    """The common case in few in-place passes: label factors first, into the one new buffer, then dp/dz
+    and the relaxation's slope multiplied in, each in one pass."""
+    relaxation, threshold = plan.relaxation, plan.thresholds[0]
+    if not plan.from_logits:
+        grad = relaxation.slope_(input.clone(), threshold)
+        return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
+    tail = _tail_probability(input)
+    if relaxation.slope_symmetric_about_half:
+        # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
+        # backward has already; its constant factor (L for the amplifier) is folded into the factors.
+        scale = relaxation.tail_slope_scale
+        grad = _select_by_label(target, positive * scale, negative * scale, out=torch.empty_like(tail))
+        return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
+    grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
+    return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
+
+
+def _select_by_label(target, positive, negative, out):
+    """y·positive + (1 − y)·negative, written into ``out``: exact for 0/1 labels (one term is exactly 0),
+    unlike negative + y·(positive − negative), which loses a positive factor much smaller than the
+    negative one; linear in y, so soft labels get the interpolated factor."""
+    if out.device.type == "cpu" and not _is_compiling():
+        # Two passes with Python numbers as alpha (a three-operand addcmul with a one-element
+        # operand is not vectorized on the CPU): negative + (−negative)·y, then + positive·y.
+        negative_value, positive_value = negative.item(), positive.item()
+        torch.add(torch.full((), negative_value, dtype=out.dtype), target, alpha=-negative_value, out=out)
+        return out.add_(target, alpha=positive_value)
+    torch.mul(target, negative, out=out)
+    torch.sub(negative, out, out=out)
+    return out.addcmul_(target, positive)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.distributed and torch.compile
+
+
+def _world_size(process_group):
+    """Ranks that share the statistics; 1 without an initialized process group."""
+    distributed = torch.distributed
+    if not (distributed.is_available() and distributed.is_initialized()):
+        return 1
+    return distributed.get_world_size(process_group)
+
+
+def _is_compiling():
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+# ---------------------------------------------------------------------------------------------
+# The autograd Function
+
+
+class _MetricLossFunction(torch.autograd.Function):
+    """Forward: the (4, C, T) table, the metric and the per-column factors. Backward: elementwise."""
+
+    @staticmethod
+    def forward(input, target, weight, plan, running):
+        table = soft_confusion(plan, input, target, weight)
+        grad_scale = 1.0
+        if plan.sync:
+            world = _world_size(plan.process_group)
+            if world > 1:
+                table = table.contiguous()
+                torch.distributed.all_reduce(table, group=plan.process_group)
+                # DDP averages gradients over ranks; scaling by the world size makes that
+                # average equal the gradient of the loss on the global batch.
+                grad_scale = float(world) if plan.grad_average else 1.0
+        if running is not None:
+            table = running.update(table)
+        loss, factors = evaluate(plan, table)
+        if grad_scale != 1.0:
+            factors = factors * grad_scale
+        return loss, factors, table
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, weight, plan, _ = inputs
+        _, factors, table = output
+        ctx.plan = plan
+        ctx.save_for_backward(input, target, weight, factors)
+        ctx.mark_non_differentiable(factors, table)
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_factors, grad_table):
+        if torch.is_grad_enabled():
+            raise RuntimeError("metricc losses have a closed-form first derivative only: a second derivative "
+                               "(backward with create_graph=True, or torch.autograd.grad of a gradient) is not "
+                               "supported")
+        input, target, weight, factors = ctx.saved_tensors
+        factors = factors * grad_loss
+        grad = input_gradient(ctx.plan, input, target, weight, factors)
+        return grad, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        raise RuntimeError("a metricc loss couples every sample of its batch through the confusion entries, so it "
+                           "cannot be vmapped over a batch of batches; call it once per batch and torch.stack the "
+                           "losses")
+
+
+# ---------------------------------------------------------------------------------------------
+# The running estimator
+
+
+class _RunningEstimate:
+    """Mixes a batch's table into the running estimate held in a module's buffers.
+
+    The estimate is an exponential moving average of the entries as rates (entries / Σ w), debiased
+    as Adam's moments are, and evaluated at the current batch's size, so the metric and its factors
+    are those of a batch as large as this one whose rates are the running estimate. With momentum 0
+    that is the batch itself.
+    """
+
+    def __init__(self, rates, total, momentum, update):
+        self.rates, self.total, self.momentum, self.store = rates, total, momentum, update
+
+    def update(self, table):
+        if table.device != self.rates.device:
+            raise ValueError(f"the running estimate is on {self.rates.device} but input is on {table.device}; "
+                             "move the loss with loss_fn.to(device)")
+        batch = table.to(self.rates.dtype)  # the estimate accumulates in float64
+        size = batch[:, :1, :1].sum()  # Σ w: every column's four entries add up to it
+        if self.momentum == 0:
+            if self.store:
+                self.rates.copy_(batch / size)
+                self.total.fill_(1.0)
+            return table
+        share = 1.0 - self.momentum
+        rates = self.rates * self.momentum + batch * (share / size)
+        total = self.total * self.momentum + share
+        if self.store:
+            self.rates.copy_(rates)
+            self.total.copy_(total)
+        return (rates * (size / total)).to(table.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and formats
+
+
+def _check_tensor(value, what):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _compute_dtype(dtype):
+    """Statistics and factors in float32 for half-precision input; the gradient returns in the input's dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _raise_or_assert(bad, message):
+    """Raise ValueError(message) where ``bad`` (a 0-dim bool tensor) is true; under torch.compile the
+    check is compiled into the graph (torch._assert_async), so a traced loss still refuses bad input."""
+    if _is_compiling():
+        torch._assert_async(~bad, message)
+    elif bool(bad):
+        raise ValueError(message)
+
+
+class _Batch:
+    """The checked batch in the runtime's layout: input (N, C), target (N, C) or class indices (N,)."""
+
+    def __init__(self, input, target, weight, dtype):
+        self.input, self.target, self.weight, self.dtype = input, target, weight, dtype
+
+
+def _prepare(plan, input, target, weight, validate, allow_empty):
+    _check_tensor(input, "input")
+    _check_tensor(target, "target")
+    kind = "logits" if plan.from_logits else "probabilities"
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor of {kind}, got dtype {input.dtype}")
+    dtype = input.dtype
+    compute = _compute_dtype(dtype)
+    if plan.task == "binary":
+        if input.dim() == 2 and input.shape[1] == 1:
+            input = input[:, 0]
+        if input.dim() != 1:
+            raise ValueError(f"input must have shape (N,) or (N, 1) for task='binary', got {tuple(input.shape)}; "
+                             "for one column per class pass task='multiclass' or task='multilabel'")
+        target = _flat_target(target, input)
+        input, target = input.unsqueeze(1), target.unsqueeze(1)
+    else:
+        _check_columns(plan, input)
+        target = _class_target(plan, target, input, validate)
+    if weight is not None:
+        _check_tensor(weight, "weight")
+        if weight.dim() == 2 and weight.shape[1] == 1:
+            weight = weight[:, 0]
+        if weight.dim() != 1 or weight.shape[0] != input.shape[0]:
+            raise ValueError(f"weight must have shape ({input.shape[0]},), one per sample, got {tuple(weight.shape)}")
+        _same_device(weight, input, "weight")
+    if input.shape[0] == 0 and not allow_empty:
+        raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
+    input = input.to(compute)
+    if target.is_floating_point() or target.dtype == torch.bool or target.dim() == 2:
+        target = target.to(compute)
+    if weight is not None:
+        weight = weight.to(compute)
+    if validate:
+        _validate(plan, input, target, weight)
+    return _Batch(input, target, weight, dtype)
+
+
+def _flat_target(target, input):
+    if target.dim() == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.dim() != 1:
+        raise ValueError(f"target must have shape (N,) or (N, 1), got {tuple(target.shape)}")
+    if target.shape[0] != input.shape[0]:
+        raise ValueError(f"input holds {input.shape[0]} samples but target holds {target.shape[0]}; they must match")
+    _same_device(target, input, "target")
+    return target
+
+
+def _check_columns(plan, input):
+    noun = "classes" if plan.task == "multiclass" else "labels"
+    if input.dim() != 2 or input.shape[1] != plan.num_classes:
+        raise ValueError(f"input must have shape (N, {plan.num_classes}) for task={plan.task!r} with "
+                         f"{plan.num_classes} {noun}, got {tuple(input.shape)}")
+
+
+def _class_target(plan, target, input, validate):
+    _same_device(target, input, "target")
+    if target.shape[0] != input.shape[0]:
+        raise ValueError(f"input holds {input.shape[0]} samples but target holds {target.shape[0]}; they must match")
+    if plan.task == "multiclass" and target.dim() == 1:
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(f"target of shape (N,) must hold class indices (an integer dtype), got {target.dtype}; "
+                             f"or pass one-hot or probability rows of shape (N, {plan.num_classes})")
+        if validate and target.numel():
+            low, high = target.min(), target.max()
+            _raise_or_assert((low < 0) | (high >= plan.num_classes),
+                             f"target must hold class indices in [0, {plan.num_classes - 1}]")
+        return target
+    if target.dim() != 2 or target.shape[1] != plan.num_classes:
+        expected = f"(N,) class indices or (N, {plan.num_classes})" if plan.task == "multiclass" else \
+            f"(N, {plan.num_classes})"
+        raise ValueError(f"target must have shape {expected} for task={plan.task!r}, got {tuple(target.shape)}")
+    return target
+
+
+def _same_device(tensor, input, what):
+    if tensor.device != input.device:
+        raise ValueError(f"{what} is on {tensor.device} but input is on {input.device}; move it first")
+
+
+def _validate(plan, input, target, weight):
+    """Labels in [0, 1] (0/1, or soft labels for label smoothing and distillation); probabilities in
+    [0, 1] with from_logits=False; weights non-negative. NaN in input or weights is not an error:
+    it propagates to the loss, as binary_cross_entropy_with_logits does and AMP's GradScaler needs."""
+    if target.is_floating_point() and target.numel():
+        low, high = torch.aminmax(target)
+        bad = ~((low >= 0) & (high <= 1))
+        if _is_compiling():
+            torch._assert_async(~bad, "target must hold labels in [0, 1]")
+        elif bool(bad):
+            position = ((target < 0) | (target > 1) | torch.isnan(target)).nonzero()[0].tolist()
+            where = ", ".join(str(i) for i in position)
+            raise ValueError(f"target must hold labels in [0, 1] (0/1, or soft labels), but target[{where}] = "
+                             f"{target[tuple(position)].item()!r}")
+    if not plan.from_logits and input.numel():
+        _raise_or_assert(((input < 0) | (input > 1)).any(),
+                         "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True")
+    if weight is not None and weight.numel():
+        _raise_or_assert((weight < 0).any(), "weight must be non-negative")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss module
+
+
+class MetricLoss(torch.nn.Module):
+    """A confusion-matrix metric as a loss: ``loss_fn(input, target, weight=None)`` → a 0-dim tensor.
+
+    Args:
+        definition: the :class:`MetricDefinition` of a generated module.
+        task: ``"binary"`` (input (N,) or (N, 1), target 0/1), ``"multiclass"`` (input (N, C),
+            target (N,) class indices or (N, C) one-hot or probability rows) or ``"multilabel"``
+            (input (N, C), target (N, C) of 0/1).
+        num_classes: C, for multiclass and multilabel.
+        average: how per-class metrics combine (multiclass, multilabel), as scikit-learn's
+            ``average=``: ``"micro"`` (the metric of the summed entries), ``"macro"`` (their mean)
+            or ``"weighted"`` (weighted by each class's support Σ w·y).
+        class_weights: a weight per class for the mean (instead of ``average``'s).
+        from_logits: whether ``input`` holds logits (default) or probabilities.
+        zero_division: the metric's value on a batch where it is undefined on finite input (a
+            zero denominator, e.g. recall without positives); such a column contributes no
+            gradient. None lets NaN through.
+        estimator: ``"batch"`` (the metric of each batch) or ``"running"`` (of a running estimate
+            of the entries across steps, for small batches; see docs/minibatch.md).
+        momentum: the running estimate's momentum (weight of the past).
+        sync: all-reduce the (4, C, T) table over ``process_group``: every rank computes the loss of
+            the global batch (torch.distributed; a no-op without it).
+        process_group: the group to reduce over; None is the default group.
+        grad_average: with sync, scale gradients for DDP's averaging over ranks (True) or for
+            summing them yourself (False).
+        validate: check targets, probabilities and weights at every call.
+        compile: run the loss through ``torch.compile`` (input checks stay eager).
+    """
+
+    def __init__(self, definition, *, task="binary", num_classes=None, average=None, class_weights=None,
+                 from_logits=True, zero_division=0.0, estimator="batch", momentum=0.9, sync=False,
+                 process_group=None, grad_average=True, validate=True, compile=False):
+        super().__init__()
+        task, num_classes, average, class_weights = _check_task(task, num_classes, average, class_weights)
+        for name, value in (("from_logits", from_logits), ("sync", sync), ("grad_average", grad_average),
+                            ("validate", validate), ("compile", compile)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+        _check_zero_division(zero_division)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        self.definition = definition
+        self.plan = _Plan(definition, task=task, num_classes=num_classes, average=average,
+                          class_weights=class_weights, from_logits=from_logits, zero_division=zero_division,
+                          sync=sync, process_group=process_group, grad_average=grad_average,
+                          estimator=estimator, momentum=float(momentum))
+        self.validate = validate
+        self._last_table = None
+        if estimator == "running":
+            classes, count = self.plan.columns
+            self.register_buffer("running_rates", torch.zeros(4, classes, count, dtype=torch.float64))
+            self.register_buffer("running_weight", torch.zeros((), dtype=torch.float64))
+        self._compile = compile
+        self._compiled = None
+
+    # Options read as attributes, as on torch.nn losses.
+    task = property(lambda self: self.plan.task)
+    num_classes = property(lambda self: self.plan.num_classes)
+    average = property(lambda self: self.plan.average)
+    from_logits = property(lambda self: self.plan.from_logits)
+    zero_division = property(lambda self: self.plan.zero_division)
+    sync = property(lambda self: self.plan.sync)
+    process_group = property(lambda self: self.plan.process_group)
+    grad_average = property(lambda self: self.plan.grad_average)
+    estimator = property(lambda self: self.plan.estimator)
+    momentum = property(lambda self: self.plan.momentum)
+
+    def forward(self, input, target, weight=None):
+        plan = self.plan
+        allow_empty = plan.sync and _world_size(plan.process_group) > 1  # other ranks may hold the batch
+        batch = _prepare(plan, input, target, weight, self.validate, allow_empty)
+        running = None
+        if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
+            running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
+        function = self._compiled_core() if self._compile else _apply
+        loss, table = function(batch.input, batch.target, batch.weight, plan, running)
+        self._last_table = table
+        return loss  # in the input's dtype, float32 for half-precision input (as autocast keeps losses)
+
+    @property
+    def per_class(self):
+        """The last call's metric value per class (the mean over thresholds), for logging; None before a call."""
+        if self._last_table is None:
+            return None
+        return metric_values(self.plan, self._last_table).mean(-1)
+
+    def reset(self):
+        """Forget the running estimate (e.g. at the start of an epoch)."""
+        if self.plan.estimator == "running":
+            self.running_rates.zero_()
+            self.running_weight.zero_()
+
+    def _compiled_core(self):
+        if self._compiled is None:
+            self._compiled = _compile_function(_apply)
+        return self._compiled
+
+    def extra_repr(self):
+        parts = [f"metric={self.definition.name!r}", f"relaxation={self.plan.relaxation!r}"]
+        if self.plan.task != "binary":
+            parts += [f"task={self.plan.task!r}", f"num_classes={self.plan.num_classes}",
+                      f"average={self.plan.average!r}"]
+        parts += [f"from_logits={self.plan.from_logits}", f"zero_division={self.plan.zero_division}"]
+        if self.plan.estimator != "batch":
+            parts.append(f"estimator={self.plan.estimator!r}, momentum={self.plan.momentum}")
+        if self.plan.sync:
+            parts.append("sync=True")
+        return ", ".join(parts)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError("a metricc loss cannot be compiled with torch.jit.script: its forward is Python "
+                           "code over a closed-form autograd.Function; use torch.compile (compile=True) instead")
+
+
+def _apply(input, target, weight, plan, running):
+    """The loss, and the table the metric was evaluated at."""
+    loss, _, table = _MetricLossFunction.apply(input, target, weight, plan, running)
+    return loss, table
+
+
+def _check_task(task, num_classes, average, class_weights):
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "binary":
+        if num_classes not in (None, 1) or average is not None or class_weights is not None:
+            raise ValueError("num_classes, average and class_weights apply to task='multiclass' or "
+                             "task='multilabel'; task='binary' has one class")
+        return task, 1, None, None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"task={task!r} needs num_classes, a whole number of at least 2, got {num_classes!r}")
+    average = "macro" if average is None else average
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    if class_weights is not None:
+        if average == "micro":
+            raise ValueError("class_weights weigh per-class metrics; average='micro' has one metric of the "
+                             "summed entries")
+        class_weights = torch.as_tensor(class_weights, dtype=torch.float64).detach().reshape(-1)
+        if class_weights.shape[0] != num_classes or not bool(torch.isfinite(class_weights).all()) \
+                or bool((class_weights < 0).any()) or not bool(class_weights.sum() > 0):
+            raise ValueError(f"class_weights must hold {num_classes} finite non-negative numbers, not all 0")
+    return task, num_classes, average, class_weights
+
+
+def _check_zero_division(value):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"zero_division must be a finite number (the metric's value on batches where it is "
+                         f"undefined) or None (let NaN through), got {value!r}")
+
+
+def _compile_function(function):
+    """torch.compile(function), or the function itself where the compiler is unavailable or fails."""
+    import warnings
+
+    compiled = torch.compile(function)
+    state = {"fallback": False}
+
+    def run(*args):
+        if state["fallback"]:
+            return function(*args)
+        try:
+            return compiled(*args)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:  # a compiler that is missing or fails (no C++ toolchain, ...)
+            state["fallback"] = True
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "running the eager code instead", CompileFallbackWarning, stacklevel=3)
+            return function(*args)
+
+    return run
