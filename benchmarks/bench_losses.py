@@ -10,6 +10,12 @@ compiled loss is checked against the plain composition (values and gradients).
     python benchmarks/bench_losses.py --quick         # n = 1e6 only, float32
     python benchmarks/bench_losses.py --memory        # add peak memory (subprocess per case)
     python benchmarks/bench_losses.py --keep-memory   # glibc keeps freed memory: no page faults
+    python benchmarks/bench_losses.py --previous DIR  # also time modules an earlier metricc generated
+
+``--previous DIR`` times, side by side with the current loss, the generated modules of an earlier
+version, written as ``DIR/{metric}_{relaxation}_{1|9}.py`` (one or nine thresholds) by that version's
+``metricc compile``; see docs/performance.md for the commands. That is the before/after comparison
+of a change to the runtime or the generated code, measured in one run.
 
 By default glibc returns large freed blocks to the system, so every large temporary
 costs page faults on its next allocation, and how many depends on what else the process
@@ -158,6 +164,21 @@ print(status("VmHWM:") - before)
     return int(result.stdout.strip().splitlines()[-1])
 
 
+def load_previous(directory: str, metric: str, relaxation: str, thresholds: bool):
+    """The loss class of a module an earlier metricc generated, or None where the file is missing."""
+    import importlib.util
+
+    path = os.path.join(directory, f"{metric}_{relaxation}_{9 if thresholds else 1}.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location(f"previous_{metric}_{relaxation}_{int(thresholds)}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return next(value for name, value in vars(module).items()
+                if name.endswith("Loss") and isinstance(value, type) and issubclass(value, torch.nn.Module)
+                and value.__module__ == module.__name__)()
+
+
 def build_candidate(kind: str, metric: str, relaxation: str, thresholds: bool, validate: bool = True):
     levels = THRESHOLDS if thresholds else (0.5,)
     if kind == "bce":
@@ -181,6 +202,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
                         help="the compiled losses check that targets are 0/1 (--no-validate: skip, as under compile)")
+    parser.add_argument("--previous", metavar="DIR",
+                        help="also time the modules an earlier metricc generated, DIR/{metric}_{relaxation}_{1|9}.py")
     parser.add_argument("--keep-memory", action="store_true",
                         help="re-run with glibc keeping freed blocks up to 32 MB (no page faults per temporary)")
     args = parser.parse_args(argv)
@@ -202,6 +225,7 @@ def main(argv=None) -> int:
           f"allocator: {'glibc keeping freed blocks up to 32 MB' if keeping else 'glibc defaults'}\n")
     header = "| n | dtype | metric | relaxation | thresholds | BCE ms | compiled | plain autograd |"
     header += " torch.compile |" if args.compile else ""
+    header += " previous version |" if args.previous else ""
     header += " peak mem compiled / plain / BCE |" if args.memory else ""
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -215,6 +239,10 @@ def main(argv=None) -> int:
             torch._dynamo.reset()  # each configuration gets the static-size code a fixed batch size gets
         candidates = {kind: build_candidate(kind, metric, relaxation, thresholds, args.validate)
                       for kind in ("bce", "eager", "plain") + (("compiled",) if args.compile else ())}
+        previous = load_previous(args.previous, metric, relaxation, thresholds) if args.previous else None
+        if previous is not None:
+            candidates["previous"] = previous
+            check_against_plain(previous, candidates["plain"], logits, target, dtype)
         check_against_plain(candidates["eager"], candidates["plain"], logits, target, dtype)
         times = time_side_by_side(candidates, logits, target, args.seconds)
         row = {"n": n, "dtype": str(dtype).replace("torch.", ""), "metric": metric, "relaxation": relaxation,
@@ -232,6 +260,8 @@ def main(argv=None) -> int:
                 f"{row['eager_ratio']:.2f}x | {row['plain_ratio']:.2f}x |")
         if args.compile:
             line += f" {row['compiled_ratio']:.2f}x |"
+        if args.previous:
+            line += f" {row['previous_ratio']:.2f}x |" if "previous_ratio" in row else " |"
         if args.memory:
             memory = row.get("peak_memory_mb")
             line += (f" {memory['eager']:.1f} / {memory['plain']:.1f} / {memory['bce']:.1f} MB |" if memory else " |")

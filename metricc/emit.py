@@ -17,10 +17,12 @@ from pathlib import Path
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
+from . import runtime
 from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, to_text
 
 GENERATOR = "metricc"
+_RUNTIME_NAMES = frozenset(runtime.__all__)
 RUNTIME_PATH = Path(__file__).with_name("runtime.py")
 TASKS = ("binary", "multiclass", "multilabel")
 
@@ -139,7 +141,10 @@ def loss_names(metric_name: str) -> tuple[str, str]:
     function = metric_name.lower().strip("_") or "metric"
     if function[0].isdigit():
         function = "metric_" + function
-    return f"{camel}Loss", f"{function}_loss"
+    loss_class = f"{camel}Loss"
+    if loss_class in _RUNTIME_NAMES:  # a metric called "metric" must not shadow the runtime's MetricLoss
+        loss_class = "Compiled" + loss_class
+    return loss_class, f"{function}_loss"
 
 
 def _docstring_text(text: str) -> str:

@@ -15,10 +15,12 @@ per-sample gradient factors as functions of the soft confusion entries, and a
   times the relaxation's slope, times the chain rule to the logits (elementwise, or through
   the softmax Jacobian for multi-class), O(N·C·T) time, saving only the inputs.
 
-It imports only torch and math, so ``metricc compile --standalone`` inlines this file verbatim.
+It imports only torch (and the standard library's math and warnings), so
+``metricc compile --standalone`` inlines this file verbatim.
 """
 
 import math
+import warnings
 
 import torch
 
@@ -240,19 +242,35 @@ class ScoreOriented(_ElementwiseRelaxation):
         return f"ScoreOriented(distribution={self.distribution!r}, mu={self.threshold!r}, delta={self.delta!r})"
 
     def soft_(self, p, threshold):
+        """From v = (p − (μ − δ))/δ ∈ [0, 2], the distance to the lower end: uniform v/2; raised cosine
+        (x − sin x)/(2π), x = π·v, which near 0 cancels to x³/6 and is summed as its series there."""
+        v = p.sub_(threshold - self.delta).div_(self.delta).clamp_(0.0, 2.0)
         if self.distribution == "uniform":
-            return p.sub_(threshold - self.delta).mul_(1 / (2 * self.delta)).clamp_(0.0, 1.0)
-        u = p.sub_(threshold).div_(self.delta).clamp_(-1.0, 1.0)
-        wave = torch.mul(u, math.pi).sin_().div_(math.pi)
-        return u.add_(wave).add_(1).mul_(0.5).clamp_(0.0, 1.0)  # the clamp absorbs sin(±π) ≠ 0
+            return v.mul_(0.5)
+        x = v.mul_(math.pi)
+        direct = torch.sub(x, torch.sin(x))
+        return torch.where(x < 1, _x_minus_sin_x_series(x), direct).div_(2 * math.pi).clamp_(0.0, 1.0)
 
     def slope_(self, p, threshold):
         """The density of τ at p; (1 + sign(δ − |p − μ|))/2 is the interval's indicator (1/2 at its ends)."""
         if self.distribution == "uniform":
             return p.sub_(threshold).abs_().neg_().add_(self.delta).sign_().add_(1).mul_(1 / (4 * self.delta))
-        u = p.sub_(threshold).div_(self.delta)
-        inside = torch.abs(u).neg_().add_(1).sign_().add_(1).mul_(0.5)
-        return u.clamp_(-1.0, 1.0).mul_(math.pi).cos_().add_(1).mul_(inside).div_(2 * self.delta)
+        # (1 + cos(π(p − μ)/δ))/(2δ) = sin²(π·w/2)/δ, w = the distance in units of δ to the nearer end:
+        # no 1 + cos(...) that cancels where the density is small.
+        v = p.sub_(threshold - self.delta).div_(self.delta)
+        inside = torch.sub(v, 1).abs_().neg_().add_(1).sign_().add_(1).mul_(0.5)
+        w = torch.minimum(v, torch.sub(2, v)).clamp_(0.0, 1.0)
+        return w.mul_(math.pi / 2).sin_().square_().mul_(inside).div_(self.delta)
+
+
+def _x_minus_sin_x_series(x):
+    """x − sin x = x³/3! − x⁵/5! + ... for |x| < 1, to float64 precision (nine terms: the tenth is below
+    2⁻⁵³ of the first); x − sin x itself returns rounding noise where it is tiny."""
+    square = x * x
+    total = torch.full_like(x, 1.0 / math.factorial(19))
+    for k in range(17, 1, -2):
+        total = total.mul_(-square).add_(1.0 / math.factorial(k))
+    return total.mul_(square).mul_(x)
 
 
 class Probabilistic(_ElementwiseRelaxation):
@@ -266,6 +284,9 @@ class Probabilistic(_ElementwiseRelaxation):
 
     def __repr__(self):
         return "Probabilistic()"
+
+    def soft_(self, p, threshold):
+        return p
 
     def soft_pair_(self, p, q, threshold):
         return p, q
@@ -343,6 +364,11 @@ def _label_block(target, rows, num_classes, dtype, weight):
 
 
 def _row_blocks(rows_total, elements_per_row):
+    """Slices of rows of at most CHUNK_ELEMENTS elements; one slice under torch.compile, which fuses the
+    elementwise terms into the reductions and stores no block (and a loop would specialize on N)."""
+    if _is_compiling():
+        yield slice(None)
+        return
     step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
     for start in range(0, rows_total, step):
         yield slice(start, min(start + step, rows_total))
@@ -649,7 +675,7 @@ def _select_by_label(target, positive, negative, out):
     """y·positive + (1 − y)·negative, written into ``out``: exact for 0/1 labels (one term is exactly 0),
     unlike negative + y·(positive − negative), which loses a positive factor much smaller than the
     negative one; linear in y, so soft labels get the interpolated factor."""
-    if out.device.type == "cpu" and not _is_compiling():
+    if out.device.type == "cpu" and negative.numel() == 1 and not _is_compiling():
         # Two passes with Python numbers as alpha (a three-operand addcmul with a one-element
         # operand is not vectorized on the CPU): negative + (−negative)·y, then + positive·y.
         negative_value, positive_value = negative.item(), positive.item()
@@ -887,9 +913,10 @@ def _validate(plan, input, target, weight):
             torch._assert_async(~bad, "target must hold labels in [0, 1]")
         elif bool(bad):
             position = ((target < 0) | (target > 1) | torch.isnan(target)).nonzero()[0].tolist()
-            where = ", ".join(str(i) for i in position)
+            value = target[tuple(position)].item()
+            where = ", ".join(str(i) for i in (position[:1] if plan.task == "binary" else position))
             raise ValueError(f"target must hold labels in [0, 1] (0/1, or soft labels), but target[{where}] = "
-                             f"{target[tuple(position)].item()!r}")
+                             f"{value:g}")
     if not plan.from_logits and input.numel():
         _raise_or_assert(((input < 0) | (input > 1)).any(),
                          "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True")
@@ -1057,8 +1084,6 @@ def _check_zero_division(value):
 
 def _compile_function(function):
     """torch.compile(function), or the function itself where the compiler is unavailable or fails."""
-    import warnings
-
     compiled = torch.compile(function)
     state = {"fallback": False}
 

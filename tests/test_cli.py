@@ -18,7 +18,7 @@ def test_compile_writes_a_new_file_and_refuses_to_overwrite(tmp_path, capsys):
     path = tmp_path / "f1_loss.py"
     assert main(["compile", "2*TP/(2*TP+FP+FN)", "--name", "f1", "-o", str(path)]) == 0
     written = path.read_text()
-    assert "class F1Loss(torch.nn.Module)" in written
+    assert "class F1Loss(MetricLoss)" in written and "from metricc.runtime import" in written
     path.write_text("# the user's own edits\n")
     assert main(["compile", "f1", "-o", str(path)]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
@@ -31,7 +31,8 @@ def test_compile_to_stdout_with_options(capsys):
     assert main(["compile", "fbeta", "--param", "beta=2", "--relaxation", "sigmoid:L=30,threshold=0.4",
                  "--thresholds", "0.3,0.5", "--zero-division", "1", "--sync", "--probabilities"]) == 0
     source = capsys.readouterr().out
-    assert "beta = 2.0" in source and "AMPLIFIER_SCALE = 30.0" in source and "THRESHOLDS = (0.3, 0.5)" in source
+    assert "beta = 2.0" in source and "SigmoidAmplifier(scale=30.0, threshold=0.4)" in source
+    assert "thresholds=(0.3, 0.5)" in source
     assert "zero_division=1.0" in source and "sync=True" in source and "from_logits=False" in source
 
 

@@ -76,11 +76,23 @@ def test_compile_option_falls_back_to_eager_with_a_warning(monkeypatch):
         loss_fn(logits, target)  # once fallen back, no more warnings
 
 
-def test_compile_option_keeps_input_errors_as_input_errors(monkeypatch):
-    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+def test_compile_option_refuses_bad_targets_with_the_real_compiler():
+    """compile=True keeps the input checks eager, outside the compiled graph: the same ValueError."""
     loss_fn = metricc.compile_metric("f1", compile=True)
-    with pytest.raises(ValueError, match="target must hold only 0 and 1"):
+    logits, target = batch(n=8)
+    loss_fn(logits, target)  # compiled once
+    with pytest.raises(ValueError, match=r"target must hold labels in \[0, 1\].*target\[2\] = 3"):
         loss_fn(torch.zeros(3, dtype=torch.float64), torch.tensor([0, 1, 3]))
+
+
+def test_a_loss_traced_by_the_users_own_torch_compile_still_refuses_bad_targets():
+    """Inside a graph the check is compiled in (torch._assert_async): a loud error, never a silent 0.333."""
+    loss_fn = metricc.compile_metric("f1")
+    compiled = torch.compile(lambda z, y: loss_fn(z, y), fullgraph=True, dynamic=False)
+    logits = torch.zeros(3, dtype=torch.float64)
+    assert torch.isfinite(compiled(logits, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)))
+    with pytest.raises(RuntimeError, match=r"target must hold labels in \[0, 1\]"):
+        compiled(logits, torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64))
 
 
 def test_compile_option_stays_compiled_across_many_batch_sizes():

@@ -122,7 +122,7 @@ def _train(model, loss_fn, x, y):
 
 def _plan(world_size, folder: Path):
     standalone = folder / "standalone_f1_loss.py"
-    assert cli_main(["compile", "f1", "--sync", "-o", str(standalone)]) == 0
+    assert cli_main(["compile", "f1", "--sync", "--standalone", "-o", str(standalone)]) == 0
     cases = {}
     for index, (name, case) in enumerate(CASES.items()):
         sizes = EMPTY_SHARD_SIZES[world_size] if case.get("empty_shard") else SHARD_SIZES[world_size]
@@ -334,12 +334,12 @@ def test_ddp_training_without_sync_optimizes_a_different_objective(group):
 
 def test_standalone_sync_module_imports_only_torch(tmp_path):
     path = tmp_path / "f1_loss.py"
-    assert cli_main(["compile", "f1", "--sync", "-o", str(path)]) == 0
+    assert cli_main(["compile", "f1", "--sync", "--standalone", "-o", str(path)]) == 0
     tree = ast.parse(path.read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"torch", "math"}
+    assert imported <= {"torch", "math", "warnings"}
     module = _load_standalone(path)
     assert module.F1Loss().sync is True
     assert "all_reduce" in path.read_text()

@@ -84,7 +84,7 @@ def test_many_thresholds_are_processed_in_chunks_without_changing_results(monkey
     logits, target = batch(n=1000, seed=7)
     z = logits.clone().requires_grad_(True)
     loss_fn(z, target).backward()
-    monkeypatch.setattr(loss_fn.module, "CHUNK_ELEMENTS", 9 * 37)  # 37 rows per chunk, a ragged last chunk
+    monkeypatch.setattr(metricc.runtime, "CHUNK_ELEMENTS", 9 * 37)  # 37 rows per chunk, a ragged last chunk
     z_chunked = logits.clone().requires_grad_(True)
     loss_chunked = loss_fn(z_chunked, target)
     loss_chunked.backward()
@@ -96,7 +96,7 @@ def test_many_thresholds_are_processed_in_chunks_without_changing_results(monkey
 def test_label_selection_is_exact_even_for_a_tiny_factor_beside_a_large_one(dtype, factors):
     """positive where y = 1 and negative where y = 0, bit for bit: negative + y·(positive − negative)
     would return 0 or 1e-7 for a positive factor of 1e-30 beside a negative one of -1."""
-    select = metricc.compile_metric("precision").module._select_by_label
+    select = metricc.runtime._select_by_label
     target = torch.tensor([1, 0, 1, 1, 0, 0, 1], dtype=dtype)
     positive, negative = torch.tensor([1e-30], dtype=dtype), torch.tensor([-1.0], dtype=dtype)
     if factors == "one per sample":  # the many-threshold path: one value per sample (not the CPU alpha path)
@@ -139,8 +139,9 @@ def test_sharp_relaxation_far_from_threshold_gives_the_hard_metric():
 
 
 @pytest.mark.parametrize("bad_target, message", [
-    (torch.tensor([0, 1, 2, 1]), r"target must hold only 0 and 1, but target\[2\] = 2"),
-    (torch.tensor([0.0, 1.0, 0.5, 1.0]), r"target\[2\] = 0.5"),
+    (torch.tensor([0, 1, 2, 1]), r"target must hold labels in \[0, 1\] \(0/1, or soft labels\), but target\[2\] = 2"),
+    (torch.tensor([0.0, 1.0, -0.5, 1.0]), r"target\[2\] = -0.5"),
+    (torch.tensor([0.0, 1.0, float("nan"), 1.0]), r"target\[2\] = nan"),
     (torch.tensor([0, 1, 1]), "input holds 4 samples but target holds 3"),
     (torch.zeros(4, 2), r"target must have shape \(N,\) or \(N, 1\)"),
 ])
@@ -158,7 +159,7 @@ def test_bad_inputs_get_clear_errors():
         loss_fn(torch.tensor([1, 0]), torch.tensor([1, 0]))
     with pytest.raises(TypeError, match="torch.Tensor"):
         loss_fn([0.1, 0.2], torch.tensor([1, 0]))
-    with pytest.raises(ValueError, match="weight must be finite and non-negative"):
+    with pytest.raises(ValueError, match="weight must be non-negative"):
         loss_fn(torch.zeros(2), torch.tensor([1, 0]), torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="expects probabilities"):
         metricc.compile_metric("f1", from_logits=False)(torch.tensor([0.5, 1.5]), torch.tensor([1, 0]))
@@ -204,15 +205,18 @@ def test_gradient_does_not_vanish_where_the_sigmoid_saturates():
     assert (logits.grad[:2].abs() > 0).all()  # σ(±40) rounds to 0/1 in float32, but σ(z)σ(−z) does not
 
 
-def test_generated_source_imports_only_torch_and_math():
+def test_generated_source_imports_only_the_runtime_and_standalone_source_only_torch_and_math():
     for name in ("f1", "fbeta", "mcc"):
         for relaxation in RELAXATIONS.values():
-            source = metricc.compile_metric(name, relaxation=relaxation).source
-            tree = ast.parse(source)
+            loss_fn = metricc.compile_metric(name, relaxation=relaxation)
+            tree = ast.parse(loss_fn.source)
+            assert {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} == {"metricc.runtime"}
+            assert not any(isinstance(node, ast.Import) for node in ast.walk(tree))
+            tree = ast.parse(loss_fn.standalone_source())
             imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                         for alias in node.names}
             imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-            assert imported <= {"torch", "math"}
+            assert imported <= {"torch", "math", "warnings"}
             assert not any(isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("eval", "exec")
                            for node in ast.walk(tree))
 
@@ -223,8 +227,8 @@ def test_source_carries_metric_relaxation_parameters_and_derivation():
     for fragment in ("fbeta", "beta = 2", "L = 30", "t = 0.4", "∂f/∂TP", "1 - fbeta", "maximize"):
         assert fragment in doc
     assert loss_fn.module.METRIC_SOURCE == "(1 + beta**2)*TP/((1 + beta**2)*TP + beta**2*FN + FP)"
-    assert "class FbetaLoss(torch.nn.Module)" in loss_fn.source
-    assert "class FbetaLossFunction(torch.autograd.Function)" in loss_fn.source
+    assert "class FbetaLoss(MetricLoss)" in loss_fn.source
+    assert "relaxation=SigmoidAmplifier(scale=30.0, threshold=0.4)" in loss_fn.source
 
 
 def test_compile_is_cached_by_content():
@@ -261,7 +265,7 @@ def test_cli_written_module_matches_compile_metric_in_a_fresh_interpreter(tmp_pa
     from metricc.cli import main
 
     path = tmp_path / "mcc_loss.py"
-    assert main(["compile", "mcc", "--relaxation", "linear", "-o", str(path)]) == 0
+    assert main(["compile", "mcc", "--relaxation", "linear", "--standalone", "-o", str(path)]) == 0
     logits, target = batch(n=30, seed=2)
     script = f"""
 import json, sys, torch
@@ -301,43 +305,46 @@ def test_metric_names_land_in_code_as_identifiers_and_sources_as_reprs():
         metricc.compile_metric("f1", name='x"""; import os; """')
 
 
-# min, max and abs differentiate to sign/Heaviside, which the scalar path prints with its own _sign.
+# min, max and abs differentiate to sign/Heaviside, which the float path takes with torch.sign's convention.
 PIECEWISE_METRICS = ["min(TP/P, TN/N)", "max(TP/(TP+FP), 0.3) * TP/P", "1 - abs(FP/N - FN/P)"]
 
 
+def _evaluations(loss_fn, table):
+    """The runtime's two evaluations of one (4, C, T) table: Python floats and tensors."""
+    plan = loss_fn.plan
+    return (metricc.runtime._evaluate_floats(plan, table, None),
+            metricc.runtime._evaluate_tensors(plan, table, None))
+
+
 @pytest.mark.parametrize("name", CATALOG + PIECEWISE_METRICS)
-def test_cpu_scalar_path_equals_the_tensor_path(name):
-    """On CPU the loss and gradient factors come from Python floats; elsewhere from tensors."""
+def test_cpu_float_path_equals_the_tensor_path(name):
+    """On CPU the loss and gradient factors of a few columns come from Python floats; elsewhere from tensors."""
     loss_fn = metricc.compile_metric(name, relaxation="linear", thresholds=[0.3, 0.5, 0.7], check=False,
                                      direction=None if name in CATALOG else "maximize")
-    module = loss_fn.module
     generator = torch.Generator().manual_seed(7)
     for _ in range(5):
-        tp, pp = torch.rand(2, 3, generator=generator, dtype=torch.float64) * 40
-        p, n = torch.full((3,), 45.0, dtype=torch.float64), torch.full((3,), 100.0, dtype=torch.float64)
-        statistics = torch.stack([tp.clamp(max=45.0), pp + tp, p, n])
-        scalar = module._scalar_loss_and_coefficients(statistics)
-        tensor = module._tensor_loss_and_coefficients(statistics, 0.0)
-        assert scalar is not None
-        for a, b in zip(scalar, tensor):
+        table = (torch.rand(4, 1, 3, generator=generator, dtype=torch.float64) * 40 + 0.5)
+        floats, tensors = _evaluations(loss_fn, table)
+        assert floats is not None
+        for a, b in zip(floats, tensors):
             assert a.dtype == b.dtype and a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
 
 
-def test_cpu_scalar_path_leaves_undefined_batches_to_the_tensor_path():
-    module = metricc.compile_metric("recall", check=False).module
-    no_positives = torch.tensor([[0.0], [3.0], [0.0], [10.0]], dtype=torch.float64)  # TP, PP, P, n
-    assert module._scalar_loss_and_coefficients(no_positives) is None
-    loss, positive, negative = module._loss_and_coefficients(no_positives, 0.25)
-    assert loss.item() == 0.75 and positive.item() == 0.0 and negative.item() == 0.0  # 1 - zero_division
+def test_cpu_float_path_leaves_undefined_batches_to_the_tensor_path():
+    loss_fn = metricc.compile_metric("recall", check=False, zero_division=0.25)
+    no_positives = torch.tensor([0.0, 0.0, 3.0, 7.0], dtype=torch.float64).view(4, 1, 1)  # TP, FN, FP, TN
+    floats, _ = _evaluations(loss_fn, no_positives)
+    assert floats is None
+    loss, factors = metricc.runtime.evaluate(loss_fn.plan, no_positives)
+    assert loss.item() == 0.75 and (factors == 0).all()  # 1 - zero_division, no gradient
 
 
-def test_cpu_scalar_path_takes_torch_sign_convention_at_ties():
+def test_cpu_float_path_takes_torch_sign_convention_at_ties():
     """At TP/P = TN/N, d min/d TP is Heaviside(0) = 1/2 on both paths (torch.sign(0) = 0)."""
-    module = metricc.compile_metric("min(TP/P, TN/N)", relaxation="linear", check=False).module
-    tie = torch.tensor([[5.0], [55.0], [10.0], [110.0]], dtype=torch.float64)  # TP/P = TN/N = 0.5
-    scalar = module._scalar_loss_and_coefficients(tie)
-    tensor = module._tensor_loss_and_coefficients(tie, 0.0)
-    for a, b in zip(scalar, tensor):
+    loss_fn = metricc.compile_metric("min(TP/P, TN/N)", relaxation="linear", check=False)
+    tie = torch.tensor([5.0, 5.0, 50.0, 50.0], dtype=torch.float64).view(4, 1, 1)  # TP/P = TN/N = 0.5
+    floats, tensors = _evaluations(loss_fn, tie)
+    for a, b in zip(floats, tensors):
         torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
-    assert scalar[1].item() != 0.0  # half of d(TP/P)/dTP, not a one-sided choice of zero
+    assert floats[1][0].item() != 0.0  # half of d(TP/P)/dTP, not a one-sided choice of zero

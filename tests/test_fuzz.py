@@ -282,7 +282,7 @@ def test_metric_names_become_identifiers_or_are_refused(name):
     classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert all(c.isidentifier() and c.isascii() for c in classes | functions)
-    assert loss_fn.module.METRIC_NAME == name
+    assert loss_fn.module.DEFINITION.name == name
     # Nothing but the documented top-level names: the name cannot inject statements.
     assert all(isinstance(node, (ast.Expr, ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef))
                for node in tree.body)
