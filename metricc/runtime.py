@@ -445,30 +445,71 @@ def soft_confusion(plan, input, target, weight):
     """The soft confusion entries of a batch as a (4, C, T) tensor, each a direct sum.
 
     ``input`` is (N, C) (binary: C = 1), ``target`` (N, C) labels in [0, 1] or (N,) class indices,
-    ``weight`` (N,) or None. Rows are processed in blocks of at most CHUNK_ELEMENTS elements.
+    ``weight`` (N,) or None. Rows are processed in blocks of at most CHUNK_ELEMENTS elements per
+    threshold, written into one buffer that every block reuses (a fresh one costs page faults).
     """
     if plan.task != "multiclass" and input.shape[1] == 1 and len(plan.thresholds) == 1 and not _is_compiling():
         return _binary_soft_confusion(plan, input[:, 0], target[:, 0], weight)
     classes, count = plan.columns
     table = input.new_zeros((2, 2, count, classes))  # (label, prediction, T, C)
+    scratch = _Scratch()
     for rows in _row_blocks(input.shape[0], classes * count):
         labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
-        soft = _soft_block(plan, input[rows])  # (2, T, rows, C)
-        table += torch.einsum("lrc,htrc->lhtc", labels, soft)
+        soft = _soft_block(plan, input[rows], scratch)  # (2, T, rows, C)
+        table += _contract(labels, soft)
     return table.reshape(4, count, classes).transpose(1, 2)
 
 
-def _soft_block(plan, input):
-    """(ŷ, 1 − ŷ) of a (rows, C) block: (2, T, rows, C)."""
+class _Scratch:
+    """One buffer reused by every block of a call; the last block is the smallest."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def take(self, shape, like):
+        size = math.prod(shape)
+        if _is_compiling():
+            return like.new_empty(shape)
+        if self.buffer is None or self.buffer.numel() < size:
+            self.buffer = like.new_empty(size)
+        return self.buffer[:size].view(shape)
+
+
+def _contract(labels, soft):
+    """Σ over rows of labels (2, rows, C) times soft predictions (2, T, rows, C): (2, 2, T, C)."""
+    _, count, rows, classes = soft.shape
+    if classes == 1:  # one matrix product
+        return torch.mm(labels.view(2, rows), soft.view(2 * count, rows).t()).view(2, 2, count, 1)
+    return torch.einsum("lrc,htrc->lhtc", labels, soft)
+
+
+def _soft_block(plan, input, scratch):
+    """(ŷ, 1 − ŷ) of a (rows, C) block at every threshold: (2, T, rows, C)."""
     if plan.task == "multiclass":
         return torch.stack(_multiclass_pair(plan.relaxation, input, plan.from_logits)).unsqueeze(1)
-    p, q = _probabilities(input, plan.from_logits)
     thresholds = plan.thresholds
+    out = scratch.take((2, len(thresholds), *input.shape), input)
+    predicted, complement = out[0], out[1]
+    p, q = _probabilities(input, plan.from_logits)
+    predicted.copy_(p.expand_as(predicted))
+    complement.copy_(q.expand_as(complement))
     if len(thresholds) == 1:
-        return torch.stack(plan.relaxation.soft_pair_(p, q, thresholds[0])).unsqueeze(1)
-    column = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
-    shape = (len(thresholds), *p.shape)
-    return torch.stack(plan.relaxation.soft_pair_(p.expand(shape).clone(), q.expand(shape).clone(), column))
+        threshold = thresholds[0]
+    else:
+        threshold = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
+    values = plan.relaxation.soft_pair_(predicted, complement, threshold)
+    _into(predicted, values[0])
+    _into(complement, values[1])
+    return out
+
+
+def _into(out, value):
+    """Make sure ``value`` lies in ``out`` (a relaxation may return a new tensor instead of working in place)."""
+    if value is out:
+        return out
+    if _is_compiling() or value.data_ptr() != out.data_ptr() or value.stride() != out.stride():
+        out.copy_(value)
+    return out
 
 
 def _binary_soft_confusion(plan, input, target, weight):
@@ -483,10 +524,8 @@ def _binary_soft_confusion(plan, input, target, weight):
         p = soft[0].copy_(input)
         q = torch.sub(1, input, out=soft[1]) if relaxation.needs_complement else soft[1]
     predicted, complement = relaxation.soft_pair_(p, q, plan.thresholds[0])
-    if predicted.data_ptr() != soft[0].data_ptr():
-        soft[0].copy_(predicted)
-    if complement.data_ptr() != soft[1].data_ptr():
-        soft[1].copy_(complement)
+    _into(soft[0], predicted)
+    _into(soft[1], complement)
     negatives = torch.sub(1, target)
     if weight is not None:
         positives, negatives = target * weight, negatives.mul_(weight)
@@ -609,25 +648,36 @@ def input_gradient(plan, input, target, weight, factors):
         return (grad if weight is None else grad.mul_(weight)).unsqueeze(1)
     grad = torch.empty_like(input)
     classes, count = plan.columns
+    scratch = _Scratch()
     for rows in _row_blocks(input.shape[0], classes * count):
         labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
         if plan.task == "multiclass":
-            grad[rows] = _multiclass_block_gradient(plan, input[rows], labels, factors[:, :, 0])
+            block = _multiclass_block_gradient(plan, input[rows], labels, factors[:, :, 0])
         else:
-            grad[rows] = _elementwise_block_gradient(plan, input[rows], labels, factors)
+            block = _elementwise_block_gradient(plan, input[rows], labels, factors, scratch)
+        if _is_compiling():
+            grad = block
+        else:
+            grad[rows] = block
     return grad
 
 
-def _elementwise_block_gradient(plan, input, labels, factors):
+def _elementwise_block_gradient(plan, input, labels, factors, scratch):
     """Σ_t (w·y·positive + w·(1 − y)·negative)·dŷ/dp at t, times dp/dz, for a (rows, C) block."""
-    p = torch.sigmoid(input) if plan.from_logits else input.clone()
-    count = len(plan.thresholds)
-    if count == 1:
-        slopes = plan.relaxation.slope_(p.clone(), plan.thresholds[0]).unsqueeze(0)
+    p = torch.sigmoid(input) if plan.from_logits else input
+    thresholds = plan.thresholds
+    slopes = scratch.take((len(thresholds), *p.shape), p)
+    slopes.copy_(p.expand_as(slopes))
+    if len(thresholds) == 1:
+        threshold = thresholds[0]
     else:
-        column = torch.tensor(plan.thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
-        slopes = plan.relaxation.slope_(p.expand(count, *p.shape).clone(), column)
-    by_label = torch.einsum("kct,trc->krc", factors, slopes)  # (2, rows, C): Σ_t factor·slope
+        threshold = torch.tensor(thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
+    slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
+    count, rows, classes = slopes.shape
+    if classes == 1:  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
+        by_label = torch.mm(factors[:, 0, :], slopes.view(count, rows)).unsqueeze(-1)
+    else:
+        by_label = torch.einsum("kct,trc->krc", factors, slopes)  # (2, rows, C)
     grad = (labels * by_label).sum(0)  # exact for 0/1 labels: one term of the two is 0
     if plan.from_logits:
         grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
