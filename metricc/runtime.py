@@ -789,13 +789,11 @@ class _MetricLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, grad_factors, grad_table):
-        if torch.is_grad_enabled():
-            raise RuntimeError("metricc losses have a closed-form first derivative only: a second derivative "
-                               "(backward with create_graph=True, or torch.autograd.grad of a gradient) is not "
-                               "supported")
         input, target, weight, factors = ctx.saved_tensors
-        factors = factors * grad_loss
-        grad = input_gradient(ctx.plan, input, target, weight, factors)
+        with torch.no_grad():
+            grad = input_gradient(ctx.plan, input, target, weight, factors * grad_loss)
+        if torch.is_grad_enabled() and input.requires_grad:  # create_graph=True, or a torch.func transform
+            grad = _FirstDerivativeOnly.apply(grad, input)
         return grad, None, None, None, None
 
     @staticmethod
@@ -803,6 +801,24 @@ class _MetricLossFunction(torch.autograd.Function):
         raise RuntimeError("a metricc loss couples every sample of its batch through the confusion entries, so it "
                            "cannot be vmapped over a batch of batches; call it once per batch and torch.stack the "
                            "losses")
+
+
+class _FirstDerivativeOnly(torch.autograd.Function):
+    """The gradient itself, with a clear error where something differentiates it once more."""
+
+    @staticmethod
+    def forward(grad, input):
+        return grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        raise RuntimeError("metricc losses have a closed-form first derivative only: a second derivative "
+                           "(differentiating the gradient after backward(create_graph=True), torch.func.hessian, "
+                           "...) is not supported; use autograd through the plain formula for that")
 
 
 # ---------------------------------------------------------------------------------------------
