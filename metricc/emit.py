@@ -114,6 +114,7 @@ class EmitOptions:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_zero_division(self.zero_division)
+        runtime._check_task(self.task, self.num_classes, self.average, None)  # the runtime's own messages
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
