@@ -146,6 +146,7 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         self.scale = float(scale)
         self.threshold = float(threshold)
         self.tail_slope_scale = self.scale
+        self._constants = {}  # 0-dim tensors by (value, dtype, device): one torch.full fewer per call
 
     def __repr__(self):
         return f"SigmoidAmplifier(scale={self.scale!r}, threshold={self.threshold!r})"
@@ -155,8 +156,7 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         the CPU has one, rounded once where L·t is exact (t = 1/2 by default)."""
         if isinstance(threshold, torch.Tensor):
             return p.sub_(threshold).mul_(self.scale)
-        offset = torch.full((), -self.scale * threshold, dtype=p.dtype, device=p.device)
-        return torch.add(offset, p, alpha=self.scale, out=p)
+        return torch.add(_constant(self._constants, -self.scale * threshold, p), p, alpha=self.scale, out=p)
 
     def soft_(self, p, threshold):
         return self._argument_(p, threshold).sigmoid_()
@@ -170,22 +170,28 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
         where σ(a)·(1 − σ(a)) would round to 0 and stop learning (AnyLoss's "No More Update")."""
         r = p.sub_(threshold).abs_().mul_(-self.scale).sigmoid_()
-        return _scaled_sigmoid_slope_(r, self.scale)
+        return _mul_sigmoid_slope_(_constant(self._constants, self.scale, r), r, out=r)
 
     def mul_slope_at_tail_(self, grad, tail, threshold):
         """grad·r·(1 − r) = grad·(dŷ/dp)/L: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t = 1/2."""
         return _mul_sigmoid_slope_(grad, self.soft_(tail, threshold))
 
 
-def _mul_sigmoid_slope_(grad, s):
-    """grad·s·(1 − s) in one pass, in place in grad: sigmoid_backward is autograd's own kernel for σ."""
-    return torch.ops.aten.sigmoid_backward.grad_input(grad, s, grad_input=grad)
+def _mul_sigmoid_slope_(grad, s, out=None):
+    """grad·s·(1 − s) in one pass, in place in grad (or into ``out``): sigmoid_backward is autograd's own
+    kernel for σ."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, s, grad_input=grad if out is None else out)
 
 
-def _scaled_sigmoid_slope_(s, scale):
-    """scale·s·(1 − s) in one pass, in place in s."""
-    return torch.ops.aten.sigmoid_backward.grad_input(
-        torch.full((), scale, dtype=s.dtype, device=s.device), s, grad_input=s)
+def _constant(cache, value, like):
+    """A 0-dim tensor holding ``value`` in like's dtype and device, made once."""
+    if _is_compiling():
+        return torch.full((), value, dtype=like.dtype, device=like.device)
+    key = (value, like.dtype, like.device)
+    tensor = cache.get(key)
+    if tensor is None:
+        tensor = cache[key] = torch.full((), value, dtype=like.dtype, device=like.device)
+    return tensor
 
 
 class PiecewiseLinear(_ElementwiseRelaxation):
@@ -448,8 +454,10 @@ def soft_confusion(plan, input, target, weight):
     ``weight`` (N,) or None. Rows are processed in blocks of at most CHUNK_ELEMENTS elements per
     threshold, written into one buffer that every block reuses (a fresh one costs page faults).
     """
-    if plan.task != "multiclass" and input.shape[1] == 1 and len(plan.thresholds) == 1 and not _is_compiling():
-        return _binary_soft_confusion(plan, input[:, 0], target[:, 0], weight)
+    if input.dim() == 1:  # binary: (N,)
+        if len(plan.thresholds) == 1 and not _is_compiling():
+            return _binary_soft_confusion(plan, input, target, weight)
+        input, target = input.unsqueeze(1), target.unsqueeze(1)
     classes, count = plan.columns
     table = input.new_zeros((2, 2, count, classes))  # (label, prediction, T, C)
     scratch = _Scratch()
@@ -517,15 +525,18 @@ def _binary_soft_confusion(plan, input, target, weight):
     then two matrix-vector products with w·y and w·(1 − y)."""
     relaxation = plan.relaxation
     soft = torch.empty((2, input.shape[0]), dtype=input.dtype, device=input.device)
+    p, q = soft.unbind(0)
     if plan.from_logits:
-        p = torch.sigmoid(input, out=soft[0])
-        q = torch.sigmoid(torch.neg(input, out=soft[1]), out=soft[1]) if relaxation.needs_complement else soft[1]
+        torch.sigmoid(input, out=p)
+        if relaxation.needs_complement:
+            torch.neg(input, out=q).sigmoid_()
     else:
-        p = soft[0].copy_(input)
-        q = torch.sub(1, input, out=soft[1]) if relaxation.needs_complement else soft[1]
+        p.copy_(input)
+        if relaxation.needs_complement:
+            torch.sub(1, input, out=q)
     predicted, complement = relaxation.soft_pair_(p, q, plan.thresholds[0])
-    _into(soft[0], predicted)
-    _into(soft[1], complement)
+    _into(p, predicted)
+    _into(q, complement)
     negatives = torch.sub(1, target)
     if weight is not None:
         positives, negatives = target * weight, negatives.mul_(weight)
@@ -551,7 +562,8 @@ def evaluate(plan, table):
         table = table.sum(1, keepdim=True)
     weights = _column_weights(plan, table)
     result = None
-    if table.device.type == "cpu" and table[0].numel() <= SCALAR_PATH_COLUMNS and not _is_compiling():
+    if table.device.type == "cpu" and table.shape[1] * table.shape[2] <= SCALAR_PATH_COLUMNS \
+            and not _is_compiling():
         result = _evaluate_floats(plan, table, weights)
     if result is None:
         result = _evaluate_tensors(plan, table, weights)
@@ -559,6 +571,17 @@ def evaluate(plan, table):
     if plan.average == "micro":
         factors = factors.expand(2, plan.num_classes, factors.shape[-1])
     return loss, factors
+
+
+class FloatFactors(tuple):
+    """(positive, negative) as Python floats: the one column of a binary loss on the CPU, kept as floats
+    so that the backward needs no tensor operation to read them."""
+
+    def tensor(self, like):
+        return torch.tensor(self, dtype=like.dtype).view(2, 1, 1)
+
+    def __mul__(self, scale):
+        return FloatFactors(value * float(scale) for value in self)
 
 
 def metric_values(plan, table):
@@ -583,7 +606,8 @@ def _column_weights(plan, table):
 def _evaluate_floats(plan, table, weights):
     """The CPU path on Python floats; None where a value is undefined or not finite."""
     definition = plan.definition
-    rows = table.reshape(4, -1).tolist()
+    single = table.shape[1] == 1 and table.shape[2] == 1
+    rows = [[value[0][0]] for value in table.tolist()] if single else table.reshape(4, -1).tolist()
     column_weights = [1.0 / len(rows[0])] * len(rows[0]) if weights is None else weights.reshape(-1).tolist()
     loss, positives, negatives = 0.0, [], []
     try:
@@ -596,8 +620,10 @@ def _evaluate_floats(plan, table, weights):
             negatives.append(definition.loss_sign * share * negative)
     except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
         return None
-    shape = table.shape[1:]
-    factors = torch.tensor([positives, negatives], dtype=table.dtype).view(2, *shape)
+    if single and plan.task == "binary":
+        factors = FloatFactors((positives[0], negatives[0]))
+    else:
+        factors = torch.tensor([positives, negatives], dtype=table.dtype).view(2, *table.shape[1:])
     return torch.tensor(loss, dtype=table.dtype), factors
 
 
@@ -642,10 +668,14 @@ def _metric_columns(plan, table):
 
 
 def input_gradient(plan, input, target, weight, factors):
-    """∂loss/∂input for a (N, C) input, given factors (2, C, T): positive and negative per column."""
-    if plan.task != "multiclass" and input.shape[1] == 1 and len(plan.thresholds) == 1 and not _is_compiling():
-        grad = _binary_input_gradient(plan, input[:, 0], target[:, 0], factors[0, 0, 0], factors[1, 0, 0])
-        return (grad if weight is None else grad.mul_(weight)).unsqueeze(1)
+    """∂loss/∂input for an (N, C) or binary (N,) input, given factors (2, C, T) (positive and negative per
+    column) or, for one binary column, FloatFactors."""
+    if input.dim() == 1:  # binary
+        if isinstance(factors, FloatFactors) or (len(plan.thresholds) == 1 and not _is_compiling()):
+            positive, negative = factors if isinstance(factors, FloatFactors) else factors.view(2).unbind(0)
+            grad = _binary_input_gradient(plan, input, target, positive, negative)
+            return grad if weight is None else grad.mul_(weight)
+        return input_gradient(plan, input.unsqueeze(1), target.unsqueeze(1), weight, factors).view(-1)
     grad = torch.empty_like(input)
     classes, count = plan.columns
     scratch = _Scratch()
@@ -715,7 +745,9 @@ def _binary_input_gradient(plan, input, target, positive, negative):
         # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
         # backward has already; its constant factor (L for the amplifier) is folded into the factors.
         scale = relaxation.tail_slope_scale
-        grad = _select_by_label(target, positive * scale, negative * scale, out=torch.empty_like(tail))
+        if scale != 1.0:
+            positive, negative = positive * scale, negative * scale
+        grad = _select_by_label(target, positive, negative, out=torch.empty_like(tail))
         return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
     return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
@@ -725,12 +757,14 @@ def _select_by_label(target, positive, negative, out):
     """y·positive + (1 − y)·negative, written into ``out``: exact for 0/1 labels (one term is exactly 0),
     unlike negative + y·(positive − negative), which loses a positive factor much smaller than the
     negative one; linear in y, so soft labels get the interpolated factor."""
-    if out.device.type == "cpu" and negative.numel() == 1 and not _is_compiling():
-        # Two passes with Python numbers as alpha (a three-operand addcmul with a one-element
-        # operand is not vectorized on the CPU): negative + (−negative)·y, then + positive·y.
-        negative_value, positive_value = negative.item(), positive.item()
-        torch.add(torch.full((), negative_value, dtype=out.dtype), target, alpha=-negative_value, out=out)
-        return out.add_(target, alpha=positive_value)
+    if isinstance(negative, torch.Tensor) and out.device.type == "cpu" and negative.numel() == 1 \
+            and not _is_compiling():
+        negative, positive = negative.item(), positive.item()
+    if not isinstance(negative, torch.Tensor):
+        # Two passes with Python numbers (a three-operand addcmul with a one-element operand is not
+        # vectorized on the CPU): −negative·y + negative = negative·(1 − y), then + positive·y.
+        torch.mul(target, -negative, out=out).add_(negative)
+        return out.add_(target, alpha=positive)
     torch.mul(target, negative, out=out)
     torch.sub(negative, out, out=out)
     return out.addcmul_(target, positive)
@@ -748,59 +782,106 @@ def _world_size(process_group):
     return distributed.get_world_size(process_group)
 
 
-def _is_compiling():
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+# Whether torch.compile is tracing: looked up once (a getattr chain per call costs on small batches).
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 
 
 # ---------------------------------------------------------------------------------------------
 # The autograd Function
 
 
+def _forward(input, target, weight, plan, running):
+    """The loss, the per-column factors (2, C, T) and the table the metric was evaluated at."""
+    table = soft_confusion(plan, input, target, weight)
+    grad_scale = 1.0
+    if plan.sync:
+        world = _world_size(plan.process_group)
+        if world > 1:
+            table = table.contiguous()
+            torch.distributed.all_reduce(table, group=plan.process_group)
+            # DDP averages gradients over ranks; scaling by the world size makes that
+            # average equal the gradient of the loss on the global batch.
+            grad_scale = float(world) if plan.grad_average else 1.0
+    if running is not None:
+        table = running.update(table)
+    loss, factors = evaluate(plan, table)
+    if grad_scale != 1.0:
+        factors = factors * grad_scale
+    return loss, factors, table
+
+
+def _backward(plan, input, target, weight, factors, grad_loss):
+    with torch.no_grad():
+        scale = grad_loss.item() if isinstance(factors, FloatFactors) else grad_loss
+        grad = input_gradient(plan, input, target, weight, factors * scale)
+    if torch.is_grad_enabled() and input.requires_grad:  # create_graph=True, or a torch.func transform
+        grad = _FirstDerivativeOnly.apply(grad, input)
+    return grad, None, None, None, None
+
+
 class _MetricLossFunction(torch.autograd.Function):
-    """Forward: the (4, C, T) table, the metric and the per-column factors. Backward: elementwise."""
+    """Forward: the (4, C, T) table, the metric and the per-column factors. Backward: elementwise.
+
+    Written with setup_context, as torch.func transforms (grad, functional_call) need."""
 
     @staticmethod
     def forward(input, target, weight, plan, running):
-        table = soft_confusion(plan, input, target, weight)
-        grad_scale = 1.0
-        if plan.sync:
-            world = _world_size(plan.process_group)
-            if world > 1:
-                table = table.contiguous()
-                torch.distributed.all_reduce(table, group=plan.process_group)
-                # DDP averages gradients over ranks; scaling by the world size makes that
-                # average equal the gradient of the loss on the global batch.
-                grad_scale = float(world) if plan.grad_average else 1.0
-        if running is not None:
-            table = running.update(table)
-        loss, factors = evaluate(plan, table)
-        if grad_scale != 1.0:
-            factors = factors * grad_scale
+        loss, factors, table = _forward(input, target, weight, plan, running)
+        if isinstance(factors, FloatFactors):
+            factors = factors.tensor(loss)
         return loss, factors, table
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, plan, _ = inputs
-        _, factors, table = output
+        _, factors, _ = output
         ctx.plan = plan
         ctx.save_for_backward(input, target, weight, factors)
-        ctx.mark_non_differentiable(factors, table)
+        ctx.mark_non_differentiable(*output[1:])
 
     @staticmethod
     def backward(ctx, grad_loss, grad_factors, grad_table):
-        input, target, weight, factors = ctx.saved_tensors
-        with torch.no_grad():
-            grad = input_gradient(ctx.plan, input, target, weight, factors * grad_loss)
-        if torch.is_grad_enabled() and input.requires_grad:  # create_graph=True, or a torch.func transform
-            grad = _FirstDerivativeOnly.apply(grad, input)
-        return grad, None, None, None, None
+        return _backward(ctx.plan, *ctx.saved_tensors, grad_loss)
 
     @staticmethod
     def vmap(info, in_dims, *args):
         raise RuntimeError("a metricc loss couples every sample of its batch through the confusion entries, so it "
                            "cannot be vmapped over a batch of batches; call it once per batch and torch.stack the "
                            "losses")
+
+
+class _EagerMetricLossFunction(torch.autograd.Function):
+    """The same with the forward taking ctx: Function.apply binds the arguments of a setup_context-style
+    forward with inspect.signature on every call, some 20 µs that a small batch's loss cannot afford."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, plan, running):
+        loss, factors, table = _forward(input, target, weight, plan, running)
+        ctx.plan = plan
+        ctx.set_materialize_grads(False)  # no zero tensors for the outputs that take no gradient
+        if isinstance(factors, FloatFactors):
+            ctx.float_factors = factors
+            ctx.save_for_backward(input, target, weight)
+            ctx.mark_non_differentiable(table)
+            return loss, None, table
+        ctx.float_factors = None
+        ctx.save_for_backward(input, target, weight, factors)
+        ctx.mark_non_differentiable(factors, table)
+        return loss, factors, table
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_factors, grad_table):
+        if grad_loss is None:  # only outputs that take no gradient were differentiated
+            return None, None, None, None, None
+        if ctx.float_factors is not None:
+            return _backward(ctx.plan, *ctx.saved_tensors, ctx.float_factors, grad_loss)
+        return _backward(ctx.plan, *ctx.saved_tensors, grad_loss)
+
+
+def _under_functorch():
+    """Whether a torch.func transform (grad, vmap, ...) is active."""
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    return level is not None and level() is not None
 
 
 class _FirstDerivativeOnly(torch.autograd.Function):
@@ -902,7 +983,6 @@ def _prepare(plan, input, target, weight, validate, allow_empty):
             raise ValueError(f"input must have shape (N,) or (N, 1) for task='binary', got {tuple(input.shape)}; "
                              "for one column per class pass task='multiclass' or task='multilabel'")
         target = _flat_target(target, input)
-        input, target = input.unsqueeze(1), target.unsqueeze(1)
     else:
         _check_columns(plan, input)
         target = _class_target(plan, target, input, validate)
@@ -916,7 +996,7 @@ def _prepare(plan, input, target, weight, validate, allow_empty):
     if input.shape[0] == 0 and not allow_empty:
         raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
     input = input.to(compute)
-    if target.is_floating_point() or target.dtype == torch.bool or target.dim() == 2:
+    if plan.task != "multiclass" or target.dim() == 2:
         target = target.to(compute)
     if weight is not None:
         weight = weight.to(compute)
@@ -974,10 +1054,9 @@ def _validate(plan, input, target, weight):
     it propagates to the loss, as binary_cross_entropy_with_logits does and AMP's GradScaler needs."""
     if target.is_floating_point() and target.numel():
         low, high = torch.aminmax(target)
-        bad = ~((low >= 0) & (high <= 1))
         if _is_compiling():
-            torch._assert_async(~bad, "target must hold labels in [0, 1]")
-        elif bool(bad):
+            torch._assert_async((low >= 0) & (high <= 1), "target must hold labels in [0, 1]")
+        elif not (low.item() >= 0 and high.item() <= 1):  # NaN fails both
             position = ((target < 0) | (target > 1) | torch.isnan(target)).nonzero()[0].tolist()
             value = target[tuple(position)].item()
             where = ", ".join(str(i) for i in (position[:1] if plan.task == "binary" else position))
@@ -1112,7 +1191,9 @@ class MetricLoss(torch.nn.Module):
 
 def _apply(input, target, weight, plan, running):
     """The loss, and the table the metric was evaluated at."""
-    loss, _, table = _MetricLossFunction.apply(input, target, weight, plan, running)
+    eager = not _is_compiling() and not _under_functorch()
+    function = _EagerMetricLossFunction if eager else _MetricLossFunction
+    loss, _, table = function.apply(input, target, weight, plan, running)
     return loss, table
 
 

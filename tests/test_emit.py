@@ -312,8 +312,10 @@ PIECEWISE_METRICS = ["min(TP/P, TN/N)", "max(TP/(TP+FP), 0.3) * TP/P", "1 - abs(
 def _evaluations(loss_fn, table):
     """The runtime's two evaluations of one (4, C, T) table: Python floats and tensors."""
     plan = loss_fn.plan
-    return (metricc.runtime._evaluate_floats(plan, table, None),
-            metricc.runtime._evaluate_tensors(plan, table, None))
+    floats = metricc.runtime._evaluate_floats(plan, table, None)
+    if floats is not None and isinstance(floats[1], metricc.runtime.FloatFactors):  # one binary column
+        floats = (floats[0], floats[1].tensor(floats[0]))
+    return floats, metricc.runtime._evaluate_tensors(plan, table, None)
 
 
 @pytest.mark.parametrize("name", CATALOG + PIECEWISE_METRICS)
