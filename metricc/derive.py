@@ -21,6 +21,7 @@ import dataclasses
 
 import sympy
 
+from . import curves
 from .budget import try_within
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
 from .relax import Relaxation, resolve_relaxation
@@ -30,30 +31,62 @@ SIMPLIFY_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
+class Quantity:
+    """A function of the confusion entries that the loss differentiates: the metric f, or a curve's Y or X.
+
+    Attributes:
+        name: ``"f"``, ``"Y"`` or ``"X"``.
+        expr: the expression over TP, FN, FP, TN.
+        partials: ``(symbol name, ∂expr/∂symbol)`` for TP, FN, FP, TN, simplified.
+        positive: the derivative along one positive sample's soft prediction, ∂/∂TP − ∂/∂FN.
+        negative: the derivative along one negative sample's, ∂/∂FP − ∂/∂TN.
+    """
+
+    name: str
+    expr: sympy.Expr
+    partials: tuple[tuple[str, sympy.Expr], ...]
+    positive: sympy.Expr
+    negative: sympy.Expr
+
+
+@dataclasses.dataclass(frozen=True)
 class Derivation:
     """Everything the code generator and the ``derive`` command print.
 
     Attributes:
         metric: the metric derived.
         relaxation: how probabilities become soft predictions.
-        thresholds: the relaxation's threshold, or several to average the metric over.
+        thresholds: the relaxation's threshold, several to average the metric over, or a curve's grid.
         direction: ``"maximize"`` (loss = 1 − f) or ``"minimize"`` (loss = f).
-        partials: ``(symbol name, ∂f/∂symbol)`` for TP, FN, FP, TN, simplified.
-        positive_coefficient: ∂f/∂ŷ_i for a positive sample of unit weight, f_TP − f_FN.
-        negative_coefficient: ∂f/∂ŷ_i for a negative sample of unit weight, f_FP − f_TN.
+        quantities: the metric f, or a curve's coordinates Y and X, each with its derivatives.
         common_subexpressions: ``(temporary, expression)`` pairs from ``sympy.cse``.
-        outputs: f, positive and negative coefficient, written with the temporaries.
+        outputs: every quantity's value, positive and negative derivative, written with the temporaries.
+        curve: None, or ``"area"``/``"sum"`` for a metric of the curve over the thresholds.
     """
 
     metric: Metric
     relaxation: Relaxation
     thresholds: tuple[float, ...]
     direction: str
-    partials: tuple[tuple[str, sympy.Expr], ...]
-    positive_coefficient: sympy.Expr
-    negative_coefficient: sympy.Expr
+    quantities: tuple[Quantity, ...]
     common_subexpressions: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
-    outputs: tuple[sympy.Expr, sympy.Expr, sympy.Expr]
+    outputs: tuple[sympy.Expr, ...]
+    curve: str | None = None
+
+    @property
+    def partials(self) -> tuple[tuple[str, sympy.Expr], ...]:
+        """∂f/∂TP, ... of the metric (of Y for a curve)."""
+        return self.quantities[0].partials
+
+    @property
+    def positive_coefficient(self) -> sympy.Expr:
+        """∂f/∂ŷ_i for a positive sample of unit weight, f_TP − f_FN."""
+        return self.quantities[0].positive
+
+    @property
+    def negative_coefficient(self) -> sympy.Expr:
+        """∂f/∂ŷ_i for a negative sample of unit weight, f_FP − f_TN."""
+        return self.quantities[0].negative
 
     @property
     def loss_sign(self) -> float:
@@ -69,9 +102,7 @@ class Derivation:
         tasks followed by the averaged loss and its chain rule."""
         m = self.metric
         sign = "-" if self.direction == "maximize" else ""
-        lines = [
-            f"metric      f = {to_text(m.expr)}",
-        ]
+        lines = [f"metric      f = {to_text(m.expr)}"]
         if m.params:
             lines.append("parameters  " + ", ".join(f"{k} = {v:g}" for k, v in m.params))
         lines += [
@@ -80,24 +111,46 @@ class Derivation:
             "soft confusion entries (w: sample weight, y: label, ŷ: soft prediction)",
             "            TP = Σ w·y·ŷ    FN = Σ w·y·(1-ŷ)    FP = Σ w·(1-y)·ŷ    TN = Σ w·(1-y)·(1-ŷ)",
             "",
-            "partial derivatives of f",
         ]
-        for name, partial in self.partials:
-            lines.append(f"            ∂f/∂{name} = {to_text(partial)}")
+        if self.curve is not None:
+            lines += [f"curve over the thresholds t_1 < … < t_T = {', '.join(f'{t:g}' for t in self.thresholds)},",
+                      "            from threshold 0 (all predicted positive) to 1 (all predicted negative):"]
+            lines += ["            " + line for line in curves.formula(self.curve)]
+            lines.append("")
+        for quantity in self.quantities:
+            name = "f" if quantity.name == "f" else quantity.name
+            if self.curve is not None:
+                lines.append(f"{name} at each threshold  {name} = {to_text(quantity.expr)}")
+            lines.append(f"partial derivatives of {name}")
+            for symbol, partial in quantity.partials:
+                lines.append(f"            ∂{name}/∂{symbol} = {to_text(partial)}")
+            if self.curve is not None:
+                lines += [f"            {name}+ = ∂{name}/∂TP - ∂{name}/∂FN = {to_text(quantity.positive)}",
+                          f"            {name}- = ∂{name}/∂FP - ∂{name}/∂TN = {to_text(quantity.negative)}", ""]
+        if self.curve is None:
+            lines += [
+                "",
+                "per-sample gradient of the loss",
+                f"  y_i = 1:  ∂loss/∂ŷ_i = {sign}w_i·(∂f/∂TP - ∂f/∂FN) = {sign}w_i·g+,"
+                f"  g+ = {to_text(self.positive_coefficient)}",
+                f"  y_i = 0:  ∂loss/∂ŷ_i = {sign}w_i·(∂f/∂FP - ∂f/∂TN) = {sign}w_i·g-,"
+                f"  g- = {to_text(self.negative_coefficient)}",
+            ]
+        else:
+            lines += [
+                "per-sample gradient of the loss at threshold t_k (ŷ_ik: sample i's soft prediction there)",
+                f"  y_i = 1:  ∂loss/∂ŷ_ik = {sign}w_i·(∂f/∂Y_k·Y+ + ∂f/∂X_k·X+), Y+ and X+ at t_k",
+                f"  y_i = 0:  ∂loss/∂ŷ_ik = {sign}w_i·(∂f/∂Y_k·Y- + ∂f/∂X_k·X-)",
+            ]
         lines += [
             "",
-            "per-sample gradient of the loss",
-            f"  y_i = 1:  ∂loss/∂ŷ_i = {sign}w_i·(∂f/∂TP - ∂f/∂FN) = {sign}w_i·g+,"
-            f"  g+ = {to_text(self.positive_coefficient)}",
-            f"  y_i = 0:  ∂loss/∂ŷ_i = {sign}w_i·(∂f/∂FP - ∂f/∂TN) = {sign}w_i·g-,"
-            f"  g- = {to_text(self.negative_coefficient)}",
-            "",
             "chain rule to the logit z_i (p_i = σ(z_i))",
+            "            ∂loss/∂z_i = Σ_t ∂loss/∂ŷ_it · dŷ/dp at t · σ(z_i)·σ(-z_i)" if len(self.thresholds) > 1 else
             "            ∂loss/∂z_i = ∂loss/∂ŷ_i · dŷ/dp · σ(z_i)·σ(-z_i)",
             f"relaxation  {self.relaxation.formula()}",
             f"            {self.relaxation.derivative_formula()}",
         ]
-        if len(self.thresholds) > 1:
+        if len(self.thresholds) > 1 and self.curve is None:
             lines.append("thresholds  loss = mean over t in (" + ", ".join(f"{t:g}" for t in self.thresholds)
                          + ") of the loss at t; gradients average likewise")
         if task != "binary":
@@ -108,14 +161,19 @@ class Derivation:
         """The same derivation as LaTeX (an ``align*`` environment)."""
         f = sympy.Symbol("f")
         rows = [rf"f &= {sympy.latex(self.metric.expr)}"]
-        for name, partial in self.partials:
-            symbol = sympy.Symbol(name)
-            rows.append(rf"\frac{{\partial f}}{{\partial {sympy.latex(symbol)}}} &= {sympy.latex(partial)}")
         sign = "-" if self.direction == "maximize" else ""
-        rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=1}} &= {sign}w_i\left("
-                    rf"{sympy.latex(self.positive_coefficient)}\right)")
-        rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=0}} &= {sign}w_i\left("
-                    rf"{sympy.latex(self.negative_coefficient)}\right)")
+        for quantity in self.quantities:
+            name = sympy.latex(sympy.Symbol(quantity.name))
+            if self.curve is not None:
+                rows.append(rf"{name} &= {sympy.latex(quantity.expr)}")
+            for symbol, partial in quantity.partials:
+                rows.append(rf"\frac{{\partial {name}}}{{\partial {sympy.latex(sympy.Symbol(symbol))}}} &= "
+                            rf"{sympy.latex(partial)}")
+        if self.curve is None:
+            rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=1}} &= {sign}w_i\left("
+                        rf"{sympy.latex(self.positive_coefficient)}\right)")
+            rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=0}} &= {sign}w_i\left("
+                        rf"{sympy.latex(self.negative_coefficient)}\right)")
         rows.append(rf"& {self.relaxation.latex_formula()}")
         rows.append(rf"\mathcal{{L}} &= {'1 - ' if self.direction == 'maximize' else ''}{sympy.latex(f)}")
         return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
@@ -219,26 +277,54 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
         direction = infer_direction(metric)
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    thresholds = normalize_thresholds(relaxation, thresholds)
-
-    f = metric.expr
-    raw = {s: differentiate(f, s) for s in CONFUSION_SYMBOLS}
-    partials = tuple((s.name, tidy(raw[s])) for s in CONFUSION_SYMBOLS)
-    positive = tidy(raw[TP] - raw[FN])
-    negative = tidy(raw[FP] - raw[TN])
-    replacements, outputs = sympy.cse([f, positive, negative],
-                                      symbols=sympy.numbered_symbols("_c", real=True), order="none")
+    parts = curves.curve_parts(metric.expr)
+    if parts is None:
+        thresholds = normalize_thresholds(relaxation, thresholds)
+        quantities = (_quantity("f", metric.expr),)
+    else:
+        thresholds = normalize_curve_thresholds(relaxation, thresholds)
+        quantities = (_quantity("Y", parts[1]), _quantity("X", parts[2]))
+    expressions = [e for q in quantities for e in (q.expr, q.positive, q.negative)]
+    replacements, outputs = sympy.cse(expressions, symbols=sympy.numbered_symbols("_c", real=True), order="none")
     return Derivation(
         metric=metric,
         relaxation=relaxation,
         thresholds=thresholds,
         direction=direction,
-        partials=partials,
-        positive_coefficient=positive,
-        negative_coefficient=negative,
+        quantities=quantities,
         common_subexpressions=tuple(replacements),
         outputs=tuple(outputs),
+        curve=None if parts is None else parts[0],
     )
+
+
+def _quantity(name: str, expr: sympy.Expr) -> Quantity:
+    """``expr`` with its partial derivatives and the two per-sample derivatives, simplified."""
+    raw = {s: differentiate(expr, s) for s in CONFUSION_SYMBOLS}
+    partials = tuple((s.name, tidy(raw[s])) for s in CONFUSION_SYMBOLS)
+    return Quantity(name=name, expr=expr, partials=partials, positive=tidy(raw[TP] - raw[FN]),
+                    negative=tidy(raw[FP] - raw[TN]))
+
+
+def normalize_curve_thresholds(relaxation: Relaxation, thresholds) -> tuple[float, ...]:
+    """The grid of a curve metric, ascending: by default 0.05, 0.10, …, 0.95. Thresholds 0 and 1 are the
+    curve's fixed ends, so ``torch.linspace(0, 1, 33)`` gives its 31 inner thresholds."""
+    if relaxation.threshold is None:
+        raise ValueError(f"a metric of the curve over the thresholds needs a relaxation with a threshold; "
+                         f"{relaxation.spec()!r} has none: use 'anyloss', 'linear' or 'sol'")
+    if thresholds is None:
+        return curves.DEFAULT_CURVE_THRESHOLDS
+    if isinstance(thresholds, (int, float)):
+        thresholds = [thresholds]
+    inner = []
+    for value in thresholds:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+            raise ValueError(f"thresholds of a curve must be numbers in [0, 1], got {value!r}")
+        if 0 < float(value) < 1:
+            inner.append(float(value))
+    if not inner:
+        raise ValueError("thresholds= holds no threshold strictly between 0 and 1; a curve needs at least one")
+    return tuple(sorted(set(inner)))
 
 
 def normalize_thresholds(relaxation: Relaxation, thresholds) -> tuple[float, ...]:

@@ -177,7 +177,7 @@ def _temporary_names(derivation: Derivation) -> dict[sympy.Symbol, str]:
             return names[expr]
         if isinstance(expr, sympy.Symbol) and expr in CONFUSION_SYMBOLS:
             return expr.name
-        return None
+        return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
 
     expanded = {}
     for symbol, expr in substitutions:
@@ -191,7 +191,7 @@ def _temporary_names(derivation: Derivation) -> dict[sympy.Symbol, str]:
         if name is None and isinstance(expr, sympy.Mul) and len(expr.args) == 2 and expr.args[0].is_Integer \
                 and base_name(expr.args[1]):
             count, base = int(expr.args[0]), base_name(expr.args[1])
-            name = f"twice_{base}" if count == 2 else f"{base}_times_{count}".replace("-", "minus_")
+            name = {2: f"twice_{base}", -1: f"minus_{base}"}.get(count, f"{base}_times_{count}".replace("-", "minus_"))
         if name is None and _only_in_denominators(symbol, uses):
             name = "denominator"
         names[symbol] = unique(name or "term")
@@ -213,7 +213,22 @@ def metric_function_source(derivation: Derivation) -> str:
     lines = [f"{name} = {float(value)!r}" for name, value in metric.params]
     for symbol, expr in derivation.common_subexpressions:
         lines.append(f"{names[symbol]} = {print_python(expr.xreplace(rename))}")
-    value, positive, negative = (print_python(expr.xreplace(rename)) for expr in derivation.outputs)
+    printed = [print_python(expr.xreplace(rename)) for expr in derivation.outputs]
+    if derivation.curve is not None:
+        names = ("y", "y_positive", "y_negative", "x", "x_positive", "x_negative")
+        lines += [f"{name} = {code}" for name, code in zip(names, printed)]
+        lines.append("return (y, y_positive, y_negative), (x, x_positive, x_negative)")
+        body = "\n".join("    " + line for line in lines)
+        y, x = (to_text(q.expr) for q in derivation.quantities)
+        return (
+            "def curve_points(TP, FN, FP, TN, ops):\n"
+            f'    """The curve\'s coordinates at each threshold, Y = {y} and X = {x}, each with its derivatives\n'
+            "    along one positive sample's soft prediction (∂/∂TP − ∂/∂FN) and one negative's (∂/∂FP − ∂/∂TN).\n"
+            "    Elementwise: ops is the runtime's TensorMath (one value per class and threshold).\n"
+            '    """\n'
+            f"{body}\n"
+        )
+    value, positive, negative = printed
     lines += [f"value = {value}", f"positive = {positive}", f"negative = {negative}"]
     lines += _domain_lines(metric)
     lines.append("return value, positive, negative")
@@ -273,12 +288,14 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
         f"    name={metric.name!r},",
         f"    expression={to_text(metric.expr)!r},",
         f"    direction={derivation.direction!r},",
-        "    metric=metric_and_gradient,",
+        f"    metric={'metric_and_gradient' if derivation.curve is None else 'curve_points'},",
         f"    relaxation={relaxation.runtime()!r},",
         f"    thresholds={tuple(derivation.thresholds)!r},",
     ]
-    if multiclass is not None:
+    if multiclass is not None and derivation.curve is None:
         definition_lines.append(f"    multiclass_relaxation={multiclass!r},")
+    if derivation.curve is not None:
+        definition_lines.append(f"    curve={derivation.curve!r},")
     option_lines = [f"    {key}={value!r}," for key, value in options.as_dict().items()]
     parts = [
         f'"""{_docstring_text(module_docstring(derivation, loss_class, options))}\n"""\n',

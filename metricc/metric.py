@@ -116,6 +116,12 @@ class _MetricTextPrinter(StrPrinter):
     def _print_Exp1(self, expr):
         return "exp(1)"
 
+    def _print_CurveArea(self, expr):
+        return "curve_area(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_CurveSum(self, expr):
+        return "curve_sum(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
     def _print_Mul(self, expr):
         # sympy prints (1/2)*x/(a + b) as x/(2*(a + b)); reading that back distributes the 2
         # into the sum (a different tree). Printing the rational coefficient up front reads

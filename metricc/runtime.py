@@ -397,17 +397,26 @@ class MetricDefinition:
         thresholds: thresholds to average over (elementwise relaxations), or () for none.
         multiclass_relaxation: the relaxation for ``task="multiclass"``.
         expression: the metric as text, for messages and ``repr``.
+        curve: None for a metric of one confusion matrix; ``"area"`` or ``"sum"`` for a metric of the
+            curve over the thresholds (``curve_area(Y, X)``, ``curve_sum(Y, X)``), whose ``metric``
+            returns ``((Y, Y+, Y-), (X, X+, X-))``: the curve's coordinates per threshold and their
+            per-sample derivatives.
     """
 
     def __init__(self, *, name, metric, direction, relaxation, thresholds=(), multiclass_relaxation=None,
-                 expression=""):
+                 expression="", curve=None):
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+        if curve not in (None, "area", "sum"):
+            raise ValueError(f"curve must be None, 'area' or 'sum', got {curve!r}")
+        self.curve = curve
         self.name = name
         self.metric = metric
         self.direction = direction
         self.relaxation = relaxation
         self.thresholds = tuple(float(t) for t in thresholds) or (0.5,)  # Probabilistic ignores its threshold
+        if curve is not None:
+            self.thresholds = tuple(sorted(set(self.thresholds)))  # the curve runs along ascending thresholds
         self.multiclass_relaxation = multiclass_relaxation or SoftmaxAmplifier()
         self.expression = expression
         self.loss_sign = -1.0 if direction == "maximize" else 1.0
@@ -560,6 +569,11 @@ def evaluate(plan, table):
     """
     if plan.average == "micro":
         table = table.sum(1, keepdim=True)
+    if plan.definition.curve is not None:
+        loss, factors = _evaluate_curve(plan, table)
+        if plan.average == "micro":
+            factors = factors.expand(2, plan.num_classes, factors.shape[-1])
+        return loss, factors
     weights = _column_weights(plan, table)
     result = None
     if table.device.type == "cpu" and table.shape[1] * table.shape[2] <= SCALAR_PATH_COLUMNS \
@@ -585,22 +599,34 @@ class FloatFactors(tuple):
 
 
 def metric_values(plan, table):
-    """The metric of every (class, threshold) column of a (4, C, T) table, ``zero_division`` applied."""
+    """The metric of every column of a (4, C, T) table, ``zero_division`` applied: (C, T), or (C, 1) for
+    a metric of the curve over the thresholds."""
+    if plan.definition.curve is not None:
+        value, _ = _curve_columns(plan, table)
+        return value.unsqueeze(1)
     value, _ = _metric_columns(plan, table)
     return value
 
 
-def _column_weights(plan, table):
-    """The weight of each (class, threshold) column in the loss, summing to 1, as a tensor or None
-    (uniform). weighted: by support Σ w·y per class (scikit-learn's average='weighted')."""
-    classes, count = table.shape[1], table.shape[2]
+def _class_shares(plan, table):
+    """Each class's weight in the loss, summing to 1, as a (C,) tensor, or None where uniform.
+    weighted: by support Σ w·y per class (scikit-learn's average='weighted')."""
     if plan.class_weights is not None and plan.average != "micro":
         weights = plan.class_weights.to(dtype=table.dtype, device=table.device)
-    elif plan.average == "weighted" and classes > 1:
+    elif plan.average == "weighted" and table.shape[1] > 1:
         weights = table[0, :, 0] + table[1, :, 0]  # TP + FN = Σ w·y per class
     else:
         return None
-    return (weights / weights.sum()).unsqueeze(1).expand(classes, count) / count
+    return weights / weights.sum()
+
+
+def _column_weights(plan, table):
+    """The weight of each (class, threshold) column in the loss, summing to 1, or None where uniform."""
+    shares = _class_shares(plan, table)
+    if shares is None:
+        return None
+    classes, count = table.shape[1], table.shape[2]
+    return shares.unsqueeze(1).expand(classes, count) / count
 
 
 def _evaluate_floats(plan, table, weights):
@@ -660,6 +686,64 @@ def _metric_columns(plan, table):
         factors = factors.masked_fill(undefined, 0.0)
     value = torch.where(finite_entries, value, math.nan)
     factors = torch.where(finite_entries, factors, math.nan)
+    return value, factors
+
+
+def _evaluate_curve(plan, table):
+    """Loss and factors of a metric of the curve over the thresholds: one value per class."""
+    definition = plan.definition
+    value, factors = _curve_columns(plan, table)  # (C,), (2, C, T)
+    shares = _class_shares(plan, table)
+    if shares is None:
+        shares = torch.full_like(value, 1.0 / value.numel())
+    losses = 1 - value if definition.loss_sign < 0 else value
+    loss = (losses * shares).sum()
+    return loss, factors * (shares * definition.loss_sign).unsqueeze(1)
+
+
+def _curve_columns(plan, table):
+    """The curve metric per class and its factors per (class, threshold), zero_division applied.
+
+    The curve runs through the points (X_k, Y_k), k = 0 … T + 1: the thresholds in ascending order,
+    between two fixed ends, threshold 0 (every sample predicted positive: TP = P, FP = N) and threshold 1
+    (every sample predicted negative), whose entries depend on the labels only. With ΔX_k = X_k − X_{k+1},
+
+        area  A = Σ_k ΔX_k·(Y_k + Y_{k+1})/2,   ∂A/∂Y_k = (X_{k−1} − X_{k+1})/2,  ∂A/∂X_k = (Y_{k+1} − Y_{k−1})/2
+        sum   S = Σ_k ΔX_k·Y_k,                 ∂S/∂Y_k = ΔX_k,                   ∂S/∂X_k = Y_k − Y_{k−1}
+
+    and a threshold's factor for positives is ∂A/∂Y_k·(Y_TP − Y_FN) + ∂A/∂X_k·(X_TP − X_FN) (negatives
+    likewise), so the backward stays the elementwise one, O(N·T).
+    """
+    definition = plan.definition
+    TP, FN, FP, TN = table
+    positives, negatives = TP[:, :1] + FN[:, :1], FP[:, :1] + TN[:, :1]
+    zeros = torch.zeros_like(positives)
+    start = torch.stack([positives, zeros, negatives, zeros])
+    end = torch.stack([zeros, positives, zeros, negatives])
+    points = torch.cat([start, table, end], dim=2)  # (4, C, T + 2)
+    (y, y_positive, y_negative), (x, x_positive, x_negative) = (
+        [torch.as_tensor(v, dtype=table.dtype, device=table.device).expand_as(points[0]) for v in quantity]
+        for quantity in definition.metric(*points, TensorMath))
+    if definition.curve == "sum":
+        y = torch.cat([y[:, :-1], zeros], dim=1)  # Y at threshold 1 is never used (precision there is 0/0)
+    steps = x[:, :-1] - x[:, 1:]  # ΔX_k, k = 0 … T
+    if definition.curve == "area":
+        value = (steps * (y[:, :-1] + y[:, 1:])).sum(1) / 2
+        by_y, by_x = (x[:, :-2] - x[:, 2:]) / 2, (y[:, 2:] - y[:, :-2]) / 2
+    else:
+        value = (steps * y[:, :-1]).sum(1)
+        by_y, by_x = steps[:, 1:], y[:, 1:-1] - y[:, :-2]
+    inner = slice(1, -1)
+    factors = torch.stack([by_y * y_positive[:, inner] + by_x * x_positive[:, inner],
+                           by_y * y_negative[:, inner] + by_x * x_negative[:, inner]])
+    finite_entries = torch.isfinite(table).all(0).all(1)  # (C,)
+    if plan.zero_division is not None:
+        # A curve with an undefined point (TPR of a class without positives: no ROC) is undefined.
+        undefined = ~(torch.isfinite(value) & torch.isfinite(factors).all(0).all(1)) & finite_entries
+        value = torch.where(undefined, plan.zero_division, value)
+        factors = factors.masked_fill(undefined.unsqueeze(1), 0.0)
+    value = torch.where(finite_entries, value, math.nan)
+    factors = torch.where(finite_entries.unsqueeze(1), factors, math.nan)
     return value, factors
 
 
