@@ -329,15 +329,19 @@ def _probabilities(input, from_logits):
     return input.clone(), torch.sub(1, input)
 
 
-def _softmax_pair(a):
-    """softmax(a) and 1 − softmax(a) along the last axis, the complement as the other classes' share:
-    Σ_{k≠c} e^{a_k}/Σ_k e^{a_k}, never 1 − ŷ, so a confident class keeps its small complement."""
+def _softmax_pair_(a):
+    """softmax(a) and 1 − softmax(a) along the last axis (a is overwritten), the complement as the other
+    classes' share Σ_{k≠c} e^{a_k}/Σ_k e^{a_k}, never 1 − ŷ: a confident class keeps its small complement.
+
+    With e = exp(a − max a), the largest e is exactly 1 and the others sum to s; then the largest class
+    has ŷ = 1/(1 + s) and 1 − ŷ = s/(1 + s), and every other class 1 − ŷ = (1 + s − e)/(1 + s), where
+    1 + s − e ≥ 1 cannot cancel."""
     top, index = a.max(-1, keepdim=True)
-    e = torch.sub(a, top).exp_()
-    total = e.sum(-1, keepdim=True)
-    others = e.scatter(-1, index, 0.0).sum(-1, keepdim=True)  # Σ over all but the largest: no 1 + tiny
-    complement = torch.sub(others, e).add_(1.0).scatter_(-1, index, others)  # 1 is the largest's e
-    return e.div_(total), complement.div_(total)
+    e = a.sub_(top).exp_().scatter_(-1, index, 0.0)  # the largest e (exactly 1) left out of the sum
+    others = e.sum(-1, keepdim=True)
+    total = others + 1
+    complement = torch.sub(total, e).scatter_(-1, index, others).div_(total)
+    return e.div_(total).scatter_(-1, index, total.reciprocal()), complement
 
 
 def _softmax_backward(s, grad):
@@ -349,10 +353,10 @@ def _multiclass_pair(relaxation, input, from_logits):
     """(ŷ, 1 − ŷ) for a (rows, C) block of logits or probabilities."""
     if isinstance(relaxation, Probabilistic):
         if from_logits:
-            return _softmax_pair(input)
+            return _softmax_pair_(input.clone())
         return input.clone(), torch.sub(1, input)
-    p = torch.softmax(input, -1) if from_logits else input
-    return _softmax_pair(p * (relaxation.scale / 2))
+    amplified = torch.softmax(input, -1).mul_(relaxation.scale / 2) if from_logits else input * (relaxation.scale / 2)
+    return _softmax_pair_(amplified)
 
 
 def _label_block(target, rows, num_classes, dtype, weight):
@@ -467,6 +471,8 @@ def soft_confusion(plan, input, target, weight):
         if len(plan.thresholds) == 1 and not _is_compiling():
             return _binary_soft_confusion(plan, input, target, weight)
         input, target = input.unsqueeze(1), target.unsqueeze(1)
+    if plan.task == "multiclass" and target.dim() == 1 and not _is_compiling():
+        return _class_index_confusion(plan, input, target, weight)
     classes, count = plan.columns
     table = input.new_zeros((2, 2, count, classes))  # (label, prediction, T, C)
     scratch = _Scratch()
@@ -497,7 +503,8 @@ def _contract(labels, soft):
     _, count, rows, classes = soft.shape
     if classes == 1:  # one matrix product
         return torch.mm(labels.view(2, rows), soft.view(2 * count, rows).t()).view(2, 2, count, 1)
-    return torch.einsum("lrc,htrc->lhtc", labels, soft)
+    # Per class a column sum of products (einsum would batch tiny matrix products over the classes, slowly).
+    return torch.stack([torch.stack([(label * predicted).sum(-2) for predicted in soft]) for label in labels])
 
 
 def _soft_block(plan, input, scratch):
@@ -527,6 +534,32 @@ def _into(out, value):
     if _is_compiling() or value.data_ptr() != out.data_ptr() or value.stride() != out.stride():
         out.copy_(value)
     return out
+
+
+def _class_index_confusion(plan, input, target, weight):
+    """Multi-class with class indices, by gathers and scatters instead of one-hot rows: the own class's
+    ŷ and 1 − ŷ of each sample go to TP and FN (O(N)); the other classes', zeroed at the own class, are
+    column sums for FP and TN."""
+    classes = plan.num_classes
+    table = input.new_zeros((4, classes))
+    for rows in _row_blocks(input.shape[0], classes):
+        labels = target[rows].unsqueeze(1)
+        predicted, complement = _multiclass_pair(plan.relaxation, input[rows], plan.from_logits)
+        own, own_complement = predicted.gather(1, labels)[:, 0], complement.gather(1, labels)[:, 0]
+        weight_rows = None if weight is None else weight[rows]
+        if weight_rows is not None:
+            own, own_complement = own * weight_rows, own_complement * weight_rows
+        table[0].index_add_(0, labels[:, 0], own)
+        table[1].index_add_(0, labels[:, 0], own_complement)
+        predicted.scatter_(1, labels, 0.0)
+        complement.scatter_(1, labels, 0.0)
+        if weight_rows is None:
+            table[2] += predicted.sum(0)
+            table[3] += complement.sum(0)
+        else:
+            table[2] += torch.mv(predicted.t(), weight_rows)
+            table[3] += torch.mv(complement.t(), weight_rows)
+    return table.unsqueeze(2)
 
 
 def _binary_soft_confusion(plan, input, target, weight):
@@ -763,7 +796,12 @@ def input_gradient(plan, input, target, weight, factors):
     grad = torch.empty_like(input)
     classes, count = plan.columns
     scratch = _Scratch()
+    index_targets = plan.task == "multiclass" and target.dim() == 1 and not _is_compiling()
     for rows in _row_blocks(input.shape[0], classes * count):
+        if index_targets:
+            grad[rows] = _multiclass_block_gradient(plan, input[rows], None, factors[:, :, 0], target[rows],
+                                                    None if weight is None else weight[rows])
+            continue
         labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
         if plan.task == "multiclass":
             block = _multiclass_block_gradient(plan, input[rows], labels, factors[:, :, 0])
@@ -790,24 +828,36 @@ def _elementwise_block_gradient(plan, input, labels, factors, scratch):
     count, rows, classes = slopes.shape
     if classes == 1:  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
         by_label = torch.mm(factors[:, 0, :], slopes.view(count, rows)).unsqueeze(-1)
+    elif count == 1:
+        by_label = factors[:, :, 0].unsqueeze(1) * slopes  # (2, rows, C)
     else:
-        by_label = torch.einsum("kct,trc->krc", factors, slopes)  # (2, rows, C)
+        by_label = (factors.transpose(1, 2).unsqueeze(2) * slopes).sum(1)  # Σ_t: (2, T, rows, C) → (2, rows, C)
     grad = (labels * by_label).sum(0)  # exact for 0/1 labels: one term of the two is 0
     if plan.from_logits:
         grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
     return grad
 
 
-def _multiclass_block_gradient(plan, input, labels, factors):
-    """Through the softmax Jacobian(s), p ⊙ (g − ⟨p, g⟩): O(rows·C), never rows·C·C."""
-    grad = (labels * factors.unsqueeze(1)).sum(0)  # ∂loss/∂ŷ: (rows, C)
+def _multiclass_block_gradient(plan, input, labels, factors, indices=None, weight=None):
+    """Through the softmax Jacobian(s), p ⊙ (g − ⟨p, g⟩): O(rows·C), never rows·C·C. The labels come as
+    (w·y, w·(1 − y)) rows, or as class ``indices`` (and weights): then ∂loss/∂ŷ is the negative factor
+    with the own class's entry replaced by the positive one (exact, no 0·x + 1·y)."""
+    if indices is None:
+        grad = (labels * factors.unsqueeze(1)).sum(0)  # ∂loss/∂ŷ: (rows, C)
+    else:
+        positive, negative = factors
+        grad = negative.expand(indices.shape[0], -1).clone()
+        grad.scatter_(1, indices.unsqueeze(1), positive[indices].unsqueeze(1))
+        if weight is not None:
+            grad.mul_(weight.unsqueeze(1))
     relaxation = plan.relaxation
     if isinstance(relaxation, Probabilistic):
         if plan.from_logits:
             return _softmax_backward(torch.softmax(input, -1), grad)
         return grad
     p = torch.softmax(input, -1) if plan.from_logits else input
-    grad = _softmax_backward(torch.softmax(p * (relaxation.scale / 2), -1), grad).mul_(relaxation.scale / 2)
+    amplified = torch.softmax(p * (relaxation.scale / 2), -1)
+    grad = _softmax_backward(amplified, grad).mul_(relaxation.scale / 2)
     return _softmax_backward(p, grad) if plan.from_logits else grad
 
 
