@@ -163,8 +163,8 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
 
     def soft_pair_(self, p, q, threshold):
         a = self._argument_(p, threshold)
-        complement = torch.neg(a, out=q if q is not None and q.shape == a.shape else None).sigmoid_()
-        return a.sigmoid_(), complement
+        complement = torch.neg(a, out=q) if q is not None else torch.neg(a)
+        return a.sigmoid_(), complement.sigmoid_()
 
     def slope_(self, p, threshold):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
@@ -175,6 +175,42 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
     def mul_slope_at_tail_(self, grad, tail, threshold):
         """grad·r·(1 − r) = grad·(dŷ/dp)/L: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t = 1/2."""
         return _mul_sigmoid_slope_(grad, self.soft_(tail, threshold))
+
+    # Many thresholds from one exponential per sample: σ(L·(p − t_k)) = 1/(1 + u), u = E·c_k, with
+    # E = e^(L·(t₀ − p)) per sample and c_k = e^(L·(t_k − t₀)) per threshold (t₀ the grid's centre): an
+    # outer product and a reciprocal instead of T sigmoids, 1 − ŷ = u/(1 + u) and dŷ/dp = L·u/(1 + u)²
+    # without a subtraction. Only where no u can leave float32's normal range (else None: elementwise).
+
+    def _shared_exponentials(self, p, thresholds):
+        values = thresholds.view(-1).tolist()
+        centre = (max(values) + min(values)) / 2
+        reach = self.scale * (max(centre, 1 - centre) + max(abs(t - centre) for t in values))
+        if reach > 80 or p.dtype not in (torch.float32, torch.float64) or _is_compiling():
+            return None
+        row = torch.sub(centre, p).mul_(self.scale).exp_()
+        column = thresholds.sub(centre).mul_(self.scale).exp_()
+        return row, column
+
+    def soft_pair_block_(self, p, thresholds, out):
+        """(ŷ, 1 − ŷ) at every threshold into ``out`` (2, T, rows, C), or None where the shared form does not apply."""
+        factors = self._shared_exponentials(p, thresholds)
+        if factors is None:
+            return None
+        row, column = factors
+        u = torch.mul(column, row, out=out[1])
+        torch.add(u, 1, out=out[0]).reciprocal_()
+        u.mul_(out[0])
+        return out
+
+    def slope_block_(self, p, thresholds, out):
+        """dŷ/dp / L at every threshold into ``out`` (T, rows, C), or None; the caller multiplies by L."""
+        factors = self._shared_exponentials(p, thresholds)
+        if factors is None:
+            return None
+        row, column = factors
+        u = torch.mul(column, row, out=out)
+        inverse = torch.add(u, 1).reciprocal_()
+        return u.mul_(inverse).mul_(inverse)
 
 
 def _mul_sigmoid_slope_(grad, s, out=None):
@@ -513,6 +549,12 @@ def _soft_block(plan, input, scratch):
         return torch.stack(_multiclass_pair(plan.relaxation, input, plan.from_logits)).unsqueeze(1)
     thresholds = plan.thresholds
     out = scratch.take((2, len(thresholds), *input.shape), input)
+    shared = getattr(plan.relaxation, "soft_pair_block_", None)
+    if shared is not None and len(thresholds) > 1:
+        column = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
+        p = torch.sigmoid(input) if plan.from_logits else input
+        if shared(p, column, out) is not None:
+            return out
     predicted, complement = out[0], out[1]
     p, q = _probabilities(input, plan.from_logits)
     predicted.copy_(p.expand_as(predicted))
@@ -563,30 +605,24 @@ def _class_index_confusion(plan, input, target, weight):
 
 
 def _binary_soft_confusion(plan, input, target, weight):
-    """The common case, one binary threshold, in few passes: ŷ and 1 − ŷ written into one (2, N) buffer,
-    then two matrix-vector products with w·y and w·(1 − y)."""
+    """The common case, one binary threshold, in few passes over two buffers, ŷ and 1 − ŷ: TP and FN are
+    dot products with w·y; then each buffer is multiplied by 1 − y in place as ŷ − y·ŷ (for 0/1 labels
+    exactly 0 or ŷ; the product with 1 − y needs no third buffer), and FP and TN are its sums (with w)."""
     relaxation = plan.relaxation
-    soft = torch.empty((2, input.shape[0]), dtype=input.dtype, device=input.device)
-    p, q = soft.unbind(0)
-    if plan.from_logits:
-        torch.sigmoid(input, out=p)
-        if relaxation.needs_complement:
-            torch.neg(input, out=q).sigmoid_()
-    else:
-        p.copy_(input)
-        if relaxation.needs_complement:
-            torch.sub(1, input, out=q)
+    p = torch.sigmoid(input) if plan.from_logits else input.clone()
+    q = None
+    if relaxation.needs_complement:
+        q = torch.neg(input).sigmoid_() if plan.from_logits else torch.sub(1, input)
     predicted, complement = relaxation.soft_pair_(p, q, plan.thresholds[0])
-    _into(p, predicted)
-    _into(q, complement)
-    negatives = torch.sub(1, target)
-    if weight is not None:
-        positives, negatives = target * weight, negatives.mul_(weight)
+    positives = target if weight is None else target * weight
+    tp, fn = torch.dot(predicted, positives), torch.dot(complement, positives)
+    predicted = predicted.addcmul_(target, predicted, value=-1)
+    complement = complement.addcmul_(target, complement, value=-1)
+    if weight is None:
+        fp, tn = predicted.sum(), complement.sum()
     else:
-        positives = target
-    tp_fn = torch.mv(soft, positives)
-    fp_tn = torch.mv(soft, negatives)
-    return torch.cat([tp_fn, fp_tn]).view(4, 1, 1)
+        fp, tn = torch.dot(predicted, weight), torch.dot(complement, weight)
+    return torch.stack([tp, fn, fp, tn]).view(4, 1, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -819,12 +855,16 @@ def _elementwise_block_gradient(plan, input, labels, factors, scratch):
     p = torch.sigmoid(input) if plan.from_logits else input
     thresholds = plan.thresholds
     slopes = scratch.take((len(thresholds), *p.shape), p)
-    slopes.copy_(p.expand_as(slopes))
     if len(thresholds) == 1:
         threshold = thresholds[0]
     else:
         threshold = torch.tensor(thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
-    slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
+    shared = getattr(plan.relaxation, "slope_block_", None)
+    if shared is not None and len(thresholds) > 1 and shared(p, threshold, slopes) is not None:
+        factors = factors * plan.relaxation.scale  # the shared form leaves the slope's L to the factors
+    else:
+        slopes.copy_(p.expand_as(slopes))
+        slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
     count, rows, classes = slopes.shape
     if classes == 1:  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
         by_label = torch.mm(factors[:, 0, :], slopes.view(count, rows)).unsqueeze(-1)
