@@ -182,10 +182,12 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
     # without a subtraction. Only where no u can leave float32's normal range (else None: elementwise).
 
     def _shared_exponentials(self, p, thresholds):
+        if _is_compiling():  # the compiled loop fuses the sigmoids anyway
+            return None
         values = thresholds.view(-1).tolist()
         centre = (max(values) + min(values)) / 2
         reach = self.scale * (max(centre, 1 - centre) + max(abs(t - centre) for t in values))
-        if reach > 80 or p.dtype not in (torch.float32, torch.float64) or _is_compiling():
+        if reach > 80 or p.dtype not in (torch.float32, torch.float64):
             return None
         row = torch.sub(centre, p).mul_(self.scale).exp_()
         column = thresholds.sub(centre).mul_(self.scale).exp_()
