@@ -19,7 +19,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from . import runtime
 from .derive import Derivation
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, to_text
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
 
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
@@ -157,20 +157,26 @@ def _docstring_text(text: str) -> str:
 # The metric function
 
 
-def _temporary_names(derivation: Derivation) -> dict[sympy.Symbol, str]:
+class _LocalNames:
+    """Unique local names in the generated function: the arguments are taken, everything else asks."""
+
+    def __init__(self):
+        self.taken = {s.name for s in CONFUSION_SYMBOLS} | {"ops"}
+
+    def unique(self, name: str) -> str:
+        candidate, k = name, 2
+        while candidate in self.taken:
+            candidate, k = f"{name}_{k}", k + 1
+        self.taken.add(candidate)
+        return candidate
+
+
+def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.Symbol, str]:
     """Readable names for sympy.cse's temporaries: P, N, PP, PN, n for the sums users know, denominator
     for a temporary used only as one, sqrt_X, inverse_X, X_squared for functions of a named one, else term_k."""
     substitutions = derivation.common_subexpressions
     uses = list(derivation.outputs) + [expr for _, expr in substitutions]
     names: dict[sympy.Symbol, str] = {}
-    taken = {s.name for s in CONFUSION_SYMBOLS} | {name for name, _ in derivation.metric.params} | {"ops"}
-
-    def unique(name):
-        candidate, k = name, 2
-        while candidate in taken:
-            candidate, k = f"{name}_{k}", k + 1
-        taken.add(candidate)
-        return candidate
 
     def base_name(expr):
         if expr in names:
@@ -194,7 +200,7 @@ def _temporary_names(derivation: Derivation) -> dict[sympy.Symbol, str]:
             name = {2: f"twice_{base}", -1: f"minus_{base}"}.get(count, f"{base}_times_{count}".replace("-", "minus_"))
         if name is None and _only_in_denominators(symbol, uses):
             name = "denominator"
-        names[symbol] = unique(name or "term")
+        names[symbol] = local.unique(name or "term")
     return names
 
 
@@ -206,18 +212,26 @@ def _only_in_denominators(symbol, expressions) -> bool:
 
 
 def metric_function_source(derivation: Derivation) -> str:
-    """``metric_and_gradient(TP, FN, FP, TN, ops)``: the metric and its per-sample derivatives."""
+    """``metric_and_gradient(TP, FN, FP, TN, ops)`` (or ``curve_points``): the metric and its per-sample
+    derivatives. Parameters are locals bound to their values; every local name is unique, so a parameter
+    called ``value`` or ``ops`` cannot be overwritten by, or shadow, the function's own names."""
     metric = derivation.metric
-    names = _temporary_names(derivation)
-    rename = {symbol: sympy.Symbol(name, real=True) for symbol, name in names.items()}
-    lines = [f"{name} = {float(value)!r}" for name, value in metric.params]
+    local = _LocalNames()
+    rename = {}
+    lines = []
+    for name, value in metric.params:
+        local_name = local.unique(name)
+        rename[parameter_symbol(name)] = sympy.Symbol(local_name, real=True)
+        lines.append(f"{local_name} = {float(value)!r}")
+    names = _temporary_names(derivation, local)
+    rename.update({symbol: sympy.Symbol(name, real=True) for symbol, name in names.items()})
     for symbol, expr in derivation.common_subexpressions:
         lines.append(f"{names[symbol]} = {print_python(expr.xreplace(rename))}")
     printed = [print_python(expr.xreplace(rename)) for expr in derivation.outputs]
     if derivation.curve is not None:
-        names = ("y", "y_positive", "y_negative", "x", "x_positive", "x_negative")
-        lines += [f"{name} = {code}" for name, code in zip(names, printed)]
-        lines.append("return (y, y_positive, y_negative), (x, x_positive, x_negative)")
+        outputs = [local.unique(name) for name in ("y", "y_positive", "y_negative", "x", "x_positive", "x_negative")]
+        lines += [f"{name} = {code}" for name, code in zip(outputs, printed)]
+        lines.append(f"return ({', '.join(outputs[:3])}), ({', '.join(outputs[3:])})")
         body = "\n".join("    " + line for line in lines)
         y, x = (to_text(q.expr) for q in derivation.quantities)
         return (
@@ -228,10 +242,10 @@ def metric_function_source(derivation: Derivation) -> str:
             '    """\n'
             f"{body}\n"
         )
-    value, positive, negative = printed
-    lines += [f"value = {value}", f"positive = {positive}", f"negative = {negative}"]
-    lines += _domain_lines(metric)
-    lines.append("return value, positive, negative")
+    outputs = [local.unique(name) for name in ("value", "positive", "negative")]
+    lines += [f"{name} = {code}" for name, code in zip(outputs, printed)]
+    lines += _domain_lines(metric, outputs, local, rename)
+    lines.append(f"return {', '.join(outputs)}")
     body = "\n".join("    " + line for line in lines)
     return (
         "def metric_and_gradient(TP, FN, FP, TN, ops):\n"
@@ -243,17 +257,18 @@ def metric_function_source(derivation: Derivation) -> str:
     )
 
 
-def _domain_lines(metric) -> list[str]:
+def _domain_lines(metric, outputs, local, rename) -> list[str]:
     """Keep the written domain: where the text divides by something sympy cancelled (FP/FP), the metric
     stays undefined there (multiplying by d/d is 1 where d ≠ 0 and NaN where d = 0: zero_division)."""
     domain = getattr(metric, "domain", ())
     if not domain:
         return []
-    guard = " * ".join(f"({print_python(d)})/({print_python(d)})" for d in domain)
+    guard = " * ".join(f"({print_python(d.xreplace(rename))})/({print_python(d.xreplace(rename))})" for d in domain)
     written = ", ".join(to_text(d) for d in domain)
+    defined = local.unique("defined")
     return [f"# the text divides by {written}, which simplification cancelled: undefined where it is 0",
-            f"defined = {guard}",
-            "value, positive, negative = value * defined, positive * defined, negative * defined"]
+            f"{defined} = {guard}",
+            f"{', '.join(outputs)} = {', '.join(f'{name} * {defined}' for name in outputs)}"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,9 +122,14 @@ class _ElementwiseRelaxation:
 
     @property
     def slope_symmetric_about_half(self) -> bool:
-        """Whether dŷ/dp(p) = dŷ/dp(1 − p): then the backward takes the slope at q = min(p, 1 − p),
-        which it computes anyway for dp/dz, instead of a second sigmoid for p."""
-        return self.threshold == 0.5
+        """Whether dŷ/dp(p) = dŷ/dp(1 − p) at the relaxation's own threshold."""
+        return self.slope_symmetric_at(self.threshold)
+
+    def slope_symmetric_at(self, threshold) -> bool:
+        """Whether dŷ/dp(p; t) = dŷ/dp(1 − p; t) at threshold t: then the backward takes the slope at
+        q = min(p, 1 − p), which it computes anyway for dp/dz, instead of a second sigmoid for p. Every
+        relaxation here is centred on its threshold, so that is t = 1/2, whatever its own threshold."""
+        return threshold == 0.5
 
     def soft_pair_(self, p, q, threshold):
         """(ŷ, 1 − ŷ), overwriting p and q. Every relaxation here is symmetric, 1 − ŷ(p; t) = ŷ(1 − p; 1 − t),
@@ -322,9 +327,8 @@ class Probabilistic(_ElementwiseRelaxation):
 
     threshold = None
 
-    @property
-    def slope_symmetric_about_half(self) -> bool:
-        return True
+    def slope_symmetric_at(self, threshold) -> bool:
+        return True  # dŷ/dp = 1
 
     def __repr__(self):
         return "Probabilistic()"
@@ -917,7 +921,7 @@ def _binary_input_gradient(plan, input, target, positive, negative):
         grad = relaxation.slope_(input.clone(), threshold)
         return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
     tail = _tail_probability(input)
-    if relaxation.slope_symmetric_about_half:
+    if relaxation.slope_symmetric_at(threshold):
         # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
         # backward has already; its constant factor (L for the amplifier) is folded into the factors.
         scale = relaxation.tail_slope_scale
