@@ -31,12 +31,12 @@ import numpy as np
 import sympy
 
 from .budget import BudgetExceeded, time_budget
-from .derive import tidy
 from .errors import MetricCheckError, NonLipschitzWarning
 from .interval import Interval, Unsupported, enclose
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate
 from .parse import parse
 from .signs import orthant_zero_sets, sign
+from .simplify import tidy
 
 UNKNOWN = "unknown"
 DEFAULT_SECONDS = 3.5  # leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
