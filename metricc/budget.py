@@ -21,6 +21,19 @@ class BudgetExceeded(Exception):
     """The work did not finish inside its budget."""
 
 
+_expirations = 0  # budgets that ran out (or could not be set), since the process started
+
+
+def expirations() -> int:
+    """How many budgets have run out so far: compare before and after a step to tell whether it was cut short."""
+    return _expirations
+
+
+def _expired() -> None:
+    global _expirations
+    _expirations += 1
+
+
 def budgets_available() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
@@ -33,6 +46,7 @@ def time_budget(seconds: float):
     not run at all: it raises ``BudgetExceeded`` immediately.
     """
     if seconds <= 0 or not budgets_available():
+        _expired()
         raise BudgetExceeded("no time budget available")
     previous_handler = signal.getsignal(signal.SIGALRM)
     previous_remaining, _ = signal.getitimer(signal.ITIMER_REAL)
@@ -43,6 +57,7 @@ def time_budget(seconds: float):
     def on_alarm(signum, frame):
         if _inside_unraisable_context(frame):
             return  # the timer fires again in 20 ms, once back in the budgeted code
+        _expired()
         raise BudgetExceeded(f"gave up after {seconds:.2f} s")
 
     signal.signal(signal.SIGALRM, on_alarm)

@@ -19,7 +19,7 @@ STAGES = {
     "errors": 0, "budget": 0, "metric": 0, "catalog": 0, "signs": 0,
     "parse": 1,
     # the analysis and its helpers; simplify sits here because analyze and derive both tidy
-    "analyze": 2, "interval": 2, "simplify": 2,
+    "analyze": 2, "domain": 2, "interval": 2, "simplify": 2,
     # relax is a helper of derive (and of what follows)
     "derive": 3, "relax": 3,
     "emit": 4,
