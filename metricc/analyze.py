@@ -193,15 +193,18 @@ class Report:
         parts += ["; pass ", Option("check", False), " to compile it anyway"]
         return MetricCheckError(parts, self)
 
-    def warn(self, stacklevel: int = 2, *, zero_division: float | None = 0.0) -> None:
+    def warn(self, stacklevel: int = 2, *, zero_division: float | None = None, categories=None) -> None:
         """Emit the findings as warnings, each of its own class under :class:`metricc.MetricWarning`.
 
-        ``NonLipschitzWarning`` (gradient bound), ``RangeWarning`` (range, e.g. a
-        ``zero_division`` value outside it), ``BatchSizeWarning`` (depends on counts, not
-        rates), ``DomainWarning`` (undefined where the simplified expression does not show).
+        ``NonLipschitzWarning`` (gradient bound), ``RangeWarning`` (range: the loss's
+        ``zero_division``, when given, lies outside it), ``BatchSizeWarning`` (depends on
+        counts, not rates), ``DomainWarning`` (undefined where the simplified expression
+        does not show). ``categories`` limits the warnings to those classes.
         """
-        for category, parts in self.all_findings(zero_division):
-            warnings.warn(category((f"{self.metric.name}: ", *parts)), stacklevel=stacklevel)
+        findings = self.findings if zero_division is None else self.all_findings(zero_division)
+        for category, parts in findings:
+            if categories is None or issubclass(category, tuple(categories)):
+                warnings.warn(category((f"{self.metric.name}: ", *parts)), stacklevel=stacklevel)
 
     def to_dict(self) -> dict:
         return {
@@ -872,17 +875,21 @@ def _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, re
             continue
         candidate = _nice_bound(seen, upper=side == 1)
         gap = (candidate - f) if side == 1 else (f - candidate)
+        before = deadline.expired
         proved = deadline.run(0.8, lambda gap=gap: sign(sympy.together(gap)), "?")
+        outcome = "cut short by the time budget" if deadline.expired > before else "inconclusive"
         if proved in "+0":
             bounds[side] = float(candidate)
             report.proofs.append(f"{'upper' if side else 'lower'} bound {float(candidate):g}: "
                                  f"{'hi − f' if side else 'f − lo'} ≥ 0 wherever f is defined (sign structure)")
         else:
             tried[side].append(f"a sign proof of {'hi − f' if side else 'f − lo'} ≥ 0 with "
-                               f"{'hi' if side else 'lo'} = {float(candidate):g} (inconclusive)")
+                               f"{'hi' if side else 'lo'} = {float(candidate):g} ({outcome})")
     if UNKNOWN in bounds:
         reason = _corners_not_applicable(f, tp_status, fp_status, report, deadline)
+        before = deadline.expired
         corner = _range_by_corners(f, tp_status, fp_status, deadline) if reason is None else (UNKNOWN, UNKNOWN)
+        outcome = "cut short by the time budget" if deadline.expired > before else "inconclusive"
         for side in (0, 1):
             if bounds[side] != UNKNOWN:
                 continue
@@ -893,9 +900,10 @@ def _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, re
                                      "batch, so its extremes are limits at the batch corners, found exactly")
             else:
                 tried[side].append("exact limits at the batch corners" + (f" (not applicable: {reason})"
-                                                                          if reason else " (inconclusive)"))
+                                                                          if reason else f" ({outcome})"))
     if UNKNOWN in bounds or None in bounds:  # look for divergence, or a family to show for the corners' proof
         wanted = (bounds[0] in (UNKNOWN, None), bounds[1] in (UNKNOWN, None))
+        before = deadline.expired
         found, count = _domain.divergent_families(f, _written_defined(written), faces, zeros, report.homogeneous,
                                                   deadline.run, wanted, extra=_sampled_families(f, samples))
         for side, family in found.items():
@@ -904,10 +912,11 @@ def _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, re
             report.proofs.append(f"unbounded {'above' if side else 'below'}: {family.description()} (a sympy "
                                  "limit, confirmed with 30-digit values along the family)")
         scalings = "" if report.homogeneous is True else ", scalings of the whole batch"
+        outcome = "none found before the time budget ran out" if deadline.expired > before else "none found"
         for side in (0, 1):
             if bounds[side] == UNKNOWN:
                 tried[side].append(f"{count} families of batches (toward singular batches{scalings} and extreme "
-                                   "samples) for an infinite limit (none found)")
+                                   f"samples) for an infinite limit ({outcome})")
     report.range_problems += _range_problems(f, bounds, tried, deadline.ran_out(since), report)
     return tuple(bounds)
 

@@ -172,6 +172,10 @@ def _compile(args) -> int:
                               thresholds=args.thresholds, direction=args.direction,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
                               sync=args.sync, check=not args.no_check)
+        if loss.report is not None:  # range findings that depend on this loss's zero_division
+            from .errors import RangeWarning
+
+            loss.report.warn(zero_division=args.zero_division, categories=(RangeWarning,))
     for warning in caught:
         print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
     if args.output is None:

@@ -69,14 +69,13 @@ def singular_arguments(f: sympy.Expr) -> list[tuple[str, sympy.Expr, sympy.Expr]
 
 def zero_factors(expr: sympy.Expr, run) -> list[sympy.Expr]:
     """Factors of the numerator of ``expr``: where one vanishes, so does ``expr``."""
-    numerator = sympy.fraction(sympy.together(expr))[0]
-
     def work():
+        numerator = sympy.fraction(sympy.together(expr))[0]
         if numerator.is_polynomial(*CONFUSION_SYMBOLS):
             return [base for base, _ in sympy.factor_list(numerator)[1]]
         return [term.as_base_exp()[0] for term in sympy.Mul.make_args(numerator)]
 
-    factors = run(0.5, work, [numerator])
+    factors = run(0.5, work, [expr])
     return [base for base in factors if base.free_symbols & _CONFUSION]
 
 

@@ -253,9 +253,9 @@ class _Converter:
         lost: dict[sympy.Expr, WrittenCondition] = {}
         for written in self.conditions:
             argument, needs = written.condition, written.needs
+            if needs != "nonzero" and _key(argument) & kept_sign:
+                continue  # the expression still takes this root or log: the analysis checks its sign and zeros
             if needs != "nonzero" and sign(self._bound(argument)) not in "+0":
-                if _key(argument) & kept_sign:
-                    continue  # the expression still takes this root or log: the analysis checks its sign
                 sign_part = _sign_part(argument)
                 condition = sign_part + sympy.Abs(sign_part)  # zero exactly where argument ≤ 0
                 lost.setdefault(condition, dataclasses.replace(written, condition=condition, argument=sign_part,

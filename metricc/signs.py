@@ -106,6 +106,12 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
     if isinstance(expr, sympy.sign):
         inner = sign(expr.args[0], expand)
         return inner if inner in "+-0" else "?"
+    if isinstance(expr, sympy.log):  # log u ≥ 0 exactly where u ≥ 1 (and u > 0 wherever it is defined)
+        argument = expr.args[0]
+        if sign(argument - 1, expand) in "+0":
+            return "+"
+        if sign(1 - argument, expand) in "+0":
+            return "-"
     return "?"
 
 

@@ -81,3 +81,13 @@ def test_an_alarm_inside_a_weak_reference_callback_waits_for_the_budgeted_code()
         sys.unraisablehook = hook
     assert finished == ["finalized"]
     assert unraisable == []
+
+
+def test_expirations_count_the_budgets_that_ran_out_and_only_those():
+    from metricc.budget import expirations
+
+    before = expirations()
+    assert try_within(1.0, lambda: "done", "fallback") == "done"
+    assert expirations() == before
+    assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
+    assert expirations() == before + 1
