@@ -75,6 +75,10 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
             return "+" if signs else "0"
         if signs <= {"-"}:
             return "-"
+        if expr.has(sympy.Min, sympy.Max, sympy.Abs):
+            through = _sign_through_extremum(expr, expand)
+            if through != "?":
+                return through
         return _expanded_sign(expr) if expand and expr.is_polynomial(*CONFUSION_SYMBOLS) else "?"
     if expr.is_Mul:
         return _combine_product([sign(a, expand) for a in expr.args])
@@ -112,6 +116,43 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
             return "+"
         if sign(1 - argument, expand) in "+0":
             return "-"
+    return "?"
+
+
+_MAX_EXTREMUM_ARGS = 32  # beyond this, distributing a sum over min/max costs more than it proves
+
+
+def _sign_through_extremum(expr: sympy.Expr, expand: bool) -> str:
+    """Sign of ``rest ± min(b…)``, ``rest ± max(b…)`` or ``rest ± |b|`` from the signs of ``rest ± b_i``.
+
+    rest + min(b) ≥ 0 iff every rest + b_i ≥ 0, and ≤ 0 if one is; rest + max(b) ≥ 0 if one
+    rest + b_i is, and ≤ 0 iff every one is; −min(b) = max(−b) and −max(b) = min(−b). So
+    ``1 − min(TP/P, TN/N)`` is ≥ 0 because ``1 − TP/P`` is.
+    """
+    for term in expr.args:
+        coefficient, extremum = term.as_coeff_Mul()
+        if isinstance(extremum, sympy.Abs):  # |x| = max(x, −x)
+            extremum = sympy.Max(extremum.args[0], -extremum.args[0], evaluate=False)
+        if coefficient not in (1, -1) or not isinstance(extremum, (sympy.Min, sympy.Max)):
+            continue
+        if len(extremum.args) > _MAX_EXTREMUM_ARGS:
+            return "?"
+        rest = expr - term
+        is_min = isinstance(extremum, sympy.Min) == (coefficient == 1)  # −max(b) = min(−b)
+        signs = [sign(sympy.together(rest + coefficient * b), expand) for b in extremum.args]
+        nonnegative = [s in "+0" for s in signs]
+        nonpositive = [s in "-0" for s in signs]
+        if is_min:
+            if all(nonnegative):
+                return "+"
+            if any(nonpositive):
+                return "-"
+        else:
+            if any(nonnegative):
+                return "+"
+            if all(nonpositive):
+                return "-"
+        return "?"
     return "?"
 
 

@@ -206,6 +206,13 @@ def test_bounded_metrics_defined_except_on_faces_pass(text):
     assert all(isinstance(bound, float) for bound in report.range)
 
 
+@pytest.mark.parametrize("text, bounds", [("min(TP/P, TN/N)", (0.0, 1.0)), ("max(TP/P, TN/N)/2", (0.0, 0.5)),
+                                          ("abs(TP/P - TN/N)", (0.0, 1.0)), ("1 - abs(TP/P - TN/N)", (0.0, 1.0))])
+def test_ranges_through_min_max_and_abs_are_proved_term_by_term(text, bounds):
+    # hi − min(a, b) ≥ 0 because hi − a ≥ 0; hi − |x| ≥ 0 because hi − x and hi + x are.
+    assert analyze(text).range == bounds
+
+
 def test_faces_where_zero_division_applies_do_not_block():
     # recall is undefined at P = 0, a face of the domain: zero_division handles it.
     report = analyze("recall")
