@@ -280,7 +280,12 @@ def _zero_division_outside(bounds: tuple, zero_division: float | None) -> bool:
 
 
 class _Deadline:
-    """A wall-clock budget shared by the analysis steps; counts the steps a budget cut short."""
+    """A wall-clock budget shared by the analysis steps; counts the steps a budget cut short.
+
+    Outside the main thread no timer can interrupt sympy: steps then run to completion
+    (see ``budget.time_budget``; a hostile expression may take longer than its budget
+    there), and no new step starts once the shared budget is spent.
+    """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -312,8 +317,8 @@ class _Deadline:
         if self.expired <= since:
             return ""
         if not budgets_available():
-            return ("; not proved within the time budget: sympy steps are skipped outside the main thread, "
-                    "where no timer can stop them")
+            return (f"; not proved within the time budget ({self.seconds:g} s; outside the main thread no timer "
+                    "can stop a step, so later steps were skipped)")
         return f"; not proved within the time budget ({self.seconds:g} s in all, less for each step)"
 
 

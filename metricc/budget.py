@@ -2,8 +2,9 @@
 
 sympy's simplification and solving routines have no timeout of their own. On the
 main thread of a POSIX process a ``SIGALRM`` timer interrupts them; elsewhere
-(other threads, Windows) the budgeted work is skipped outright, so callers must
-always have a cheap fallback. Callers treat ``BudgetExceeded`` as "unknown".
+(other threads, Windows) nothing can interrupt them, so the budgeted work runs to
+completion: the same answers as on the main thread, which may take longer for
+hostile expressions. Callers treat ``BudgetExceeded`` as "unknown".
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def budgets_available() -> bool:
 def time_budget(seconds: float):
     """Raise ``BudgetExceeded`` inside the block once ``seconds`` have passed.
 
-    Nested budgets keep the tighter deadline. Without timer support the block is
-    not run at all: it raises ``BudgetExceeded`` immediately.
+    Nested budgets keep the tighter deadline. Without timer support (outside the main
+    thread, or without ``setitimer``) the block runs to completion: refusing the work
+    would make every answer "unknown" there (the analysis would refuse F1 in a thread).
     """
-    if seconds <= 0 or not budgets_available():
+    if seconds <= 0:
         _expired()
-        raise BudgetExceeded("no time budget available")
+        raise BudgetExceeded("no time left")
+    if not budgets_available():
+        yield
+        return
     previous_handler = signal.getsignal(signal.SIGALRM)
     previous_remaining, _ = signal.getitimer(signal.ITIMER_REAL)
     started = time.monotonic()

@@ -213,6 +213,18 @@ def test_ranges_through_min_max_and_abs_are_proved_term_by_term(text, bounds):
     assert analyze(text).range == bounds
 
 
+def test_the_gate_gives_the_same_verdicts_outside_the_main_thread():
+    import threading
+
+    analyze_metric.cache_clear()
+    verdicts = {}
+    thread = threading.Thread(target=lambda: verdicts.update({name: analyze(name).ok for name in ("mcc", "8/TP")}))
+    thread.start()
+    thread.join()
+    analyze_metric.cache_clear()
+    assert verdicts == {"mcc": True, "8/TP": False}
+
+
 def test_faces_where_zero_division_applies_do_not_block():
     # recall is undefined at P = 0, a face of the domain: zero_division handles it.
     report = analyze("recall")

@@ -91,3 +91,15 @@ def test_expirations_count_the_budgets_that_ran_out_and_only_those():
     assert expirations() == before
     assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
     assert expirations() == before + 1
+
+
+def test_outside_the_main_thread_the_work_runs_to_completion():
+    # No timer can interrupt another thread: refusing the work would make every answer "unknown" there.
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(try_within(0.01, lambda: (_spin(0.1), "done")[1],
+                                                                       "fallback")))
+    thread.start()
+    thread.join()
+    assert results == ["done"]
