@@ -347,6 +347,12 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     report = Report(metric=metric, min_prevalence=min_prevalence)
     f = _exact(metric.bound_expr())
     written = tuple(_exact(e) for e in metric.bound_domain())
+    if f.has(sympy.zoo, sympy.nan, sympy.oo) or any(e.is_zero for e in written):
+        values = ", ".join(f"{k} = {v:g}" for k, v in metric.params) or "none"
+        report.domain_problems.append((f"with its parameter values ({values}) the expression divides by zero on "
+                                       "every batch; choose other values",))
+        report.seconds = time.monotonic() - started
+        return report
     samples = _Samples(f, written)
 
     report.homogeneous = _homogeneous(f, samples, deadline, report)

@@ -297,7 +297,7 @@ class _Converter:
             self.fail(node, "this constant is infinite or undefined (division by zero?)")
         numeric = value.evalf(30)
         if not numeric.is_real:
-            self.fail(node, "this constant is not a real number (square root or log of a negative?)")
+            self.fail(node, "this constant is not real (a square root or logarithm of a negative number?)")
         if abs(numeric) > MAX_MAGNITUDE:
             self.fail(node, f"this constant is larger than {MAX_MAGNITUDE:g} in magnitude")
 
@@ -387,6 +387,8 @@ class _Converter:
             else:
                 if right.is_number and right.is_zero:
                     self.fail(right_node, "division by zero")
+                if not right.free_symbols & set(CONFUSION_SYMBOLS) and self._bound(right).is_zero:
+                    self.fail(right_node, f"division by zero: this is 0 with {self._values(right)}")
                 self.require(operation, right, "nonzero")
                 result = result / right
             if result.is_number:
@@ -401,6 +403,10 @@ class _Converter:
                                   "of symbols or parameters")
         if abs(exponent.evalf()) > MAX_EXPONENT:
             self.fail(node.right, f"exponent {exponent} is larger than {MAX_EXPONENT} in magnitude")
+        if exponent.is_negative and base.free_symbols and not base.free_symbols & set(CONFUSION_SYMBOLS) \
+                and self._bound(base).is_zero:
+            self.fail(node, f"zero raised to a negative power (division by zero): the base is 0 with "
+                            f"{self._values(base)}")
         if base.is_number:
             if base.is_zero and exponent.is_negative:
                 self.fail(node, "zero raised to a negative power (division by zero)")
@@ -466,6 +472,11 @@ class _Converter:
         if value.free_symbols and not value.is_zero and sign(self._bound(value)) == "-":
             self.fail(node, "this is never positive, so its root or logarithm is imaginary (e.g. sqrt(-PP)); "
                             "metric expressions must be real-valued")
+
+    def _values(self, value: sympy.Expr) -> str:
+        """The parameter values ``value`` uses, e.g. "alpha = 0.5, beta = 0.5"."""
+        names = sorted(s.name for s in value.free_symbols if s.name in self.params)
+        return ", ".join(f"{name} = {self.params[name]:g}" for name in names) or "these parameter values"
 
     def _bound(self, value: sympy.Expr) -> sympy.Expr:
         """``value`` with the parameters' values: sqrt(-n/a) is imaginary only once a > 0 is known."""

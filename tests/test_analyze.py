@@ -225,6 +225,12 @@ def test_the_gate_gives_the_same_verdicts_outside_the_main_thread():
     assert verdicts == {"mcc": True, "8/TP": False}
 
 
+def test_parameter_values_that_divide_by_zero_everywhere_are_refused_not_crashed_on():
+    metric = metricc.parse(metricc.parse("TP/P/(alpha - beta)", {"alpha": 1.0, "beta": 0.5}), {"alpha": 0.5})
+    report = analyze(metric)  # the parser refuses this text with these values; a Metric can still carry them
+    assert not report.ok and "divides by zero on every batch" in report.problem()
+
+
 def test_faces_where_zero_division_applies_do_not_block():
     # recall is undefined at P = 0, a face of the domain: zero_division handles it.
     report = analyze("recall")

@@ -105,7 +105,9 @@ def test_parameters_are_symbols_until_bound():
     ("TP < FP", "comparison", "TP < FP"),
     ("'TP'", "a string", "'TP'"),
     ("TP/0", "division by zero", "0"),
-    ("sqrt(-1)*TP", "not a real number", "sqrt(-1)"),
+    ("sqrt(-1)*TP", "is not real", "sqrt(-1)"),
+    ("TP/(a - b)", "division by zero: this is 0 with a = 0.5, b = 0.5", "a - b"),
+    ("TP*(a - b)**-1", "the base is 0 with a = 0.5, b = 0.5", "(a - b)**-1"),
     ("exp(1000)*TP", "overflows", "exp(1000)"),
     ("TP**10**10", "larger than 64", "10**10"),
     ("min(TP)", "at least 2 arguments", "min(TP)"),
@@ -120,7 +122,7 @@ def test_parameters_are_symbols_until_bound():
 ])
 def test_bad_input_gets_a_positioned_message(text, fragment, culprit):
     with pytest.raises(metricc.MetricSyntaxError) as info:
-        parse(text)
+        parse(text, {"a": 0.5, "b": 0.5} if "a - b" in text else None)
     message = str(info.value)
     assert fragment in message
     assert isinstance(info.value, ValueError)
