@@ -35,6 +35,7 @@ import json
 import math
 import time
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import sympy
@@ -973,8 +974,10 @@ def _sampled_families(f, samples) -> list:
     t = _domain.T
     families = []
     for index in lowest + highest:
-        target = samples.exact_point(index)
-        scale = sympy.Rational(float(samples.points[index][3]))
+        # Grid values as the simple rationals they stand for (0.01 → 1/100), so the family reads well.
+        pi, a, b, scale = (sympy.Rational(Fraction(float(v)).limit_denominator(10**4)) for v in samples.points[index])
+        target = {TP: scale * pi * a, FN: scale * pi * (1 - a), FP: scale * (1 - pi) * b,
+                  TN: scale * (1 - pi) * (1 - b)}
         families.append(_domain.Family(tuple(target[s] + t * (scale / 4 - target[s]) for s in CONFUSION_SYMBOLS),
                                        sympy.Integer(0), "sample"))
     return families

@@ -28,7 +28,7 @@ import numpy as np
 import sympy
 
 from .metric import CONFUSION_SYMBOLS, to_text
-from .signs import face_zero_sets, positive, sign
+from .signs import sign
 
 T = sympy.Symbol("t", positive=True)
 _CONFUSION = frozenset(CONFUSION_SYMBOLS)
@@ -87,23 +87,21 @@ _GRID = sorted((p for p in itertools.product((0, 1, 2, 5), repeat=4) if any(p)),
                key=lambda p: (0 in p, sum(p), p))
 
 
-def _numpy(expr: sympy.Expr):
-    return sympy.lambdify(CONFUSION_SYMBOLS, expr, modules="numpy")
-
-
 def _grid_values(expr: sympy.Expr) -> np.ndarray:
+    """``expr`` at every batch of the grid, in floating point (a screen: witnesses are then checked exactly)."""
     columns = np.array(_GRID, dtype=np.float64).T
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            values = np.asarray(_numpy(expr)(*columns), dtype=np.float64)
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError):
+            function = sympy.lambdify(CONFUSION_SYMBOLS, expr, modules="numpy")
+            values = np.asarray(function(*columns), dtype=np.float64)
+        except Exception:  # a printer or evaluation failure: no screen, so no witness
             return np.full(len(_GRID), np.nan)
     return np.broadcast_to(values, (len(_GRID),)).copy()
 
 
 def exact_value(expr: sympy.Expr, point: dict) -> sympy.Expr | None:
-    """``expr`` at ``point`` as an exact real number; None where it is undefined or not real."""
+    """``expr`` at the exact batch ``point``, evaluated to 30 digits; None where it is undefined or not real."""
     value = expr.xreplace(point)
     if value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) or value.free_symbols:
         return None
@@ -176,7 +174,8 @@ class Family:
         entries: (TP, FN, FP, TN) as expressions of t.
         toward: ``0`` (from above) or ``oo``.
         kind: "scale" (the whole batch scaled by t), "face" (entries → 0, onto a face where a
-            denominator vanishes), "pole" (onto an interior zero of a denominator or logarithm).
+            denominator vanishes), "pole" (onto an interior zero of a denominator or logarithm),
+            "sample" (from the centre of the batch domain toward a sampled extreme batch).
         limit: ``oo`` or ``-oo``, once proved.
     """
 
@@ -283,7 +282,10 @@ def divergent_families(f: sympy.Expr, defined, faces, zeros, homogeneous, run, w
     """
     families = (_face_families(faces) + _pole_families(zeros) + ([] if homogeneous is True else _scale_families())
                 + list(extra))
-    f_mp = sympy.lambdify(CONFUSION_SYMBOLS, f, modules="mpmath")
+    try:
+        f_mp = sympy.lambdify(CONFUSION_SYMBOLS, f, modules="mpmath")
+    except Exception:  # nothing to screen with: no divergence is claimed
+        return {}, 0
     found: dict[int, Family] = {}
     tried = 0
     for family in families:
@@ -327,11 +329,6 @@ def fix_for(family: Family, f: sympy.Expr, degree, text: str) -> str:
             "(such as TP + FP), which vanishes only on batches where zero_division applies")
 
 
-def is_face_safe(argument: sympy.Expr, run) -> bool:
-    """Every factor of ``argument`` vanishes only on faces of the domain (or never)."""
-    return all(positive(g) or face_zero_sets(g) is not None for g in zero_factors(argument, run))
-
-
 def proved_nonnegative(argument: sympy.Expr) -> bool:
+    """``argument`` ≥ 0 wherever it is defined, by its sign structure."""
     return sign(argument) in ("+", "0")
-
