@@ -41,7 +41,7 @@ import numpy as np
 import sympy
 
 from . import domain as _domain
-from .budget import BudgetExceeded, budgets_available, expirations, time_budget
+from .budget import BudgetExceeded, budgets_available, cpu_time, expirations, time_budget
 from .errors import (
     BatchSizeWarning,
     DomainWarning,
@@ -61,7 +61,7 @@ from .signs import face_zero_sets, sign
 from .simplify import tidy
 
 UNKNOWN = "unknown"
-DEFAULT_SECONDS = 3.5  # leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
+DEFAULT_SECONDS = 3.5  # CPU seconds; leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
 _STATUS_TO_MONOTONE = {"increasing": 1, "decreasing": -1, "constant": 0, "changes": 0, UNKNOWN: None}
 _SIDES = ("below", "above")
 
@@ -113,8 +113,9 @@ class Report:
             parts (what, where, what to do instead).
         unproved: claim → what was tried, for each claim left "unknown".
         proofs: how each claim was established.
-        findings: (warning class, message) for each property that may hurt training.
-        seconds: time the analysis took.
+        findings: (warning class, message parts) for each property that may hurt training.
+        seconds: time the analysis took (wall clock).
+        cpu_seconds: CPU time it took: what its budget bounds, whatever else the machine runs.
     """
 
     metric: Metric
@@ -135,6 +136,7 @@ class Report:
     proofs: list = dataclasses.field(default_factory=list)
     findings: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def all_findings(self, zero_division: float | None = 0.0) -> list[tuple[type[MetricWarning], tuple]]:
         """(warning class, message parts) for every finding, given the loss's ``zero_division``."""
@@ -230,6 +232,7 @@ class Report:
             "warnings": self.warnings,
             "warning_classes": [category.__name__ for category, _ in self.all_findings()],
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
         }
 
     def to_json(self) -> str:
@@ -268,7 +271,7 @@ class Report:
             rows.append(("warning" if index == 0 else "", f"{render(parts, spell)} ({category.__name__})"))
         for index, item in enumerate(self.proofs):
             rows.append(("proof" if index == 0 else "", item))
-        rows.append(("time", f"{self.seconds:.2f} s"))
+        rows.append(("time", f"{self.seconds:.2f} s ({self.cpu_seconds:.2f} s CPU)"))
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
 
@@ -281,7 +284,7 @@ def _zero_division_outside(bounds: tuple, zero_division: float | None) -> bool:
 
 
 class _Deadline:
-    """A wall-clock budget shared by the analysis steps; counts the steps a budget cut short.
+    """A CPU-time budget shared by the analysis steps (see ``budget``); counts the steps a budget cut short.
 
     Outside the main thread no timer can interrupt sympy: steps then run to completion
     (see ``budget.time_budget``; a hostile expression may take longer than its budget
@@ -290,11 +293,11 @@ class _Deadline:
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.end = time.monotonic() + seconds
+        self.end = cpu_time() + seconds
         self.expired = 0  # steps cut short by their own budget or by the shared one
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        return self.end - cpu_time()
 
     def run(self, seconds: float, work, fallback):
         budget = min(seconds, self.left())
@@ -318,9 +321,9 @@ class _Deadline:
         if self.expired <= since:
             return ""
         if not budgets_available():
-            return (f"; not proved within the time budget ({self.seconds:g} s; outside the main thread no timer "
-                    "can stop a step, so later steps were skipped)")
-        return f"; not proved within the time budget ({self.seconds:g} s in all, less for each step)"
+            return (f"; not proved within the time budget ({self.seconds:g} s of CPU time; outside the main "
+                    "thread no timer can stop a step, so later steps were skipped)")
+        return f"; not proved within the time budget ({self.seconds:g} s of CPU time in all, less for each step)"
 
 
 def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
@@ -330,7 +333,7 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
         metric: an expression, a catalog name, a sympy expression or a ``Metric``.
         params: parameter values (override catalog defaults).
         min_prevalence: π; the Lipschitz bound covers batches with P/n in [π, 1 − π].
-        seconds: time budget; what is not proved in time is reported as "unknown".
+        seconds: CPU-time budget; what is not proved within it is reported as "unknown".
 
     Returns:
         A :class:`Report`.
@@ -343,7 +346,7 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
 @functools.lru_cache(maxsize=256)
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
     """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
-    started = time.monotonic()
+    started, started_cpu = time.monotonic(), cpu_time()
     deadline = _Deadline(seconds)
     report = Report(metric=metric, min_prevalence=min_prevalence)
     f = _exact(metric.bound_expr())
@@ -352,7 +355,7 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
         values = ", ".join(f"{k} = {v:g}" for k, v in metric.params) or "none"
         report.domain_problems.append((f"with its parameter values ({values}) the expression divides by zero on "
                                        "every batch; choose other values",))
-        report.seconds = time.monotonic() - started
+        report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
         return report
     samples = _Samples(f, written)
 
@@ -382,7 +385,7 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     report.linear_fractional = _linear_fractional(f, deadline)
 
     _collect_findings(report)
-    report.seconds = time.monotonic() - started
+    report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
     return report
 
 
@@ -615,10 +618,10 @@ def _sign_by_intervals(expr, deadline, seconds: float = 0.8) -> str:
     """
     batch_expr = _in_batch_coordinates(expr)
     boxes = _grid_boxes(np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), 4)
-    stop = time.monotonic() + min(seconds, max(deadline.left(), 0))
+    stop = cpu_time() + min(seconds, max(deadline.left(), 0))
     seen = set()
     while boxes.shape[0]:
-        if time.monotonic() > stop or boxes.shape[0] > 200_000:
+        if cpu_time() > stop or boxes.shape[0] > 200_000:
             return "?"
         try:
             enclosure = _enclose_batch(batch_expr, boxes)
@@ -1116,7 +1119,7 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
     boxes = _grid_boxes(bounds, 6)
     centre_functions = [_numpy_function((_PI, _A, _B), e) for e in (pos_batch, neg_batch)]
     best = 0.0
-    stop = time.monotonic() + min(1.5, max(deadline.left() - 0.3, 0))
+    stop = cpu_time() + min(1.5, max(deadline.left() - 0.3, 0))
     settled = 0.0
     tolerance = 0.05  # stop refining boxes whose bound is within 5 % of a value actually attained
     while boxes.shape[0]:
@@ -1149,11 +1152,11 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
                                  f"batches with prevalence in [{min_prevalence:g}, {1 - min_prevalence:g}] "
                                  f"(largest value seen {best:.6g})")
             return bound
-        if time.monotonic() > stop:
+        if cpu_time() > stop:
             deadline.expired += 1
             report.unproved["lipschitz"] = (f"interval bisection of the gradient did not settle {len(boxes)} boxes "
                                             f"(largest value seen {best:.6g}); not proved within the time budget "
-                                            f"({deadline.seconds:g} s in all, 1.5 s for this step)")
+                                            f"({deadline.seconds:g} s of CPU time in all, 1.5 s for this step)")
             return UNKNOWN
         if boxes.shape[0] > 100_000:
             report.unproved["lipschitz"] = (f"interval bisection of the gradient needed more than 100,000 boxes "

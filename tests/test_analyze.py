@@ -36,7 +36,7 @@ def test_catalog_metrics_are_usable_and_their_direction_matches_the_catalog(name
     assert report.ok, report.problem()
     assert report.direction == catalog()[name].direction
     assert report.homogeneous is True
-    assert report.seconds < 5
+    assert report.cpu_seconds < 5  # CPU time: the budget's clock, whatever else the machine runs
 
 
 @pytest.mark.parametrize("name", CATALOG)
@@ -337,9 +337,9 @@ def test_analysis_of_hostile_but_valid_expressions_stays_within_budget():
              "min(" + ", ".join(f"TP/(TP + {k}*FP + FN)" for k in range(1, 15)) + ")",
              "max(" + ", ".join(f"TP/(TP + {k}*FP + FN)" for k in range(1, 25)) + ")"]
     for text in texts:
-        started = time.perf_counter()
+        started = time.process_time()
         analyze(text)
-        assert time.perf_counter() - started < 5.0, text
+        assert time.process_time() - started < 5.0, text
 
 
 def test_report_renders_as_table_and_json():

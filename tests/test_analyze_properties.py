@@ -4,8 +4,8 @@ Every claim the report makes is checked against the metric itself, evaluated wit
 50-digit arithmetic (mpmath) on sampled confusion matrices: a stated range contains
 every value, a stated Lipschitz bound exceeds every finite-difference slope along a
 batch, a stated direction (and per-entry monotonicity) agrees with every step along
-a batch, and the analysis keeps to its time budget. One analysis per drawn
-expression serves all the claims, since analyses cost seconds.
+a batch, and the analysis keeps to its time budget (in CPU time, the budget's clock).
+One analysis per drawn expression serves all the claims, since analyses cost seconds.
 
 The gate (``Report.ok``) is checked against an oracle that shares no code with metricc:
 the expression *text* evaluated node by node with exact fractions (mpmath at 80 digits
@@ -108,12 +108,12 @@ def test_analysis_claims_hold_on_sampled_confusion_matrices(expression, min_prev
     metric = expression.metric()
     note(expression.call("metricc.analyze", min_prevalence=min_prevalence))
     analyze_metric.cache_clear()  # time the analysis itself, not a cached answer
-    started = time.monotonic()
+    started = time.process_time()
     report = metricc.analyze(expression.text, expression.params or None, min_prevalence=min_prevalence)
-    elapsed = time.monotonic() - started
+    elapsed = time.process_time() - started
     note(f"report: range {report.range}, direction {report.direction}, monotone {report.monotone}, "
          f"lipschitz {report.lipschitz}")
-    assert elapsed < SECONDS, f"analysis took {elapsed:.2f} s"
+    assert elapsed < SECONDS, f"analysis took {elapsed:.2f} s of CPU time"
     event(f"range stated: {isinstance(report.range[0], float)}, {isinstance(report.range[1], float)}")
     event(f"direction: {report.direction}")
     event(f"lipschitz stated: {isinstance(report.lipschitz, float)}")
@@ -171,9 +171,9 @@ def test_analysis_of_min_over_rates_keeps_its_time_budget():
     # Regression: lambdify printed the Heaviside of d/dx min(...) through sympy's logic
     # simplifier, outside any budget: 10 to 30 s for this metric.
     analyze_metric.cache_clear()
-    started = time.monotonic()
+    started = time.process_time()
     report = metricc.analyze("min(TP/P, TN/N, PP/n)")
-    assert time.monotonic() - started < SECONDS
+    assert time.process_time() - started < SECONDS
     assert report.range[0] == 0.0
 
 

@@ -103,3 +103,11 @@ def test_outside_the_main_thread_the_work_runs_to_completion():
     thread.start()
     thread.join()
     assert results == ["done"]
+
+
+def test_budgets_count_cpu_time_so_a_busy_machine_does_not_change_the_answers():
+    # Waiting (as a process does while other processes hold the CPU) spends no budget; computing does.
+    assert try_within(0.05, lambda: (time.sleep(0.2), "done")[1], "fallback") == "done"
+    started = time.process_time()
+    assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
+    assert time.process_time() - started < 0.5
