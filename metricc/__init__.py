@@ -8,11 +8,14 @@
 from .analyze import Report, analyze
 from .derive import Derivation, derive
 from .errors import (
+    BatchSizeWarning,
     CompileFallbackWarning,
+    DomainWarning,
     MetricCheckError,
     MetricSyntaxError,
     MetricWarning,
     NonLipschitzWarning,
+    RangeWarning,
     SaturationWarning,
 )
 from .load import CompiledLoss, compile_metric
@@ -23,7 +26,8 @@ from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, valid_a
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompileFallbackWarning", "CompiledLoss", "Derivation", "Identity", "Linear", "Metric", "MetricCheckError",
-    "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "Relaxation", "Report", "SaturationWarning",
-    "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive", "parse", "valid_amplifier_range",
+    "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",
+    "Metric", "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "RangeWarning",
+    "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive",
+    "parse", "valid_amplifier_range",
 ]

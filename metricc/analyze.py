@@ -1,20 +1,29 @@
-"""Can this metric serve as a loss? Prove what can be proved, say "unknown" otherwise.
+"""Can this metric serve as a loss? Prove what can be proved, say what was tried otherwise.
 
 The report states, for any metric of the grammar:
 
-- its range over all confusion matrices with n > 0;
+- its range over all confusion matrices with n > 0 where the metric is defined, or a
+  family of batches along which it diverges (then that end is None);
 - its direction: the signs of its derivative along a batch, where the labels fix
   P and N, so raising TP lowers FN and raising FP lowers TN;
+- where it is defined: poles and invalid arguments (a root or logarithm of something
+  negative) inside the domain, with a batch that shows them; the denominators the user
+  wrote that simplification removed (``Metric.domain``);
 - a Lipschitz bound K on |d f / d(TP/n, FP/n)| over batches whose prevalence lies
   in [π, 1 − π] (None when no finite bound exists);
 - the batches that make it singular, and what the generated code does there;
 - whether it is linear-fractional.
 
+A metric serves as a loss (``Report.ok``) when its range is proved finite, its direction
+is proved, and it is defined on every batch except on faces of the domain (batches
+without positives, without predicted positives, ...), where ``zero_division`` applies.
+
 Every stated number is proved: signs by structural reasoning on the expression
-(``signs.py``), sign changes and unboundedness by exact witnesses or sympy limits,
-ranges by sign proofs of ``hi − f`` and ``f − lo`` or by monotonicity and exact
-corner limits, Lipschitz bounds by interval branch and bound (``interval.py``).
-What cannot be proved in the time budget is reported as "unknown".
+(``signs.py``), sign changes, poles and unboundedness by exact witnesses or sympy limits
+(``domain.py``), ranges by sign proofs of ``hi − f`` and ``f − lo`` or by monotonicity
+and exact corner limits, Lipschitz bounds by interval branch and bound (``interval.py``).
+What cannot be proved is reported as "unknown", with what was tried; "not proved within
+the time budget" only where a time budget did run out.
 """
 
 from __future__ import annotations
@@ -26,21 +35,35 @@ import json
 import math
 import time
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import sympy
 
-from .budget import BudgetExceeded, time_budget
-from .derive import tidy
-from .errors import MetricCheckError, NonLipschitzWarning
+from . import domain as _domain
+from .budget import BudgetExceeded, budgets_available, cpu_time, expirations, time_budget
+from .errors import (
+    BatchSizeWarning,
+    DomainWarning,
+    MetricCheckError,
+    MetricWarning,
+    NonLipschitzWarning,
+    Option,
+    Part,
+    RangeWarning,
+    Spelling,
+    render,
+)
 from .interval import Interval, Unsupported, enclose
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate
-from .parse import parse
-from .signs import orthant_zero_sets, sign
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
+from .parse import parse, written_domain
+from .signs import face_zero_sets, sign
+from .simplify import tidy
 
 UNKNOWN = "unknown"
-DEFAULT_SECONDS = 3.5  # leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
+DEFAULT_SECONDS = 3.5  # CPU seconds; leaves room for the unbudgeted steps (parsing, sampling) inside 5 s
 _STATUS_TO_MONOTONE = {"increasing": 1, "decreasing": -1, "constant": 0, "changes": 0, UNKNOWN: None}
+_SIDES = ("below", "above")
 
 # Batch coordinates: prevalence π, and the fractions a = TP/P, b = FP/N of positives and
 # negatives predicted positive. Every confusion matrix with n = 1 is (π, a, b) in [0, 1]^3.
@@ -71,7 +94,8 @@ class Report:
     Attributes:
         metric: the analysed metric.
         range: (lo, hi) over all confusion matrices with n > 0 where the metric is
-            defined: floats, None where unbounded on that side, or "unknown".
+            defined: floats, None where unbounded on that side (``divergence`` holds the
+            proof), or "unknown".
         observed_range: the smallest and largest values seen on sample matrices.
         direction: "maximize", "minimize", "neither" (not monotone) or "unknown".
         monotone: {"TP": s, "FP": s}, s the sign of the derivative along a batch:
@@ -83,9 +107,15 @@ class Report:
             with what the generated code does there.
         linear_fractional: True when f = (a0 + a·CM)/(b0 + b·CM).
         homogeneous: True when f(λ·CM) = f(CM) (a function of rates, not counts).
+        divergence: {"below": family, "above": family}: batches along which f → ∓∞
+            (:class:`metricc.domain.Family`), for each unbounded end.
+        domain_problems: poles and invalid arguments inside the domain, each as message
+            parts (what, where, what to do instead).
+        unproved: claim → what was tried, for each claim left "unknown".
         proofs: how each claim was established.
-        warnings: properties that may hurt training, or could not be proved.
-        seconds: time the analysis took.
+        findings: (warning class, message parts) for each property that may hurt training.
+        seconds: time the analysis took (wall clock).
+        cpu_seconds: CPU time it took: what its budget bounds, whatever else the machine runs.
     """
 
     metric: Metric
@@ -98,23 +128,45 @@ class Report:
     singularities: list = dataclasses.field(default_factory=list)
     linear_fractional: bool | str = UNKNOWN
     homogeneous: bool | str = UNKNOWN
+    divergence: dict = dataclasses.field(default_factory=dict)
+    domain_problems: list = dataclasses.field(default_factory=list)
+    range_problems: list = dataclasses.field(default_factory=list)
+    unproved: dict = dataclasses.field(default_factory=dict)
+    zero_division_batches: list = dataclasses.field(default_factory=list)
     proofs: list = dataclasses.field(default_factory=list)
-    warnings: list = dataclasses.field(default_factory=list)
+    findings: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
-    def blocking_problems(self, direction: str | None = None) -> list[str]:
-        """Why the metric cannot serve as a loss; an explicit ``direction`` settles an unproved one."""
-        problems = []
-        lo, hi = self.range
-        if lo is None or hi is None:
-            problems.append(f"unbounded {'below' if lo is None else 'above'}: no loss can be built on it")
+    def all_findings(self, zero_division: float | None = 0.0) -> list[tuple[type[MetricWarning], tuple]]:
+        """(warning class, message parts) for every finding, given the loss's ``zero_division``."""
+        extra = _zero_division_finding(self, zero_division)
+        return list(self.findings) + ([(RangeWarning, extra)] if extra else [])
+
+    @property
+    def warnings(self) -> list[str]:
+        """The findings' messages (with the default zero_division=0): properties that may hurt training."""
+        return [render(parts) for _, parts in self.all_findings()]
+
+    def problem_parts(self, direction: str | None = None) -> list[tuple[Part, ...]]:
+        """Why the metric cannot serve as a loss, each with the options it suggests (see ``errors.Option``).
+
+        An explicit ``direction`` settles an unproved one.
+        """
+        problems = list(self.domain_problems) + list(self.range_problems)
         if self.direction == "neither":
-            problems.append("not monotone along a batch (neither maximize nor minimize): derivative signs "
-                            f"TP {self.monotone.get('TP')}, FP {self.monotone.get('FP')}")
+            problems.append(("not monotone along a batch (neither maximize nor minimize): derivative signs "
+                             f"TP {self.monotone.get('TP')}, FP {self.monotone.get('FP')}",))
         elif self.direction == UNKNOWN and direction is None:
-            problems.append("could not prove whether it should be maximized or minimized; pass "
-                            "direction='maximize' or 'minimize' to compile it anyway")
+            tried = ", and ".join(self.unproved[k] for k in ("TP", "FP") if k in self.unproved)
+            problems.append(("could not prove whether it should be maximized or minimized"
+                             + (f": {tried}" if tried else "") + "; pass ", Option("direction", "maximize"),
+                             " or ", Option("direction", "minimize"), " to compile it anyway"))
         return problems
+
+    def blocking_problems(self, direction: str | None = None, spell: Spelling = Option.python) -> list[str]:
+        """Why the metric cannot serve as a loss; an explicit ``direction`` settles an unproved one."""
+        return [render(parts, spell) for parts in self.problem_parts(direction)]
 
     @property
     def problems(self) -> list[str]:
@@ -122,22 +174,47 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """False when the metric cannot serve as a loss (unbounded, or not monotone)."""
-        return not self.problems
+        """True when the metric can serve as a loss: finite proved range, proved direction, and no pole
+        or invalid argument inside the domain except on faces, where zero_division applies."""
+        return not self.problem_parts()
 
     def problem(self) -> str:
         return "; ".join(self.problems)
 
-    def warn(self, stacklevel: int = 2) -> None:
-        """Emit the report's warnings as ``NonLipschitzWarning``s (``UserWarning``)."""
-        for message in self.warnings:
-            warnings.warn(f"{self.metric.name}: {message}", NonLipschitzWarning, stacklevel=stacklevel)
+    def error(self, direction: str | None = None) -> MetricCheckError | None:
+        """The error ``compile_metric`` raises for this metric (None when it can serve as a loss).
+
+        Its options render as keyword arguments (``str(error)``) or as command-line flags
+        (``error.render(spell)``).
+        """
+        problems = self.problem_parts(direction)
+        if not problems:
+            return None
+        parts: list[Part] = [f"metric {self.metric.name!r} cannot serve as a loss: "]
+        for index, problem in enumerate(problems):
+            parts += (["; "] if index else []) + list(problem)
+        parts += ["; pass ", Option("check", False), " to compile it anyway"]
+        return MetricCheckError(parts, self)
+
+    def warn(self, stacklevel: int = 2, *, zero_division: float | None = None, categories=None) -> None:
+        """Emit the findings as warnings, each of its own class under :class:`metricc.MetricWarning`.
+
+        ``NonLipschitzWarning`` (gradient bound), ``RangeWarning`` (range: the loss's
+        ``zero_division``, when given, lies outside it), ``BatchSizeWarning`` (depends on
+        counts, not rates), ``DomainWarning`` (undefined where the simplified expression
+        does not show). ``categories`` limits the warnings to those classes.
+        """
+        findings = self.findings if zero_division is None else self.all_findings(zero_division)
+        for category, parts in findings:
+            if categories is None or issubclass(category, tuple(categories)):
+                warnings.warn(category((f"{self.metric.name}: ", *parts)), stacklevel=stacklevel)
 
     def to_dict(self) -> dict:
         return {
             "metric": self.metric.name,
             "expression": self.metric.text(),
             "params": dict(self.metric.params),
+            "domain": [to_text(e) for e in self.metric.domain],
             "ok": self.ok,
             "range": list(self.range),
             "observed_range": list(self.observed_range),
@@ -148,17 +225,21 @@ class Report:
             "singularities": self.singularities,
             "linear_fractional": self.linear_fractional,
             "homogeneous": self.homogeneous,
+            "divergence": {side: family.description() for side, family in self.divergence.items()},
             "proofs": self.proofs,
+            "unproved": self.unproved,
             "problems": self.problems,
             "warnings": self.warnings,
+            "warning_classes": [category.__name__ for category, _ in self.all_findings()],
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def table(self) -> str:
-        """The report as an aligned, readable table."""
+    def table(self, spell: Spelling = Option.python) -> str:
+        """The report as an aligned, readable table (options in problems spelt by ``spell``)."""
         def show(value):
             if value is None:
                 return "unbounded"
@@ -169,9 +250,14 @@ class Report:
         monotone = ", ".join(f"{k} {'+' if v == 1 else '-' if v == -1 else '0' if v == 0 else '?'}"
                              for k, v in self.monotone.items())
         lipschitz = ("none (gradient unbounded)" if self.lipschitz is None else show(self.lipschitz))
+        problems = self.blocking_problems(spell=spell)
         rows = [
             ("metric", f"{self.metric.name} = {self.metric.text()}"),
-            ("verdict", "ok: usable as a loss" if self.ok else "NOT OK: " + self.problem()),
+            ("verdict", "ok: usable as a loss" if not problems else "NOT OK: cannot serve as a loss"),
+        ]
+        for index, item in enumerate(problems):
+            rows.append(("problem" if index == 0 else "", item))
+        rows += [
             ("range", f"[{show(self.range[0])}, {show(self.range[1])}]"
                       f"   (observed [{show(self.observed_range[0])}, {show(self.observed_range[1])}])"),
             ("direction", f"{self.direction}   (sign along a batch: {monotone})"),
@@ -181,28 +267,44 @@ class Report:
         ]
         for index, item in enumerate(self.singularities or ["none"]):
             rows.append(("singular" if index == 0 else "", item))
-        for index, item in enumerate(self.warnings):
-            rows.append(("warning" if index == 0 else "", item))
+        for index, (category, parts) in enumerate(self.all_findings()):
+            rows.append(("warning" if index == 0 else "", f"{render(parts, spell)} ({category.__name__})"))
         for index, item in enumerate(self.proofs):
             rows.append(("proof" if index == 0 else "", item))
-        rows.append(("time", f"{self.seconds:.2f} s"))
+        rows.append(("time", f"{self.seconds:.2f} s ({self.cpu_seconds:.2f} s CPU)"))
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
 
 
+def _zero_division_outside(bounds: tuple, zero_division: float | None) -> bool:
+    lo, hi = bounds
+    if zero_division is None or not isinstance(lo, float) or not isinstance(hi, float):
+        return False
+    return not lo <= zero_division <= hi
+
+
 class _Deadline:
-    """A wall-clock budget shared by the analysis steps."""
+    """A CPU-time budget shared by the analysis steps (see ``budget``); counts the steps a budget cut short.
+
+    Outside the main thread no timer can interrupt sympy: steps then run to completion
+    (see ``budget.time_budget``; a hostile expression may take longer than its budget
+    there), and no new step starts once the shared budget is spent.
+    """
 
     def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
+        self.seconds = seconds
+        self.end = cpu_time() + seconds
+        self.expired = 0  # steps cut short by their own budget or by the shared one
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        return self.end - cpu_time()
 
     def run(self, seconds: float, work, fallback):
         budget = min(seconds, self.left())
         if budget <= 0.01:
+            self.expired += 1
             return fallback
+        before = expirations()
         try:
             with time_budget(budget):
                 return work()
@@ -210,16 +312,28 @@ class _Deadline:
             return fallback
         except Exception:  # sympy gives up in many ways (NotImplementedError, PolynomialError, ...)
             return fallback
+        finally:
+            if expirations() > before:
+                self.expired += 1
+
+    def ran_out(self, since: int) -> str:
+        """"; …" naming the time budget when a step ran out of it since ``since`` (``self.expired`` then)."""
+        if self.expired <= since:
+            return ""
+        if not budgets_available():
+            return (f"; not proved within the time budget ({self.seconds:g} s of CPU time; outside the main "
+                    "thread no timer can stop a step, so later steps were skipped)")
+        return f"; not proved within the time budget ({self.seconds:g} s of CPU time in all, less for each step)"
 
 
 def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
-    """Analyse a metric: range, direction, Lipschitz bound, singular batches.
+    """Analyse a metric: range, direction, where it is defined, Lipschitz bound, singular batches.
 
     Args:
         metric: an expression, a catalog name, a sympy expression or a ``Metric``.
         params: parameter values (override catalog defaults).
         min_prevalence: π; the Lipschitz bound covers batches with P/n in [π, 1 − π].
-        seconds: time budget; what is not proved in time is reported as "unknown".
+        seconds: CPU-time budget; what is not proved within it is reported as "unknown".
 
     Returns:
         A :class:`Report`.
@@ -232,29 +346,46 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
 @functools.lru_cache(maxsize=256)
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
     """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
-    started = time.monotonic()
+    started, started_cpu = time.monotonic(), cpu_time()
     deadline = _Deadline(seconds)
     report = Report(metric=metric, min_prevalence=min_prevalence)
     f = _exact(metric.bound_expr())
-    samples = _Samples(f)
-    report.observed_range = samples.observed_range()
+    written = tuple(_exact(e) for e in metric.bound_domain())
+    if f.has(sympy.zoo, sympy.nan, sympy.oo) or any(e.is_zero for e in written):
+        values = ", ".join(f"{k} = {v:g}" for k, v in metric.params) or "none"
+        report.domain_problems.append((f"with its parameter values ({values}) the expression divides by zero on "
+                                       "every batch; choose other values",))
+        report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
+        return report
+    samples = _Samples(f, written)
 
     report.homogeneous = _homogeneous(f, samples, deadline, report)
+    if report.homogeneous is not True:  # values depend on the scale: look at small and large batches too
+        samples = samples.with_scales((1e-3, 1.0, 10.0, 1e3, 1e6))
+    report.observed_range = samples.observed_range()
     positive = _along_batch(f, TP, FN, deadline)
     negative = _along_batch(f, FP, TN, deadline)
-    tp_status = _derivative_status(positive, "TP", samples, deadline, report) if positive is not None else UNKNOWN
-    fp_status = _derivative_status(negative, "FP", samples, deadline, report) if negative is not None else UNKNOWN
+    statuses = {}
+    for name, derivative in (("TP", positive), ("FP", negative)):
+        if derivative is None:
+            statuses[name] = UNKNOWN
+            report.unproved[name] = (f"the derivative along a batch in {name} did not finish"
+                                     f"{deadline.ran_out(-1)}")
+        else:
+            statuses[name] = _derivative_status(derivative, name, samples, deadline, report)
+    tp_status, fp_status = statuses["TP"], statuses["FP"]
     report.monotone = {"TP": _STATUS_TO_MONOTONE[tp_status], "FP": _STATUS_TO_MONOTONE[fp_status]}
     report.direction = _direction(tp_status, fp_status)
 
-    report.singularities = _singularities(f, deadline)
-    report.range = _range(f, tp_status, fp_status, samples, deadline, report)
+    faces, zeros = _check_domain(f, written, deadline, report)
+    report.singularities = _singularities(f, deadline) + _written_singularities(metric)
+    report.range = _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, report)
     if report.homogeneous is True and positive is not None and negative is not None:
         report.lipschitz = _lipschitz(positive, negative, min_prevalence, deadline, report)
     report.linear_fractional = _linear_fractional(f, deadline)
 
-    _collect_warnings(report)
-    report.seconds = time.monotonic() - started
+    _collect_findings(report)
+    report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
     return report
 
 
@@ -264,8 +395,8 @@ def infer_direction(metric: Metric) -> str:
     if report.direction in ("maximize", "minimize"):
         return report.direction
     raise MetricCheckError(
-        f"cannot tell whether {metric.name!r} should be maximized or minimized (direction: {report.direction}); "
-        "pass direction='maximize' or 'minimize'", report)
+        [f"cannot tell whether {metric.name!r} should be maximized or minimized (direction: {report.direction}); "
+         "pass ", Option("direction", "maximize"), " or ", Option("direction", "minimize")], report)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -310,23 +441,41 @@ def _exact(expr: sympy.Expr) -> sympy.Expr:
 
 
 class _Samples:
-    """Sample confusion matrices (n = 1, corners and edges included) and f's values there."""
+    """Sample confusion matrices (corners and edges included) and f's values there.
 
-    def __init__(self, f: sympy.Expr, count: int = 4000, seed: int = 0):
+    Points are (π, a, b, scale): the batch with n = scale. A metric that is not
+    scale-invariant is sampled at several scales (:meth:`with_scales`). Points where the
+    metric is undefined as written (a ``Metric.domain`` entry vanishes) count as undefined.
+    """
+
+    def __init__(self, f: sympy.Expr, written: tuple = (), count: int = 4000, seed: int = 0):
         rng = np.random.default_rng(seed)
         grid = np.array([0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0])
         corners = np.array(list(itertools.product(grid, repeat=3)))
         random = rng.random((count, 3))
         random[: count // 4] = random[: count // 4] ** 4  # crowd some towards the faces
-        self.points = np.vstack([corners, random])  # columns: π, a, b
+        points = np.vstack([corners, random])  # columns: π, a, b
+        self.points = np.hstack([points, np.ones((len(points), 1))])
         self.f = f
+        self.written = written
         self._functions: dict = {}
+        self._defined = None
+
+    def with_scales(self, scales) -> _Samples:
+        scaled = _Samples.__new__(_Samples)
+        scaled.__dict__.update(self.__dict__)
+        base = self.points[self.points[:, 3] == 1.0]
+        scaled.points = np.vstack([np.hstack([base[:, :3], np.full((len(base), 1), s)]) for s in scales])
+        scaled._functions = dict(self._functions)
+        scaled._defined = None
+        return scaled
 
     def matrices(self, scale: float = 1.0):
-        pi, a, b = self.points.T
-        return (scale * pi * a, scale * pi * (1 - a), scale * (1 - pi) * b, scale * (1 - pi) * (1 - b))
+        pi, a, b, n = self.points.T
+        n = n * scale
+        return (n * pi * a, n * pi * (1 - a), n * (1 - pi) * b, n * (1 - pi) * (1 - b))
 
-    def values(self, expr: sympy.Expr, scale: float = 1.0) -> np.ndarray:
+    def _raw(self, expr: sympy.Expr, scale: float) -> np.ndarray:
         function = self._functions.get(expr)
         if function is None:
             function = _numpy_function(CONFUSION_SYMBOLS, expr)
@@ -339,15 +488,32 @@ class _Samples:
                 return np.full(len(self.points), np.nan)
         return np.broadcast_to(values, (len(self.points),)).copy()
 
+    def defined(self) -> np.ndarray:
+        """Where every written-domain entry is non-zero (numerically)."""
+        if self._defined is None:
+            mask = np.ones(len(self.points), dtype=bool)
+            for entry in self.written:
+                values = self._raw(entry, 1.0)
+                mask &= np.isfinite(values) & (values != 0)
+            self._defined = mask
+        return self._defined
+
+    def values(self, expr: sympy.Expr, scale: float = 1.0) -> np.ndarray:
+        values = self._raw(expr, scale)
+        values[~self.defined()] = np.nan
+        return values
+
     def observed_range(self) -> tuple[float, float]:
         values = self.values(self.f)
         finite = values[np.isfinite(values)]
         return (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
 
+    def exact_point(self, index: int) -> dict:
+        pi, a, b, n = (sympy.Rational(float(v)) for v in self.points[index])
+        return {TP: n * pi * a, FN: n * pi * (1 - a), FP: n * (1 - pi) * b, TN: n * (1 - pi) * (1 - b)}
+
     def exact_value(self, expr: sympy.Expr, index: int) -> sympy.Expr:
-        pi, a, b = (sympy.Rational(float(v)) for v in self.points[index])
-        point = {TP: pi * a, FN: pi * (1 - a), FP: (1 - pi) * b, TN: (1 - pi) * (1 - b)}
-        return expr.xreplace(point)
+        return expr.xreplace(self.exact_point(index))
 
 
 def _degree(expr: sympy.Expr):
@@ -393,14 +559,21 @@ def _homogeneous(f, samples, deadline, report) -> bool | str:
 
 
 def _derivative_status(expr, name, samples, deadline, report) -> str:
-    """"increasing", "decreasing", "constant", "changes" or "unknown" along a batch."""
+    """"increasing", "decreasing", "constant", "changes" or "unknown" along a batch.
+
+    Witnesses of a sign change must lie where the metric itself is defined (log(TP − FP)
+    has a derivative at TP < FP, but no value). Interval bisection in batch coordinates
+    covers n = 1 only, so it proves a sign only for scale-invariant metrics.
+    """
     along = "TP (FN = P − TP)" if name == "TP" else "FP (TN = N − FP)"
+    since = deadline.expired
     proved = deadline.run(1.0, lambda: sign(expr), "?")
     if proved == "0":
         report.proofs.append(f"constant in {along}: the derivative is identically 0")
         return "constant"
+    defined = np.isfinite(samples.values(samples.f))
     values = samples.values(expr)
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) & defined
     positive_at = np.flatnonzero(finite & (values > 1e-12))
     negative_at = np.flatnonzero(finite & (values < -1e-12))
     if proved in "+-":
@@ -408,8 +581,13 @@ def _derivative_status(expr, name, samples, deadline, report) -> str:
                              f"{'≥' if proved == '+' else '≤'} 0 wherever defined (sign structure)")
         return "increasing" if proved == "+" else "decreasing"
     if positive_at.size and negative_at.size:
-        up = deadline.run(0.5, lambda: samples.exact_value(expr, positive_at[0]).evalf(30), None)
-        down = deadline.run(0.5, lambda: samples.exact_value(expr, negative_at[0]).evalf(30), None)
+        def exact(index):
+            value = samples.exact_value(expr, index).evalf(30)
+            defined_there = _domain.exact_value(samples.f, samples.exact_point(index)) is not None
+            return value if defined_there else None
+
+        up = deadline.run(0.5, lambda: exact(positive_at[0]), None)
+        down = deadline.run(0.5, lambda: exact(negative_at[0]), None)
         if up is not None and down is not None and up.is_real and down.is_real and up > 0 > down:
             report.proofs.append(f"not monotone in {along}: the derivative takes both signs at exact points")
             return "changes"
@@ -418,11 +596,16 @@ def _derivative_status(expr, name, samples, deadline, report) -> str:
         if zero:
             report.proofs.append(f"constant in {along}: the derivative simplifies to 0")
             return "constant"
-    boxed = _sign_by_intervals(expr, deadline)
-    if boxed in "+-":
-        report.proofs.append(f"{'increasing' if boxed == '+' else 'decreasing'} in {along}: interval enclosures "
-                             "of the derivative keep one sign over all batches")
-        return "increasing" if boxed == "+" else "decreasing"
+    tried = f"sign structure, {int(finite.sum())} sampled batches"
+    if report.homogeneous is True:
+        boxed = _sign_by_intervals(expr, deadline)
+        if boxed in "+-":
+            report.proofs.append(f"{'increasing' if boxed == '+' else 'decreasing'} in {along}: interval "
+                                 "enclosures of the derivative keep one sign over all batches")
+            return "increasing" if boxed == "+" else "decreasing"
+        tried += ", interval bisection over all batches"
+    report.unproved[name] = (f"the sign of its derivative along a batch in {name} is unknown (tried {tried})"
+                             f"{deadline.ran_out(since)}")
     return UNKNOWN
 
 
@@ -435,10 +618,10 @@ def _sign_by_intervals(expr, deadline, seconds: float = 0.8) -> str:
     """
     batch_expr = _in_batch_coordinates(expr)
     boxes = _grid_boxes(np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]), 4)
-    stop = time.monotonic() + min(seconds, max(deadline.left(), 0))
+    stop = cpu_time() + min(seconds, max(deadline.left(), 0))
     seen = set()
     while boxes.shape[0]:
-        if time.monotonic() > stop or boxes.shape[0] > 200_000:
+        if cpu_time() > stop or boxes.shape[0] > 200_000:
             return "?"
         try:
             enclosure = _enclose_batch(batch_expr, boxes)
@@ -502,7 +685,117 @@ def _direction(tp_status: str, fp_status: str) -> str:
     return "neither"
 
 
-# -- singularities -------------------------------------------------------------------------
+# -- where the metric is defined -------------------------------------------------------------
+
+def _written_defined(written: tuple):
+    """``defined(point)``: every written-domain entry is non-zero at the exact batch ``point``."""
+    def defined(point: dict) -> bool:
+        for entry in written:
+            value = _domain.exact_value(entry, point)
+            if value is None or value == 0:
+                return False
+        return True
+
+    return defined
+
+
+def _check_domain(f, written, deadline, report) -> tuple[list[frozenset], list[tuple]]:
+    """Poles and invalid arguments inside the domain, as blocking problems with witnesses.
+
+    Returns the faces where a denominator or logarithm argument vanishes (zero_division
+    applies there; the range looks for divergence toward them) and the interior zeros
+    found (factor, batch), toward which the range looks too.
+    """
+    faces: set[frozenset] = set()
+    zeros: list[tuple] = []
+    seen: set = set()
+    raw_sources = written_domain(report.metric)
+    written_sources = {bound: raw_sources.get(raw) for raw, bound in zip(report.metric.domain, written)}
+    # Where a root's argument is negative, the written sign conditions fail by definition: witnesses of a
+    # negative argument need only the written denominators to be non-zero.
+    defined = _written_defined(tuple(e for e in written if getattr(written_sources.get(e), "needs", "") != "positive"))
+    arguments = _domain.singular_arguments(f)
+    for entry in written:
+        source = written_sources.get(entry)
+        if source is not None and source.needs == "positive":  # a root or logarithm that simplification removed
+            argument = _exact(source.argument.subs(report.metric.param_symbols))
+            arguments.append(("written root", argument, source))
+        else:
+            arguments.append(("written", entry, source))
+    for what, argument, source in arguments:
+        if (what, argument) in seen:
+            continue
+        seen.add((what, argument))
+        if what in ("root", "log", "written root"):
+            written_as = (f"the expression as written takes a root or logarithm of {to_text(argument)} (in "
+                          f"{source.segment}, which simplification removed)") if what == "written root" else None
+            if not _check_sign(what, argument, defined, deadline, report, written_as) or what == "root":
+                continue  # a logarithm of something negative: its zeros are not the point
+        for factor in _domain.zero_factors(argument, deadline.run):
+            if (factor, "zero") in seen:
+                continue
+            seen.add((factor, "zero"))
+            zero_sets = face_zero_sets(factor)
+            if zero_sets is not None:
+                faces.update(zero_sets)
+                continue
+            witness = _domain.interior_zero(factor, deadline.run)
+            if witness is not None and len(witness) == 1:
+                zeros.append((factor, witness[0], "logarithm" if what == "log" else "denominator"))
+            report.domain_problems.append(_pole_problem(what, argument, factor, witness, source))
+    faces_in_order = sorted(faces, key=lambda s: (len(s), sorted(map(str, s))))
+    report.zero_division_batches = [_describe_zero_set(face) for face in faces_in_order] + [
+        (source.describe() if (source := raw_sources.get(entry)) else f"{to_text(entry)} = 0")
+        for entry in report.metric.domain]
+    return faces_in_order, zeros
+
+
+def _pole_problem(what, argument, factor, witness, source) -> tuple[str, ...]:
+    if sympy.expand(factor + argument) == 0:
+        factor = argument  # show it as written: TP - FP rather than the factor FP - TP
+    if what in ("log", "written root"):
+        head = (f"logarithm of {to_text(argument)}" if what == "log" else
+                f"the expression as written takes a logarithm or a root in a denominator of {to_text(argument)} "
+                f"(in {source.segment}, which simplification removed)")
+        fix = "take the logarithm of something positive on every batch, such as 1 + a rate"
+    else:
+        fix = "divide by a sum of confusion entries (such as TP + FP), or add a positive constant"
+    if what == "written":
+        head = (f"the expression as written divides by {to_text(factor)}"
+                + (f" (in {source.segment}, which simplification removed)" if source else ""))
+    elif what not in ("log", "written root"):
+        head = f"division by {to_text(argument)}"
+    if witness is None:
+        return (f"{head}: could not prove that {to_text(factor)} vanishes only on faces of the domain (batches "
+                "without positives, without predicted positives, ...), where zero_division applies (tried its "
+                f"sign structure, solving for each entry, and small batches); {fix}",)
+    return (f"{head}: {_domain.describe_zero(factor, witness)}, inside the domain, where zero_division cannot "
+            f"stand in (it covers only faces: batches without positives, without predicted positives, ...); {fix}",)
+
+
+def _check_sign(what, argument, defined, deadline, report, written_as: str | None = None) -> bool:
+    """A root or logarithm of ``argument``: it must be ≥ 0 wherever the metric is otherwise defined.
+
+    Returns True when proved; otherwise adds the problem (with a negative batch where one is found).
+    """
+    if deadline.run(1.0, lambda: _domain.proved_nonnegative(argument), False):
+        return True
+    name = "logarithm" if what == "log" else "root"
+    head = written_as or f"{name} of {to_text(argument)}"
+    witness = _domain.negative_witness(argument, defined, deadline.run)
+    if witness is not None:
+        value = _domain.exact_value(argument, witness)
+        report.domain_problems.append(
+            (f"{head}, which is negative ({_domain._show(value)}) at "
+             f"{_domain.describe_batch(witness)}: the metric is not a real number on such batches, and "
+             "zero_division covers only faces of the domain; take the "
+             f"{name} of something non-negative on every batch (a sum of confusion entries, or abs(...))",))
+        return False
+    report.domain_problems.append(
+        (f"{head}: could not prove that {to_text(argument)} is ≥ 0 on every batch (tried its sign "
+         "structure and small batches); the metric may not be a real number somewhere inside the domain",))
+    return False
+
 
 def _describe_zero_set(symbols: frozenset) -> str:
     names = " + ".join(s.name for s in CONFUSION_SYMBOLS if s in symbols)
@@ -516,19 +809,7 @@ def _label_determined(symbols: frozenset) -> bool:
 
 
 def _singular_factors(expr: sympy.Expr, deadline) -> list[sympy.Expr]:
-    """Factors of the numerator of ``expr``: where one vanishes, so does ``expr``.
-
-    Denominators inside ``expr`` are negative powers, visited as nodes of their own.
-    """
-    numerator = sympy.fraction(sympy.together(expr))[0]
-
-    def work():
-        if numerator.is_polynomial(*CONFUSION_SYMBOLS):
-            return [base for base, _ in sympy.factor_list(numerator)[1]]
-        return list(sympy.Mul.make_args(numerator))
-
-    factors = deadline.run(0.5, work, [numerator])
-    return [base for base in factors if base.free_symbols & set(CONFUSION_SYMBOLS)]
+    return _domain.zero_factors(expr, deadline.run)
 
 
 def _singularities(f: sympy.Expr, deadline) -> list[str]:
@@ -546,10 +827,10 @@ def _singularities(f: sympy.Expr, deadline) -> list[str]:
             else:
                 continue
             for factor in _singular_factors(node.base, deadline):
-                target.setdefault(factor, orthant_zero_sets(factor))
+                target.setdefault(factor, face_zero_sets(factor))
         elif isinstance(node, sympy.log):
             for factor in _singular_factors(node.args[0], deadline):
-                logarithms.setdefault(factor, orthant_zero_sets(factor))
+                logarithms.setdefault(factor, face_zero_sets(factor))
         elif isinstance(node, (sympy.Abs, sympy.Min, sympy.Max)):
             kinks.add(f"{sympy.sstr(node)}: a kink (one-sided derivatives differ); the emitted code uses the "
                       "midpoint subgradient")
@@ -576,6 +857,19 @@ def _singularities(f: sympy.Expr, deadline) -> list[str]:
     return list(dict.fromkeys(lines)) + sorted(kinks)
 
 
+def _written_singularities(metric: Metric) -> list[str]:
+    """The written domain (``Metric.domain``): what simplification changed, and what the loss keeps."""
+    sources = written_domain(metric)
+    lines = []
+    for entry in metric.domain:
+        source = sources.get(entry)
+        where = source.describe() if source else f"{to_text(entry)} = 0"
+        changed = f"simplified {source.segment}" if source else "simplified away a denominator, root or logarithm"
+        lines.append(f"{changed}: the metric is undefined where {where}, which the generated loss keeps "
+                     "(zero_division there)")
+    return lines
+
+
 def _conditions(factor, zero_sets) -> list[str]:
     if zero_sets is None:
         return [f"{sympy.sstr(factor)} = 0"]
@@ -584,36 +878,112 @@ def _conditions(factor, zero_sets) -> list[str]:
 
 # -- range ---------------------------------------------------------------------------------
 
-def _range(f, tp_status, fp_status, samples, deadline, report) -> tuple:
+def _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, report) -> tuple:
+    """(lo, hi): proved bounds, None for an end along which a family of batches diverges, or "unknown"."""
+    since = deadline.expired
     lo_seen, hi_seen = report.observed_range
-    if not (math.isfinite(lo_seen) and math.isfinite(hi_seen)):
-        return (UNKNOWN, UNKNOWN)
-    bounds = [UNKNOWN, UNKNOWN]
+    bounds: list = [UNKNOWN, UNKNOWN]
+    tried: list[list[str]] = [[], []]
     for side, seen in ((0, lo_seen), (1, hi_seen)):
+        if not math.isfinite(seen):
+            tried[side].append("no sampled batch gave a finite value to start a sign proof from")
+            continue
         candidate = _nice_bound(seen, upper=side == 1)
         gap = (candidate - f) if side == 1 else (f - candidate)
+        before = deadline.expired
         proved = deadline.run(0.8, lambda gap=gap: sign(sympy.together(gap)), "?")
+        outcome = "cut short by the time budget" if deadline.expired > before else "inconclusive"
         if proved in "+0":
             bounds[side] = float(candidate)
             report.proofs.append(f"{'upper' if side else 'lower'} bound {float(candidate):g}: "
                                  f"{'hi − f' if side else 'f − lo'} ≥ 0 wherever f is defined (sign structure)")
-    if UNKNOWN in bounds and report.homogeneous is True and tp_status != UNKNOWN and fp_status != UNKNOWN \
-            and "changes" not in (tp_status, fp_status) and _orthant_safe(f, deadline):
-        corner = _range_by_corners(f, tp_status, fp_status, deadline)
+        else:
+            tried[side].append(f"a sign proof of {'hi − f' if side else 'f − lo'} ≥ 0 with "
+                               f"{'hi' if side else 'lo'} = {float(candidate):g} ({outcome})")
+    if UNKNOWN in bounds:
+        reason = _corners_not_applicable(f, tp_status, fp_status, report, deadline)
+        before = deadline.expired
+        corner = _range_by_corners(f, tp_status, fp_status, deadline) if reason is None else (UNKNOWN, UNKNOWN)
+        outcome = "cut short by the time budget" if deadline.expired > before else "inconclusive"
         for side in (0, 1):
-            if bounds[side] == UNKNOWN and corner[side] != UNKNOWN:
+            if bounds[side] != UNKNOWN:
+                continue
+            if corner[side] != UNKNOWN:
                 bounds[side] = corner[side]
                 what = "unbounded" if corner[side] is None else f"{corner[side]:g}"
                 report.proofs.append(f"{'upper' if side else 'lower'} bound {what}: f is monotone along every "
                                      "batch, so its extremes are limits at the batch corners, found exactly")
-    if UNKNOWN in bounds:
-        divergence = _divergence(f, samples, deadline)
+            else:
+                tried[side].append("exact limits at the batch corners" + (f" (not applicable: {reason})"
+                                                                          if reason else f" ({outcome})"))
+    if UNKNOWN in bounds or None in bounds:  # look for divergence, or a family to show for the corners' proof
+        wanted = (bounds[0] in (UNKNOWN, None), bounds[1] in (UNKNOWN, None))
+        before = deadline.expired
+        found, count = _domain.divergent_families(f, _written_defined(written), faces, zeros, report.homogeneous,
+                                                  deadline.run, wanted, extra=_sampled_families(f, samples))
+        for side, family in found.items():
+            bounds[side] = None
+            report.divergence[_SIDES[side]] = family
+            report.proofs.append(f"unbounded {'above' if side else 'below'}: {family.description()} (a sympy "
+                                 "limit, confirmed with 30-digit values along the family)")
+        scalings = "" if report.homogeneous is True else ", scalings of the whole batch"
+        outcome = "none found before the time budget ran out" if deadline.expired > before else "none found"
         for side in (0, 1):
-            if bounds[side] == UNKNOWN and divergence[side]:
-                bounds[side] = None
-                report.proofs.append(f"unbounded {'above' if side else 'below'}: a sympy limit toward a singular "
-                                     "corner is infinite")
+            if bounds[side] == UNKNOWN:
+                tried[side].append(f"{count} families of batches (toward singular batches{scalings} and extreme "
+                                   f"samples) for an infinite limit ({outcome})")
+    report.range_problems += _range_problems(f, bounds, tried, deadline.ran_out(since), report)
     return tuple(bounds)
+
+
+def _range_problems(f, bounds, tried, ran_out: str, report) -> list[tuple[str, ...]]:
+    problems = []
+    unbounded = [side for side in (1, 0) if bounds[side] is None]
+    if unbounded:
+        text = report.metric.text()
+        text = text if text.isidentifier() else f"({text})"
+        descriptions, fixes = [], []
+        for side in unbounded:
+            family = report.divergence.get(_SIDES[side])
+            if family is None:  # proved by the corners' exact limits; no family of batches was confirmed
+                descriptions.append("the exact limit of f at a corner of the batch domain is infinite")
+                fixes.append("a denominator vanishes on batches where the numerator does not: add a constant to "
+                             "the denominator, or include the numerator's terms in it (as TP/(TP + FP) does)")
+            else:
+                descriptions.append(family.description())
+                fixes.append(_domain.fix_for(family, f, _degree(f), text))
+        if len(unbounded) == 2 and fixes[0] == fixes[1]:
+            problems.append((f"unbounded above and below: {descriptions[0]}, and {descriptions[1]}; {fixes[0]}",))
+        else:
+            for side, description, fix in zip(unbounded, descriptions, fixes):
+                problems.append((f"unbounded {'above' if side else 'below'}: {description}; {fix}",))
+    for side in (0, 1):
+        if bounds[side] == UNKNOWN:
+            report.unproved[f"range {'upper' if side else 'lower'}"] = "; ".join(tried[side])
+            problems.append((f"could not prove {'an upper' if side else 'a lower'} bound (tried "
+                             f"{'; '.join(tried[side])}){ran_out}",))
+    return problems
+
+
+def _sampled_families(f, samples) -> list:
+    """Paths from the centre of the batch toward the sampled batches with the most extreme values."""
+    values = samples.values(f)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return []
+    order = np.argsort(np.where(finite, values, np.nan))
+    lowest = [i for i in order[:3] if finite[i]]
+    highest = [i for i in order[::-1] if finite[i]][:3]
+    t = _domain.T
+    families = []
+    for index in lowest + highest:
+        # Grid values as the simple rationals they stand for (0.01 → 1/100), so the family reads well.
+        pi, a, b, scale = (sympy.Rational(Fraction(float(v)).limit_denominator(10**4)) for v in samples.points[index])
+        target = {TP: scale * pi * a, FN: scale * pi * (1 - a), FP: scale * (1 - pi) * b,
+                  TN: scale * (1 - pi) * (1 - b)}
+        families.append(_domain.Family(tuple(target[s] + t * (scale / 4 - target[s]) for s in CONFUSION_SYMBOLS),
+                                       sympy.Integer(0), "sample"))
+    return families
 
 
 def _nice_bound(value: float, upper: bool) -> sympy.Rational:
@@ -624,6 +994,17 @@ def _nice_bound(value: float, upper: bool) -> sympy.Rational:
             return nearest
     scaled = math.ceil(value * 1000) if upper else math.floor(value * 1000)
     return sympy.Rational(scaled, 1000)
+
+
+def _corners_not_applicable(f, tp_status, fp_status, report, deadline) -> str | None:
+    """Why the batch-corner method cannot bound f (None when it can)."""
+    if report.homogeneous is not True:
+        return "f depends on the batch size"
+    if UNKNOWN in (tp_status, fp_status) or "changes" in (tp_status, fp_status):
+        return "f is not proved monotone along a batch"
+    if report.domain_problems or not _orthant_safe(f, deadline):
+        return "a denominator, root or logarithm may vanish inside the domain"
+    return None
 
 
 def _orthant_safe(f: sympy.Expr, deadline) -> bool:
@@ -637,7 +1018,7 @@ def _orthant_safe(f: sympy.Expr, deadline) -> bool:
         if argument is None:
             continue
         for factor in _singular_factors(argument, deadline):
-            if orthant_zero_sets(factor) is None:
+            if face_zero_sets(factor) is None:
                 return False
     return True
 
@@ -720,30 +1101,6 @@ def _univariate_extremes(g: sympy.Expr, r: sympy.Symbol, upper: bool) -> list | 
     return values
 
 
-def _divergence(f, samples, deadline) -> tuple[bool, bool]:
-    """(unbounded below, unbounded above), proved by infinite limits toward sampled extreme points."""
-    values = samples.values(f)
-    finite = np.isfinite(values)
-    found = [False, False]
-    if not finite.any():
-        return tuple(found)
-    s = sympy.Symbol("s", positive=True)
-    centre = {TP: sympy.Rational(1, 4), FN: sympy.Rational(1, 4), FP: sympy.Rational(1, 4), TN: sympy.Rational(1, 4)}
-    order = np.argsort(np.where(finite, values, np.nan))
-    lowest = [i for i in order[:3] if finite[i]]
-    highest = [i for i in order[::-1] if finite[i]][:3]
-    for side, indices in ((0, lowest), (1, highest)):
-        for index in indices:
-            pi, a, b = (sympy.Rational(float(v)) for v in samples.points[index])
-            target = {TP: pi * a, FN: pi * (1 - a), FP: (1 - pi) * b, TN: (1 - pi) * (1 - b)}
-            path = {k: target[k] + s * (centre[k] - target[k]) for k in CONFUSION_SYMBOLS}
-            limit = deadline.run(0.5, lambda path=path: sympy.limit(f.xreplace(path), s, 0, "+"), None)
-            if limit == (sympy.oo if side else -sympy.oo):
-                found[side] = True
-                break
-    return tuple(found)
-
-
 # -- Lipschitz -----------------------------------------------------------------------------
 
 def _lipschitz(positive, negative, min_prevalence, deadline, report):
@@ -762,14 +1119,16 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
     boxes = _grid_boxes(bounds, 6)
     centre_functions = [_numpy_function((_PI, _A, _B), e) for e in (pos_batch, neg_batch)]
     best = 0.0
-    stop = time.monotonic() + min(1.5, max(deadline.left() - 0.3, 0))
+    stop = cpu_time() + min(1.5, max(deadline.left() - 0.3, 0))
     settled = 0.0
     tolerance = 0.05  # stop refining boxes whose bound is within 5 % of a value actually attained
     while boxes.shape[0]:
         try:
             magnitudes = [np.minimum(_enclose_batch(a, boxes).magnitude(), _enclose_batch(b, boxes).magnitude())
                           for a, b in zip(raw, cancelled)]
-        except Unsupported:
+        except Unsupported as unsupported:
+            report.unproved["lipschitz"] = (f"interval arithmetic cannot enclose {unsupported} in the gradient, "
+                                            "so no bound was attempted")
             return UNKNOWN
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -793,7 +1152,15 @@ def _lipschitz(positive, negative, min_prevalence, deadline, report):
                                  f"batches with prevalence in [{min_prevalence:g}, {1 - min_prevalence:g}] "
                                  f"(largest value seen {best:.6g})")
             return bound
-        if time.monotonic() > stop or boxes.shape[0] > 100_000:
+        if cpu_time() > stop:
+            deadline.expired += 1
+            report.unproved["lipschitz"] = (f"interval bisection of the gradient did not settle {len(boxes)} boxes "
+                                            f"(largest value seen {best:.6g}); not proved within the time budget "
+                                            f"({deadline.seconds:g} s of CPU time in all, 1.5 s for this step)")
+            return UNKNOWN
+        if boxes.shape[0] > 100_000:
+            report.unproved["lipschitz"] = (f"interval bisection of the gradient needed more than 100,000 boxes "
+                                            f"(largest value seen {best:.6g})")
             return UNKNOWN
         boxes = _bisect(boxes)
     return UNKNOWN
@@ -864,15 +1231,32 @@ def _linear_fractional(f, deadline) -> bool | str:
     return deadline.run(0.8, work, UNKNOWN)
 
 
-def _collect_warnings(report: Report) -> None:
+def _zero_division_finding(report: Report, zero_division: float | None) -> tuple | None:
+    """A ``zero_division`` value outside the proved range: the loss on undefined batches is one no batch reaches."""
+    if not report.zero_division_batches or not _zero_division_outside(report.range, zero_division):
+        return None
+    lo, hi = report.range
+    inside = lo if lo > 0 or hi < 0 else 0.0
+    return (f"zero_division={zero_division!r} lies outside the metric's range [{lo:g}, {hi:g}]: on batches where "
+            f"the metric is undefined ({'; '.join(report.zero_division_batches)}) the loss takes a value no other "
+            "batch reaches; pass ", Option("zero_division", inside), f" (or another value in [{lo:g}, {hi:g}])")
+
+
+def _collect_findings(report: Report) -> None:
+    findings = report.findings
     if report.lipschitz is None:
-        report.warnings.append(f"no finite Lipschitz bound for prevalence in [{report.min_prevalence:g}, "
-                               f"{1 - report.min_prevalence:g}]: the gradient is unbounded near a singular batch")
+        findings.append((NonLipschitzWarning, (
+            f"no finite Lipschitz bound for prevalence in [{report.min_prevalence:g}, "
+            f"{1 - report.min_prevalence:g}]: the gradient is unbounded near a singular batch",)))
     elif report.lipschitz == UNKNOWN and report.homogeneous is True:
-        report.warnings.append("Lipschitz bound unknown: not proved within the time budget")
-    for side, value in zip(("lower", "upper"), report.range):
-        if value == UNKNOWN:
-            report.warnings.append(f"{side} end of the range unknown: not proved within the time budget")
-    if report.homogeneous is not True:
-        report.warnings.append("the metric depends on the batch size, not only on rates: its value and "
-                               "gradient change with the batch size")
+        tried = report.unproved.get("lipschitz", "the gradient could not be formed")
+        findings.append((NonLipschitzWarning, (f"Lipschitz bound unknown: {tried}",)))
+    if report.homogeneous is False:
+        findings.append((BatchSizeWarning, ("the metric depends on the batch size, not only on rates: its value "
+                                            "and gradient change with the batch size",)))
+    elif report.homogeneous == UNKNOWN:
+        findings.append((BatchSizeWarning, ("could not prove that the metric depends only on rates (Euler's "
+                                            "identity did not simplify to 0, and no sampled batch refuted it): "
+                                            "its value and gradient may change with the batch size",)))
+    for line in _written_singularities(report.metric):
+        findings.append((DomainWarning, (line,)))

@@ -40,6 +40,7 @@ class CatalogEntry:
     params: tuple[tuple[str, float], ...]
     description: str
     reference: str
+    aliases: tuple[str, ...] = ()
 
     @property
     def default_params(self) -> dict[str, float]:
@@ -50,7 +51,7 @@ def _entry_from_table(name: str, table: Mapping) -> CatalogEntry:
     where = f"catalog entry [{name}]"
     if not name.isidentifier():
         raise ValueError(f"{where}: the name must be a Python identifier")
-    unknown = set(table) - {"expression", "direction", "params", "description", "reference"}
+    unknown = set(table) - {"expression", "direction", "params", "description", "reference", "aliases"}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
     direction = table.get("direction")
@@ -61,6 +62,9 @@ def _entry_from_table(name: str, table: Mapping) -> CatalogEntry:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{where}: parameter {key!r} needs a finite number, got {value!r}")
         params[key] = float(value)
+    aliases = table.get("aliases", [])
+    if not (isinstance(aliases, list) and all(isinstance(a, str) and a.isidentifier() for a in aliases)):
+        raise ValueError(f"{where}: aliases must be a list of identifiers, got {aliases!r}")
     return CatalogEntry(
         name=name,
         expression=str(table["expression"]),
@@ -68,6 +72,7 @@ def _entry_from_table(name: str, table: Mapping) -> CatalogEntry:
         params=tuple(sorted(params.items())),
         description=str(table.get("description", "")),
         reference=str(table.get("reference", "")),
+        aliases=tuple(aliases),
     )
 
 
@@ -76,14 +81,33 @@ def catalog() -> dict[str, CatalogEntry]:
     """All named metrics, in the order of the catalog file."""
     with open(grammar_dir() / "catalog.toml", "rb") as handle:
         tables = tomllib.load(handle)
-    return {name: _entry_from_table(name, table) for name, table in tables.items()}
+    entries = {name: _entry_from_table(name, table) for name, table in tables.items()}
+    _names(entries)  # refuses an alias that collides with a name or another alias
+    return entries
+
+
+def _names(entries: Mapping[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+    """Every name and alias (lower case) → its entry."""
+    names = {name.lower(): entry for name, entry in entries.items()}
+    for entry in entries.values():
+        for alias in entry.aliases:
+            if alias.lower() in names:
+                raise ValueError(f"catalog entry [{entry.name}]: alias {alias!r} is already the name or an alias "
+                                 f"of [{names[alias.lower()].name}]")
+            names[alias.lower()] = entry
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _all_names() -> dict[str, CatalogEntry]:
+    return _names(catalog())
 
 
 def lookup(name: str) -> CatalogEntry | None:
-    """The catalog entry called ``name`` (case-insensitive), or None."""
-    return catalog().get(name.lower()) if isinstance(name, str) else None
+    """The catalog entry called ``name`` or aliased so (``f1_score`` → f1), case-insensitive; or None."""
+    return _all_names().get(name.lower()) if isinstance(name, str) else None
 
 
 def closest_names(name: str, limit: int = 3) -> list[str]:
-    """Catalog names that look like ``name``, for "did you mean" hints."""
-    return difflib.get_close_matches(name.lower(), list(catalog()), n=limit, cutoff=0.5)
+    """Catalog names (and aliases) that look like ``name``, for "did you mean" hints."""
+    return difflib.get_close_matches(name.lower(), list(_all_names()), n=limit, cutoff=0.5)

@@ -13,7 +13,43 @@ import sys
 import warnings
 from pathlib import Path
 
+from .errors import NO_VALUE, Option
+
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
+
+
+def flag(option: Option) -> str:
+    """An API option as this command line spells it: ``check=False`` → ``--no-check``,
+    ``params={'beta': 2}`` → ``--param beta=2``, ``direction='maximize'`` → ``--direction maximize``."""
+    name, value = option.name, option.value
+    if name == "params":
+        if value is NO_VALUE or not value:
+            return "--param"
+        return " ".join(f"--param {key}={'VALUE' if v is ... else _number(v)}" for key, v in value.items())
+    if name == "check":
+        return "--no-check" if value is False else "(the default)"
+    if name == "from_logits":
+        return "--probabilities" if value is False else "(the default)"
+    spelled = "--" + name.replace("_", "-")
+    if value is NO_VALUE:
+        return spelled
+    if value is ...:
+        return f"{spelled} VALUE"
+    if value is True:
+        return spelled
+    if isinstance(value, (list, tuple)):
+        return f"{spelled} {','.join(_number(v) for v in value)}"
+    return f"{spelled} {_number(value) if isinstance(value, (int, float)) else value}"
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _render(exc: BaseException) -> str:
+    """An exception's message with the options it suggests spelt as flags."""
+    render = getattr(exc, "render", None)
+    return render(flag) if callable(render) else str(exc)
 
 
 def _parse_param(text: str) -> tuple[str, float]:
@@ -147,7 +183,7 @@ def _compile(args) -> int:
                               estimator=args.estimator, momentum=args.momentum, sync=args.sync,
                               check=not args.no_check)
     for warning in caught:
-        print(f"metricc: warning: {warning.message}", file=sys.stderr)
+        print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
     source = loss.standalone_source() if args.standalone else loss.source
     if args.output is None:
         sys.stdout.write(source)
@@ -186,13 +222,13 @@ def _list(args) -> int:
     entries = list(catalog().values())
     if args.json:
         print(json.dumps([{"name": e.name, "expression": e.expression, "direction": e.direction,
-                           "params": e.default_params, "description": e.description,
+                           "params": e.default_params, "aliases": list(e.aliases), "description": e.description,
                            "reference": e.reference} for e in entries], indent=2))
         return EXIT_OK
-    rows = [("name", "direction", "parameters", "expression", "description")]
+    rows = [("name", "direction", "parameters", "aliases", "expression", "description")]
     for e in entries:
         params = ", ".join(f"{k}={v:g}" for k, v in e.params)
-        rows.append((e.name, e.direction, params, e.expression, e.description))
+        rows.append((e.name, e.direction, params, ", ".join(e.aliases), e.expression, e.description))
     print(_table(rows))
     return EXIT_OK
 
@@ -212,7 +248,12 @@ def _check(args) -> int:
     from .analyze import analyze
 
     report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if args.json:
+        data = report.to_dict()
+        data["problems"] = report.blocking_problems(spell=flag)
+        print(json.dumps(data, indent=2))
+    else:
+        print(report.table(spell=flag))
     if not report.ok:
         return EXIT_ERROR
     return EXIT_WARNINGS if report.warnings else EXIT_OK
@@ -233,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import MetricCheckError, MetricSyntaxError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_expressions_as_positionals(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.handler(args)
     except (MetricSyntaxError, MetricCheckError) as exc:
-        print(f"metricc: error: {exc}", file=sys.stderr)
+        print(f"metricc: error: {_render(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"metricc: error: {exc}", file=sys.stderr)
@@ -245,3 +286,52 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `metricc compile f1 | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+_METRIC_COMMANDS = ("compile", "derive", "check")
+
+
+def _expressions_as_positionals(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Let a metric expression start with '-' (``metricc check "-TP/(TP+FN)"``).
+
+    argparse reads any argument that starts with '-' as an option. An argument of a metric
+    command that starts with a single '-' and is neither one of the command's options
+    (``-p``, ``--param``, ``-pbeta=2``, ...) nor the value of the option before it is the
+    metric: it moves behind ``--``, where argparse reads it as the positional it is.
+    """
+    if "--" in argv:
+        return argv
+    command = next((index for index, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if command is None or argv[command] not in _METRIC_COMMANDS:
+        return argv
+    subparser = _subparsers(parser)[argv[command]]
+    takes_value = {}
+    for action in subparser._actions:
+        for option in action.option_strings:
+            takes_value[option] = action.nargs != 0
+    short = {option for option in takes_value if len(option) == 2}
+    rest, expression = [], None
+    index = command + 1
+    while index < len(argv):
+        arg = argv[index]
+        name = arg.split("=", 1)[0]
+        if arg in takes_value or name in takes_value or (arg.startswith("--") and len(arg) > 2):
+            rest.append(arg)
+            if takes_value.get(arg) and index + 1 < len(argv):  # its value, whatever it looks like
+                rest.append(argv[index + 1])
+                index += 1
+        elif arg.startswith("-") and arg[:2] not in short and expression is None and len(arg) > 1:
+            expression = arg
+        else:
+            rest.append(arg)
+        index += 1
+    if expression is None:
+        return argv
+    return argv[: command + 1] + rest + ["--", expression]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}

@@ -22,12 +22,9 @@ import dataclasses
 import sympy
 
 from . import curves
-from .budget import try_within
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
 from .relax import Relaxation, resolve_relaxation
-from .signs import sign
-
-SIMPLIFY_SECONDS = 1.0
+from .simplify import tidy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,57 +197,6 @@ def averaging_text(derivation: Derivation, task: str, average: str, num_classes:
     else:
         lines.append("chain rule  each label as a binary output: ∂loss/∂z_ic = ∂loss/∂ŷ_ic · dŷ/dp · σ(z_ic)·σ(-z_ic)")
     return lines
-
-
-def tidy(expr: sympy.Expr, seconds: float = SIMPLIFY_SECONDS) -> sympy.Expr:
-    """The shortest of a few equivalent forms that sympy finds within the budget.
-
-    sympy's equivalences hold over the complex numbers: it may rewrite sqrt(|u|)'s
-    derivative with |u**(3/2)|, which is the same modulus but NaN in real floating point
-    wherever u < 0. Forms that take a root or logarithm of something not known to be
-    non-negative, beyond those ``expr`` already takes, are not candidates.
-    """
-    candidates = [expr, sympy.together(expr)]
-    if expr.is_rational_function(*CONFUSION_SYMBOLS):
-        candidates.append(try_within(seconds, lambda: sympy.factor(sympy.cancel(expr)), expr))
-    if _simplify_is_tractable(expr):
-        candidates.append(try_within(seconds, lambda: sympy.simplify(expr), expr))
-    allowed = _unsafe_roots_and_logs(expr)
-    return min((c for c in candidates if _unsafe_roots_and_logs(c) <= allowed), key=sympy.count_ops)
-
-
-# Where sympy.simplify routinely runs for seconds (case splits, high or fractional powers), the
-# budget would decide the emitted form by the machine's load; such expressions are not offered
-# to it at all, so the generated code is the same on every machine.
-_PIECEWISE_FUNCTIONS = (sympy.Heaviside, sympy.Min, sympy.Max, sympy.Piecewise, sympy.Abs, sympy.sign)
-_TRACTABLE_POWER = 8
-
-
-def _simplify_is_tractable(expr: sympy.Expr) -> bool:
-    """Whether ``expr`` is built from the pieces on which sympy.simplify finishes fast: no case
-    splits, and powers that are integers or halves up to ``_TRACTABLE_POWER``."""
-    if expr.has(*_PIECEWISE_FUNCTIONS):
-        return False
-    for power in expr.atoms(sympy.Pow):
-        exponent = power.exp
-        if not (exponent.is_Rational and (2 * exponent).is_integer and abs(exponent) <= _TRACTABLE_POWER):
-            return False
-    return True
-
-
-def _unsafe_roots_and_logs(expr: sympy.Expr) -> set[sympy.Expr]:
-    """Arguments of non-integer powers and logarithms in ``expr`` not structurally proved ≥ 0."""
-    unsafe = set()
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, sympy.Pow) and not node.exp.is_integer:
-            argument = node.base
-        elif isinstance(node, sympy.log):
-            argument = node.args[0]
-        else:
-            continue
-        if sign(argument, expand=False) not in ("+", "0"):
-            unsafe.add(argument)
-    return unsafe
 
 
 def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None,

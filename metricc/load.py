@@ -21,7 +21,7 @@ import torch
 
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
-from .errors import MetricCheckError, SaturationWarning
+from .errors import SaturationWarning
 from .metric import Metric
 from .parse import parse
 from .relax import Relaxation, Sigmoid, describe_amplifier_range, resolve_relaxation
@@ -201,11 +201,10 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
         from .analyze import analyze_metric
 
         report = analyze_metric(parsed, min_prevalence=min_prevalence)
-        problems = report.blocking_problems(direction or parsed.direction)
-        if problems:
-            raise MetricCheckError(f"metric {parsed.name!r} cannot serve as a loss: {'; '.join(problems)}; "
-                                   "pass check=False to compile it anyway", report)
-        report.warn(stacklevel=3)
+        refusal = report.error(direction or parsed.direction)
+        if refusal is not None:
+            raise refusal  # its options render as keyword arguments here, as flags in the CLI
+        report.warn(stacklevel=3, zero_division=zero_division)
     direction = direction or parsed.direction or (report.direction if report else None)
     if direction not in ("maximize", "minimize"):
         from .analyze import infer_direction

@@ -63,6 +63,12 @@ class Metric:
         direction: ``"maximize"``, ``"minimize"`` or ``None`` when the catalog does not
             say; the analysis decides then.
         description: one line for docs and generated docstrings.
+        domain: expressions that must be non-zero for the metric to be defined, beyond what
+            ``expr`` shows: the denominators (and root and logarithm arguments) the user wrote
+            whose zero sets sympy's automatic simplification removed. ``(FP/FP)*TP/(TP+FN)``
+            reads as ``TP/(TP + FN)`` with ``domain == (FP,)``: it stays undefined where
+            FP = 0, as written. A root or logarithm of ``u`` that vanished while ``u`` may be
+            negative is kept as ``u + abs(u)``, zero exactly where ``u ≤ 0``.
     """
 
     expr: sympy.Expr
@@ -71,6 +77,7 @@ class Metric:
     source: str = ""
     direction: str | None = None
     description: str = ""
+    domain: tuple[sympy.Expr, ...] = ()
 
     def __post_init__(self):
         # The name becomes class and function names in generated code. ASCII only: Python reads
@@ -80,6 +87,8 @@ class Metric:
             raise ValueError(f"metric name {self.name!r} must be an ASCII Python identifier that is not a keyword")
         if self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
+        if not (isinstance(self.domain, tuple) and all(isinstance(e, sympy.Expr) for e in self.domain)):
+            raise ValueError(f"domain must be a tuple of sympy expressions, got {self.domain!r}")
 
     @property
     def param_values(self) -> dict[str, float]:
@@ -92,6 +101,11 @@ class Metric:
     def bound_expr(self) -> sympy.Expr:
         """The expression with parameter values substituted (numbers only, for evaluation)."""
         return self.expr.subs(self.param_symbols)
+
+    def bound_domain(self) -> tuple[sympy.Expr, ...]:
+        """``domain`` with parameter values substituted."""
+        values = self.param_symbols
+        return tuple(e.subs(values) for e in self.domain)
 
     def text(self) -> str:
         """The expression as text that ``metricc.parse`` reads back to the same expression."""

@@ -10,6 +10,7 @@ refused before any expensive work, so parsing takes milliseconds.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import keyword
 import math
@@ -19,9 +20,9 @@ from collections.abc import Mapping
 import sympy
 
 from .catalog import closest_names, lookup
-from .errors import MetricSyntaxError
+from .errors import MetricSyntaxError, Option
 from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS, Metric, parameter_symbol, to_text
-from .signs import sign
+from .signs import orthant_zero_sets, positive, sign
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 100
@@ -97,9 +98,10 @@ def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None
         unknown = set(params) - set(entry.default_params)
         if unknown:
             raise MetricSyntaxError(_unused_params_message(unknown, entry.default_params, entry.name))
-        expr, used = _parse_text(entry.expression, {**entry.default_params, **params})
-        return Metric(expr=expr, params=_surviving_params(used, expr), name=name or entry.name,
-                      source=entry.expression, direction=entry.direction, description=entry.description)
+        expr, used, domain = _parse_text(entry.expression, {**entry.default_params, **params})
+        return Metric(expr=expr, params=_surviving_params(used, expr, domain), name=name or entry.name,
+                      source=entry.expression, direction=entry.direction, description=entry.description,
+                      domain=domain)
 
     _check_raw_text(metric)
     stripped = metric.strip()
@@ -108,29 +110,30 @@ def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None
         hint = f" (did you mean {' or '.join(repr(h) for h in hints)}?)" if hints else ""
         raise MetricSyntaxError(f"'{stripped}' is not a catalog metric{hint}; see `metricc list`, or write an "
                                 "expression over TP, FN, FP, TN", stripped, 0, len(stripped))
-    expr, used = _parse_text(metric, params)
+    expr, used, domain = _parse_text(metric, params)
     unused = set(params) - set(used)
     if unused:
         raise MetricSyntaxError(_unused_params_message(unused, used))
-    return Metric(expr=expr, params=_surviving_params(used, expr), name=name or "metric", source=metric)
+    return Metric(expr=expr, params=_surviving_params(used, expr, domain), name=name or "metric", source=metric,
+                  domain=domain)
 
 
-def _surviving_params(used: Mapping[str, float], expr: sympy.Expr) -> tuple[tuple[str, float], ...]:
-    """The parameters still in the expression: in ``TP + (a - a)`` the text uses ``a``, the metric does not."""
-    return tuple(sorted((k, v) for k, v in used.items() if parameter_symbol(k) in expr.free_symbols))
+def _surviving_params(used: Mapping[str, float], expr: sympy.Expr,
+                      domain: tuple[sympy.Expr, ...] = ()) -> tuple[tuple[str, float], ...]:
+    """The parameters still in the metric: in ``TP + (a - a)`` the text uses ``a``, the metric does not."""
+    symbols = expr.free_symbols.union(*(e.free_symbols for e in domain))
+    return tuple(sorted((k, v) for k, v in used.items() if parameter_symbol(k) in symbols))
 
 
 def _replace_name(metric: Metric, name: str) -> Metric:
-    import dataclasses
-
     return dataclasses.replace(metric, name=name)
 
 
-def _unused_params_message(unused, known: Mapping, owner: str | None = None) -> str:
+def _unused_params_message(unused, known: Mapping, owner: str | None = None) -> list:
     who = f"metric {owner!r}" if owner else "the expression"
     names = ", ".join(sorted(known)) or "none"
-    return (f"params= gives {', '.join(repr(u) for u in sorted(unused))}, which {who} does not use; "
-            f"its parameters are: {names}")
+    return [Option("params"), f" gives {', '.join(repr(u) for u in sorted(unused))}, which {who} does not use; "
+            f"its parameters are: {names}"]
 
 
 def _check_params(params) -> dict[str, float]:
@@ -160,7 +163,14 @@ def _parse_sympy(expr: sympy.Basic, params: dict[str, float], name: str | None) 
     return parsed
 
 
-def _parse_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, dict[str, float]]:
+def _parse_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, dict[str, float],
+                                                                  tuple[sympy.Expr, ...]]:
+    """The expression, the parameters it uses, and its written domain (see ``Metric.domain``)."""
+    expr, converter = _convert_text(text, params)
+    return expr, converter.used_params, tuple(lost.condition for lost in converter.lost_conditions(expr))
+
+
+def _convert_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, _Converter]:
     _check_raw_text(text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -174,10 +184,17 @@ def _parse_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, dic
     converter = _Converter(text.strip(), params)
     expr = converter.convert(tree.body, depth=0)
     if not expr.free_symbols & set(CONFUSION_SYMBOLS):
-        raise MetricSyntaxError(
-            "the expression uses no confusion symbol: a metric must depend on at least one of "
-            "TP, FN, FP, TN (or P, N, PP, PN, n)", text.strip(), 0, len(text.strip()))
-    return expr, converter.used_params
+        written = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
+                          and (node.id in _SYMBOLS or node.id in DERIVED_SYMBOLS)})
+        if written:  # TP - TP + 1: the symbols are there, and cancel
+            cancel = f"{' and '.join(written)} cancel" if len(written) > 1 else f"{written[0]} cancels"
+            message = (f"the expression simplifies to the constant {to_text(expr)} ({cancel}), so it uses no "
+                       "confusion symbol: a metric must depend on at least one of TP, FN, FP, TN")
+        else:
+            message = ("the expression uses no confusion symbol: a metric must depend on at least one of "
+                       "TP, FN, FP, TN (or P, N, PP, PN, n)")
+        raise MetricSyntaxError(message, text.strip(), 0, len(text.strip()))
+    return expr, converter
 
 
 def _check_raw_text(text: str) -> None:
@@ -222,6 +239,39 @@ class _Converter:
         self.text = text
         self.params = params
         self.used_params: dict[str, float] = {}
+        self.conditions: list[WrittenCondition] = []  # every denominator, root and log argument written
+
+    def require(self, node: ast.AST, argument: sympy.Expr, needs: str) -> None:
+        """Note that the text divides by, or takes a root or logarithm of, ``argument`` at ``node``."""
+        if argument.free_symbols & set(CONFUSION_SYMBOLS):
+            segment = ast.get_source_segment(self.text, node) or to_text(argument)
+            self.conditions.append(WrittenCondition(argument, needs, " ".join(segment.split())))
+
+    def lost_conditions(self, expr: sympy.Expr) -> list[WrittenCondition]:
+        """The written conditions whose zero (or sign) sets ``expr``, as sympy simplified it, no longer has."""
+        kept_zero, kept_sign = _singular_arguments(expr)
+        lost: dict[sympy.Expr, WrittenCondition] = {}
+        for written in self.conditions:
+            argument, needs = written.condition, written.needs
+            if needs != "nonzero" and _key(argument) & kept_sign:
+                continue  # the expression still takes this root or log: the analysis checks its sign and zeros
+            if needs != "nonzero" and sign(self._bound(argument)) not in "+0":
+                sign_part = _sign_part(argument)
+                condition = sign_part + sympy.Abs(sign_part)  # zero exactly where argument ≤ 0
+                lost.setdefault(condition, dataclasses.replace(written, condition=condition, argument=sign_part,
+                                                               needs="positive"))
+                continue
+            if needs == "nonnegative":
+                continue  # a root at 0 is defined
+            for factor in _zero_factors(argument):
+                bound = self._bound(factor)
+                if not bound.free_symbols & set(CONFUSION_SYMBOLS) or positive(bound) \
+                        or orthant_zero_sets(bound) == []:
+                    continue  # never 0 on a batch
+                if _key(factor) & kept_zero:
+                    continue
+                lost.setdefault(factor, dataclasses.replace(written, condition=factor, needs="nonzero"))
+        return list(lost.values())
 
     def fail(self, node: ast.AST, message: str):
         column = getattr(node, "col_offset", 0)
@@ -247,7 +297,7 @@ class _Converter:
             self.fail(node, "this constant is infinite or undefined (division by zero?)")
         numeric = value.evalf(30)
         if not numeric.is_real:
-            self.fail(node, "this constant is not a real number (square root or log of a negative?)")
+            self.fail(node, "this constant is not real (a square root or logarithm of a negative number?)")
         if abs(numeric) > MAX_MAGNITUDE:
             self.fail(node, f"this constant is larger than {MAX_MAGNITUDE:g} in magnitude")
 
@@ -286,20 +336,20 @@ class _Converter:
             return parameter_symbol(name)
         self.fail(node, self._unknown_name_message(name))
 
-    def _unknown_name_message(self, name: str) -> str:
+    def _unknown_name_message(self, name: str) -> list:
         valid = [*_SYMBOLS, *DERIVED_SYMBOLS]
         suggestions = [v for v in valid if v.lower() == name.lower()]
         suggestions += difflib.get_close_matches(name, valid + list(self.params), n=3, cutoff=0.5)
         suggestions = list(dict.fromkeys(suggestions))
         if suggestions:
             hint = " or ".join(repr(s) for s in suggestions)
-            return (f"unknown name '{name}': did you mean {hint}? Names are the confusion symbols TP FN FP TN, "
-                    f"the sums P N PP PN n, or parameters given with params=")
+            return [f"unknown name '{name}': did you mean {hint}? Names are the confusion symbols TP FN FP TN, "
+                    "the sums P N PP PN n, or parameters given with ", Option("params")]
         catalog_hint = closest_names(name, 1)
         extra = (f" ('{catalog_hint[0]}' is a catalog metric: pass it alone)"
                  if catalog_hint and catalog_hint[0] == name else "")
-        return (f"parameter '{name}' has no value: pass params={{'{name}': ...}}, or use the confusion "
-                f"symbols TP FN FP TN and the sums P N PP PN n{extra}")
+        return [f"parameter '{name}' has no value: pass ", Option("params", {name: ...}),
+                f", or use the confusion symbols TP FN FP TN and the sums P N PP PN n{extra}"]
 
     # -- operators --------------------------------------------------------
     def _convert_UnaryOp(self, node: ast.UnaryOp, depth: int) -> sympy.Expr:
@@ -323,10 +373,10 @@ class _Converter:
         current = node
         while (isinstance(current, ast.BinOp) and type(current.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div)
                and _same_level(current.op, node.op)):
-            terms.append((current.op, current.right))
+            terms.append((current.op, current.right, current))
             current = current.left
         result = self.convert(current, depth + 1)
-        for op, right_node in reversed(terms):
+        for op, right_node, operation in reversed(terms):
             right = self.convert(right_node, depth + 1)
             if isinstance(op, ast.Add):
                 result = result + right
@@ -337,6 +387,9 @@ class _Converter:
             else:
                 if right.is_number and right.is_zero:
                     self.fail(right_node, "division by zero")
+                if not right.free_symbols & set(CONFUSION_SYMBOLS) and self._bound(right).is_zero:
+                    self.fail(right_node, f"division by zero: this is 0 with {self._values(right)}")
+                self.require(operation, right, "nonzero")
                 result = result / right
             if result.is_number:
                 self._check_number(right_node, result)
@@ -350,6 +403,10 @@ class _Converter:
                                   "of symbols or parameters")
         if abs(exponent.evalf()) > MAX_EXPONENT:
             self.fail(node.right, f"exponent {exponent} is larger than {MAX_EXPONENT} in magnitude")
+        if exponent.is_negative and base.free_symbols and not base.free_symbols & set(CONFUSION_SYMBOLS) \
+                and self._bound(base).is_zero:
+            self.fail(node, f"zero raised to a negative power (division by zero): the base is 0 with "
+                            f"{self._values(base)}")
         if base.is_number:
             if base.is_zero and exponent.is_negative:
                 self.fail(node, "zero raised to a negative power (division by zero)")
@@ -358,6 +415,9 @@ class _Converter:
                 self.fail(node, f"this power is larger than {MAX_MAGNITUDE:g}")
         if not exponent.is_integer:
             self._check_never_negative(node.left, base)
+            self.require(node, base, "positive" if exponent.is_negative else "nonnegative")
+        elif exponent.is_negative:
+            self.require(node, base, "nonzero")
         return self._check_real(node, base ** exponent)
 
     def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
@@ -382,6 +442,7 @@ class _Converter:
         args = [self.convert(arg, depth + 1) for arg in node.args]
         if fname in ("sqrt", "log"):
             self._check_never_negative(node.args[0], args[0])
+            self.require(node, args[0], "nonnegative" if fname == "sqrt" else "positive")
         if fname == "exp" and args[0].is_number and args[0].evalf() > 709:
             self.fail(node, f"exp({args[0]}) overflows a float")
         try:
@@ -412,6 +473,11 @@ class _Converter:
             self.fail(node, "this is never positive, so its root or logarithm is imaginary (e.g. sqrt(-PP)); "
                             "metric expressions must be real-valued")
 
+    def _values(self, value: sympy.Expr) -> str:
+        """The parameter values ``value`` uses, e.g. "alpha = 0.5, beta = 0.5"."""
+        names = sorted(s.name for s in value.free_symbols if s.name in self.params)
+        return ", ".join(f"{name} = {self.params[name]:g}" for name in names) or "these parameter values"
+
     def _bound(self, value: sympy.Expr) -> sympy.Expr:
         """``value`` with the parameters' values: sqrt(-n/a) is imaginary only once a > 0 is known."""
         values = {parameter_symbol(k): sympy.Rational(v) for k, v in self.params.items()}
@@ -430,3 +496,80 @@ def _imaginary(value: sympy.Expr) -> bool:
 def _same_level(op: ast.operator, top: ast.operator) -> bool:
     additive = (ast.Add, ast.Sub)
     return isinstance(op, additive) == isinstance(top, additive)
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenCondition:
+    """Where the written metric is defined: ``condition`` must be non-zero (``needs == "nonzero"``), or
+    ≥ 0 for a root (``"nonnegative"``), or > 0 for a logarithm or a root in a denominator
+    (``"positive"``); ``segment`` is the text that imposes it, as written."""
+
+    condition: sympy.Expr
+    needs: str
+    segment: str
+    argument: sympy.Expr | None = None  # for "positive": the quantity that must be > 0
+
+    def describe(self) -> str:
+        """Where the metric is undefined, e.g. ``FP = 0`` or ``TP - FP ≤ 0``."""
+        if self.needs == "positive" and self.argument is not None:
+            return f"{to_text(self.argument)} ≤ 0"
+        return f"{to_text(self.condition)} = 0"
+
+
+def written_domain(metric: Metric) -> dict[sympy.Expr, WrittenCondition]:
+    """Where each entry of ``metric.domain`` comes from in the text (re-read from ``metric.source``).
+
+    Entries the source does not reproduce (a Metric built by hand) are left out.
+    """
+    if not metric.domain or not metric.source:
+        return {}
+    entry = lookup(metric.source.strip()) if metric.source.strip().isidentifier() else None
+    text = entry.expression if entry is not None else metric.source
+    try:
+        expr, converter = _convert_text(text, {**(entry.default_params if entry else {}), **metric.param_values})
+    except MetricSyntaxError:
+        return {}
+    found = {lost.condition: lost for lost in converter.lost_conditions(expr)}
+    return {condition: found[condition] for condition in metric.domain if condition in found}
+
+
+def _key(expr: sympy.Expr) -> set[sympy.Expr]:
+    """``expr`` up to a constant factor and sign: the forms under which it may appear elsewhere."""
+    _, primitive = expr.as_content_primitive()
+    return {primitive, -primitive}
+
+
+def _sign_part(expr: sympy.Expr) -> sympy.Expr:
+    """What decides the sign of ``expr`` where it is defined: its numerator, when its denominator is ≥ 0
+    (a denominator's zeros are conditions of their own), else ``expr`` itself."""
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+    return numerator if sign(denominator) == "+" else expr
+
+
+def _zero_factors(expr: sympy.Expr) -> list[sympy.Expr]:
+    """Factors whose vanishing makes ``expr`` vanish: the bases of the positive powers in its numerator."""
+    numerator = sympy.fraction(sympy.together(expr))[0] if expr.has(sympy.Pow) else expr
+    factors = []
+    for term in sympy.Mul.make_args(numerator):
+        base, exponent = term.as_base_exp()
+        if exponent.is_positive is not False and base.free_symbols & set(CONFUSION_SYMBOLS):
+            factors.append(base)
+    return factors
+
+
+def _singular_arguments(expr: sympy.Expr) -> tuple[set, set]:
+    """What ``expr`` itself still divides by (factors, up to constants) and takes roots and logarithms of."""
+    zero, signed = set(), set()
+    for node in sympy.preorder_traversal(expr):
+        if node.is_Pow and node.exp.is_number and (node.exp.is_negative or not node.exp.is_integer):
+            argument = node.base
+        elif isinstance(node, sympy.log):
+            argument = node.args[0]
+        else:
+            continue
+        if not node.is_Pow or not node.exp.is_integer:
+            signed |= _key(argument)
+        if not node.is_Pow or node.exp.is_negative:
+            for factor in _zero_factors(argument):
+                zero |= _key(factor)
+    return zero, signed

@@ -75,6 +75,10 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
             return "+" if signs else "0"
         if signs <= {"-"}:
             return "-"
+        if expr.has(sympy.Min, sympy.Max, sympy.Abs):
+            through = _sign_through_extremum(expr, expand)
+            if through != "?":
+                return through
         return _expanded_sign(expr) if expand and expr.is_polynomial(*CONFUSION_SYMBOLS) else "?"
     if expr.is_Mul:
         return _combine_product([sign(a, expand) for a in expr.args])
@@ -106,6 +110,49 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
     if isinstance(expr, sympy.sign):
         inner = sign(expr.args[0], expand)
         return inner if inner in "+-0" else "?"
+    if isinstance(expr, sympy.log):  # log u ≥ 0 exactly where u ≥ 1 (and u > 0 wherever it is defined)
+        argument = expr.args[0]
+        if sign(argument - 1, expand) in "+0":
+            return "+"
+        if sign(1 - argument, expand) in "+0":
+            return "-"
+    return "?"
+
+
+_MAX_EXTREMUM_ARGS = 32  # beyond this, distributing a sum over min/max costs more than it proves
+
+
+def _sign_through_extremum(expr: sympy.Expr, expand: bool) -> str:
+    """Sign of ``rest ± min(b…)``, ``rest ± max(b…)`` or ``rest ± |b|`` from the signs of ``rest ± b_i``.
+
+    rest + min(b) ≥ 0 iff every rest + b_i ≥ 0, and ≤ 0 if one is; rest + max(b) ≥ 0 if one
+    rest + b_i is, and ≤ 0 iff every one is; −min(b) = max(−b) and −max(b) = min(−b). So
+    ``1 − min(TP/P, TN/N)`` is ≥ 0 because ``1 − TP/P`` is.
+    """
+    for term in expr.args:
+        coefficient, extremum = term.as_coeff_Mul()
+        if isinstance(extremum, sympy.Abs):  # |x| = max(x, −x)
+            extremum = sympy.Max(extremum.args[0], -extremum.args[0], evaluate=False)
+        if coefficient not in (1, -1) or not isinstance(extremum, (sympy.Min, sympy.Max)):
+            continue
+        if len(extremum.args) > _MAX_EXTREMUM_ARGS:
+            return "?"
+        rest = expr - term
+        is_min = isinstance(extremum, sympy.Min) == (coefficient == 1)  # −max(b) = min(−b)
+        signs = [sign(sympy.together(rest + coefficient * b), expand) for b in extremum.args]
+        nonnegative = [s in "+0" for s in signs]
+        nonpositive = [s in "-0" for s in signs]
+        if is_min:
+            if all(nonnegative):
+                return "+"
+            if any(nonpositive):
+                return "-"
+        else:
+            if any(nonnegative):
+                return "+"
+            if all(nonpositive):
+                return "-"
+        return "?"
     return "?"
 
 
@@ -140,3 +187,88 @@ def orthant_zero_sets(expr: sympy.Expr) -> list[frozenset] | None:
         return [h for h in hitting if not any(other < h for other in hitting)]
 
     return try_within(EXPAND_SECONDS, work, None)
+
+
+def positive(expr: sympy.Expr) -> bool:
+    """True when ``expr`` > 0 at every confusion matrix where it is defined (structural proof; False: unknown).
+
+    ``1 + TP``, ``exp(-FP)``, ``sqrt(2 + FN)*(TP + 1)``: quantities a batch can never make 0, so
+    dividing by them or taking their logarithm is safe everywhere.
+    """
+    if expr.is_number:
+        value = expr.evalf(30)
+        return bool(value.is_real and value > 0)
+    if expr.is_Symbol:
+        return False
+    if expr.is_Add:
+        return all(sign(a) in "+0" for a in expr.args) and any(positive(a) for a in expr.args)
+    if expr.is_Mul:
+        return all(positive(a) for a in expr.args)
+    if expr.is_Pow:
+        return positive(expr.base) and bool(expr.exp.is_real)
+    if isinstance(expr, sympy.exp):
+        return bool(expr.args[0].is_real)
+    if isinstance(expr, sympy.Abs):
+        return positive(expr.args[0])
+    if isinstance(expr, sympy.Max):
+        return any(positive(a) for a in expr.args)
+    if isinstance(expr, sympy.Min):
+        return all(positive(a) for a in expr.args)
+    return False
+
+
+def face_zero_sets(expr: sympy.Expr) -> list[frozenset] | None:
+    """Like :func:`orthant_zero_sets`, for any expression built from non-negative pieces.
+
+    A sum of non-negative terms vanishes exactly where every term does, a product where
+    one factor does, a positive power (``sqrt(TP + FN)``) where its base does, and
+    ``exp``, positive constants and reciprocals never do. So ``sqrt(TP) + FP`` vanishes
+    only where TP = FP = 0, a face of the orthant. Returns None where this structure
+    does not settle it (then the expanded polynomial is tried).
+    """
+    structural = _structural_zero_sets(expr)
+    return structural if structural is not None else orthant_zero_sets(expr)
+
+
+def _minimal(sets) -> list[frozenset]:
+    unique = set(sets)
+    minimal = (s for s in unique if not any(other < s for other in unique))
+    return sorted(minimal, key=lambda s: (len(s), sorted(map(str, s))))
+
+
+def _structural_zero_sets(expr: sympy.Expr) -> list[frozenset] | None:
+    if expr.is_number:
+        value = expr.evalf(30)
+        return [] if value.is_real and value != 0 else None
+    if expr in _NONNEGATIVE_SYMBOLS:
+        return [frozenset({expr})]
+    if positive(expr):
+        return []
+    if expr.is_Add:
+        signs = {sign(a, expand=False) for a in expr.args}
+        if not (signs <= {"+", "0"} or signs <= {"-", "0"}):
+            return None
+        combined = [frozenset()]
+        for term in expr.args:
+            term_sets = _structural_zero_sets(term)
+            if term_sets is None:
+                return None
+            if not term_sets:
+                return []  # a term that never vanishes
+            combined = _minimal(a | b for a in combined for b in term_sets)
+        return combined
+    if expr.is_Mul:
+        sets = []
+        for factor in expr.args:
+            factor_sets = _structural_zero_sets(factor)
+            if factor_sets is None:
+                return None
+            sets += factor_sets
+        return _minimal(sets)
+    if expr.is_Pow and expr.exp.is_number:
+        if expr.exp.is_negative:
+            return []  # 1/u is never 0 (where u = 0 it is undefined, which is a condition of its own)
+        return _structural_zero_sets(expr.base) if expr.exp.is_positive else None
+    if isinstance(expr, sympy.Abs):
+        return _structural_zero_sets(expr.args[0])
+    return None

@@ -81,3 +81,33 @@ def test_an_alarm_inside_a_weak_reference_callback_waits_for_the_budgeted_code()
         sys.unraisablehook = hook
     assert finished == ["finalized"]
     assert unraisable == []
+
+
+def test_expirations_count_the_budgets_that_ran_out_and_only_those():
+    from metricc.budget import expirations
+
+    before = expirations()
+    assert try_within(1.0, lambda: "done", "fallback") == "done"
+    assert expirations() == before
+    assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
+    assert expirations() == before + 1
+
+
+def test_outside_the_main_thread_the_work_runs_to_completion():
+    # No timer can interrupt another thread: refusing the work would make every answer "unknown" there.
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(try_within(0.01, lambda: (_spin(0.1), "done")[1],
+                                                                       "fallback")))
+    thread.start()
+    thread.join()
+    assert results == ["done"]
+
+
+def test_budgets_count_cpu_time_so_a_busy_machine_does_not_change_the_answers():
+    # Waiting (as a process does while other processes hold the CPU) spends no budget; computing does.
+    assert try_within(0.05, lambda: (time.sleep(0.2), "done")[1], "fallback") == "done"
+    started = time.process_time()
+    assert try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback"
+    assert time.process_time() - started < 0.5

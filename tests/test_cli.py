@@ -107,3 +107,72 @@ def test_help_and_version(capsys):
         main(["--help"])
     assert info.value.code == 0
     assert "compile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "-TP/(TP+FN)"],
+    ["check", "-TP/(TP+FN)", "--min-prevalence", "0.1"],
+    ["check", "--min-prevalence", "0.1", "-TP/(TP+FN)", "--json"],
+    ["check", "--", "-TP/(TP+FN)"],
+    ["check", "-(TP/P)"],
+])
+def test_a_metric_may_start_with_a_minus_sign(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "minimize" in out and "-TP/(FN + TP)" in out
+
+
+def test_option_values_that_start_with_a_minus_stay_option_values(tmp_path, capsys):
+    path = tmp_path / "neg.py"
+    assert main(["compile", "-TP/n", "--zero-division", "-1", "-o", str(path)]) == 0
+    assert "zero_division=-1.0" in path.read_text()
+    assert main(["compile", "-pbeta=2", "fbeta"]) == 0  # a short option with its value attached
+    assert "beta = 2.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, flags, keywords", [
+    (["compile", "8/TP"], ["pass --no-check to compile it anyway", "unbounded above"], ["check=False"]),
+    (["derive", "TP/(TP+beta*FN)"], ["pass --param beta=VALUE"], ["params="]),
+    (["derive", "fbeta", "--param", "gamma=2"], ["--param gives 'gamma'"], ["params="]),
+    (["compile", "log(TP-FP)"], ["--direction maximize or --direction minimize", "--no-check"],
+     ["direction=", "check=False"]),
+])
+def test_messages_name_the_command_lines_flags_not_keyword_arguments(argv, flags, keywords, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for fragment in flags:
+        assert fragment in err, err
+    for fragment in keywords:
+        assert fragment not in err, err
+
+
+def test_the_check_table_names_flags_and_the_api_names_keywords(capsys):
+    assert main(["check", "log(TP-FP)"]) == 2
+    assert "--direction maximize" in capsys.readouterr().out
+    import metricc
+
+    assert "direction='maximize'" in metricc.analyze("log(TP-FP)").table()
+
+
+def test_no_check_compiles_a_metric_the_gate_refuses(capsys):
+    assert main(["compile", "8/TP", "--no-check"]) == 0
+    assert "class CompiledMetricLoss(MetricLoss)" in capsys.readouterr().out
+
+
+def test_compile_warns_with_this_commands_zero_division(capsys):
+    assert main(["compile", "1 + TP/P"]) == 0
+    assert "pass --zero-division 1 (or another value in [1, 2])" in capsys.readouterr().err
+    assert main(["compile", "1 + TP/P", "--zero-division", "1.5"]) == 0
+    assert "zero_division" not in capsys.readouterr().err
+    assert main(["compile", "(FP/FP)*TP/(TP+FN)"]) == 0
+    assert "simplified FP/FP: the metric is undefined where FP = 0" in capsys.readouterr().err
+
+
+def test_list_shows_the_scikit_learn_aliases(capsys):
+    assert main(["list"]) == 0
+    table = capsys.readouterr().out
+    assert "f1_score" in table and "matthews_corrcoef" in table
+    assert main(["list", "--json"]) == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert entries["mcc"]["aliases"] == ["matthews_corrcoef"]
+    assert main(["derive", "f1_score"]) == 0

@@ -1,5 +1,6 @@
 """The parser: the grammar's language is accepted, everything else gets a positioned error."""
 
+import dataclasses
 import time
 
 import pytest
@@ -7,8 +8,9 @@ import sympy
 
 import metricc
 from metricc.catalog import catalog, grammar_dir
-from metricc.metric import FN, FP, TN, TP, parameter_symbol
-from metricc.parse import MAX_LENGTH, parse
+from metricc.errors import Option
+from metricc.metric import FN, FP, TN, TP, Metric, parameter_symbol
+from metricc.parse import MAX_LENGTH, parse, written_domain
 
 
 def test_f1_text_becomes_the_expected_expression():
@@ -103,7 +105,9 @@ def test_parameters_are_symbols_until_bound():
     ("TP < FP", "comparison", "TP < FP"),
     ("'TP'", "a string", "'TP'"),
     ("TP/0", "division by zero", "0"),
-    ("sqrt(-1)*TP", "not a real number", "sqrt(-1)"),
+    ("sqrt(-1)*TP", "is not real", "sqrt(-1)"),
+    ("TP/(a - b)", "division by zero: this is 0 with a = 0.5, b = 0.5", "a - b"),
+    ("TP*(a - b)**-1", "the base is 0 with a = 0.5, b = 0.5", "(a - b)**-1"),
     ("exp(1000)*TP", "overflows", "exp(1000)"),
     ("TP**10**10", "larger than 64", "10**10"),
     ("min(TP)", "at least 2 arguments", "min(TP)"),
@@ -118,7 +122,7 @@ def test_parameters_are_symbols_until_bound():
 ])
 def test_bad_input_gets_a_positioned_message(text, fragment, culprit):
     with pytest.raises(metricc.MetricSyntaxError) as info:
-        parse(text)
+        parse(text, {"a": 0.5, "b": 0.5} if "a - b" in text else None)
     message = str(info.value)
     assert fragment in message
     assert isinstance(info.value, ValueError)
@@ -200,3 +204,98 @@ def test_metric_name_must_be_an_identifier():
         parse("f1", name="my f1")
     with pytest.raises(metricc.MetricSyntaxError, match="identifier"):
         parse("f1", name="class")
+
+
+# -- the written domain ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, domain, segment", [
+    ("(FP/FP)*TP/(TP+FN)", (FP,), "FP/FP"),
+    ("TP/FP*FP/n", (FP,), "TP/FP"),
+    ("TP/(FP/FP)", (FP,), "FP/FP"),
+    ("sqrt(FP)/sqrt(FP)*TP/n", (FP,), "sqrt(FP)/sqrt(FP)"),
+    ("TP**-1*TP*FN/n", (TP,), "TP**-1"),
+    ("exp(log(TP))/n", (TP,), "log(TP)"),  # log 0 is -inf: undefined at TP = 0 as written
+    ("exp(log(TP - FP))/n", (TP - FP + sympy.Abs(TP - FP),), "log(TP - FP)"),  # zero exactly where TP ≤ FP
+    ("sqrt(TP/n - FP/n)**2", (TP - FP + sympy.Abs(TP - FP),), "sqrt(TP/n - FP/n)"),
+])
+def test_denominators_roots_and_logs_that_simplification_removes_are_kept_in_the_domain(text, domain, segment):
+    metric = parse(text)
+    assert metric.domain == domain
+    (source,) = written_domain(metric).values()
+    assert source.segment == segment
+
+
+@pytest.mark.parametrize("text", ["2*TP/(2*TP+FP+FN)", "TP/(TP+FN)*(TP+FN)/(TP+FN)", "(1 + TP)/(1 + TP)*TP/n",
+                                  "log(exp(TP))/n", "sqrt(TP/n)", "log(TP/n)", "TP/(2*TP + 2*FN)",
+                                  "-1/(FP - TP)*TP/n"])
+def test_what_the_expression_still_shows_or_never_vanishes_is_not_recorded(text):
+    assert parse(text).domain == ()
+
+
+@pytest.mark.parametrize("name", list(catalog()))
+def test_catalog_metrics_lose_nothing_to_simplification(name):
+    assert parse(name).domain == ()
+
+
+def test_the_domain_keeps_its_parameters_and_survives_params_text_and_hashing():
+    metric = parse("(TP - a*FP)/(TP - a*FP)*TP/P", {"a": 2.0})
+    assert metric.expr == TP / (TP + FN)
+    assert metric.params == (("a", 2.0),)  # a is gone from the expression, not from the domain
+    assert sympy.simplify(metric.bound_domain()[0] - (TP - 2 * FP)) == 0
+    assert sympy.simplify(parse(metric, {"a": 3.0}).bound_domain()[0] - (TP - 3 * FP)) == 0
+    assert hash(metric) != hash(parse("TP/P")) and metric != parse("TP/P")
+    assert parse(metric.text()).expr == metric.expr  # the text round trip still gives the expression
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        metric.domain = ()
+    with pytest.raises(ValueError, match="domain"):
+        Metric(expr=TP / (TP + FN), domain=[FP])
+
+
+def test_symbols_that_cancel_say_the_expression_simplifies_to_a_constant():
+    with pytest.raises(metricc.MetricSyntaxError) as info:
+        parse("TP - TP + 1")
+    assert "simplifies to the constant 1 (TP cancels)" in str(info.value)
+    assert "uses no confusion symbol" in str(info.value)  # the strategies' filter matches on this
+    with pytest.raises(metricc.MetricSyntaxError, match=r"constant 0 \(FP and TP cancel\)"):
+        parse("TP*FP - FP*TP")
+    with pytest.raises(metricc.MetricSyntaxError) as info:
+        parse("1 + 2")
+    assert "simplifies" not in str(info.value)
+
+
+# -- aliases and options -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("alias, name", [
+    ("f1_score", "f1"), ("fbeta_score", "fbeta"), ("precision_score", "precision"), ("recall_score", "recall"),
+    ("accuracy_score", "accuracy"), ("balanced_accuracy_score", "balanced_accuracy"), ("matthews_corrcoef", "mcc"),
+    ("cohen_kappa_score", "cohen_kappa"), ("jaccard_score", "jaccard"), ("F1_Score", "f1"),
+])
+def test_scikit_learn_names_are_aliases_of_catalog_metrics(alias, name):
+    metric = parse(alias)
+    assert metric.name == name and metric.expr == parse(name).expr
+    assert alias.lower() in catalog()[name].aliases
+
+
+def test_near_misses_suggest_aliases_and_colliding_aliases_are_refused():
+    with pytest.raises(metricc.MetricSyntaxError, match="did you mean 'f1_score'"):
+        parse("f1score")
+    from metricc.catalog import _names
+
+    entries = dict(catalog())
+    entries["f1"] = dataclasses.replace(entries["f1"], aliases=("recall",))
+    with pytest.raises(ValueError, match="alias 'recall' is already the name"):
+        _names(entries)
+
+
+def test_errors_carry_suggested_options_as_data_that_each_interface_spells():
+    with pytest.raises(metricc.MetricSyntaxError) as info:
+        parse("TP/(TP + beta*FN)")
+    error = info.value
+    assert "pass params={'beta': ...}" in str(error)
+    options = [part for part in error.parts if isinstance(part, Option)]
+    assert [(o.name, o.value) for o in options] == [("params", {"beta": ...})]
+    shouted = error.render(lambda option: option.name.upper())
+    assert "pass PARAMS, or use" in shouted and shouted.splitlines()[-1].strip() == "^^^^"  # caret kept
+    with pytest.raises(metricc.MetricSyntaxError) as info:
+        parse("fbeta", {"gamma": 2})
+    assert str(info.value).startswith("params= gives 'gamma'")
