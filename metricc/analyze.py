@@ -40,6 +40,7 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
+from . import curves
 from . import domain as _domain
 from .budget import BudgetExceeded, budgets_available, cpu_time, expirations, time_budget
 from .errors import (
@@ -346,6 +347,8 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
 @functools.lru_cache(maxsize=256)
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
     """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
+    if curves.is_curve(metric.expr):
+        return _analyze_curve(metric, min_prevalence, seconds)
     started, started_cpu = time.monotonic(), cpu_time()
     deadline = _Deadline(seconds)
     report = Report(metric=metric, min_prevalence=min_prevalence)
@@ -387,6 +390,62 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     _collect_findings(report)
     report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
     return report
+
+
+def _analyze_curve(metric: Metric, min_prevalence: float, seconds: float) -> Report:
+    """A metric of the curve over the thresholds, curve_area(Y, X) or curve_sum(Y, X) (docs/curves.md).
+
+    Y and X are analysed as metrics of their own, each with half the budget. The curve's value is
+    Σ_k ΔX_k·(a mean of Y's), ΔX_k = X_k − X_{k+1} over thresholds ascending from the all-positive end
+    to the all-negative one. Where X lies in [0, 1] and does not decrease as TP or FP grows (FPR,
+    recall), every ΔX_k ≥ 0, because a relaxation's soft predictions do not grow with the threshold,
+    and Σ ΔX_k ≤ 1: the value lies within [min(0, Y's lower end), max(0, Y's upper end)] and moves
+    with Y, so it takes Y's direction. Otherwise nothing is claimed and the gate refuses it.
+    """
+    started, started_cpu = time.monotonic(), cpu_time()
+    kind, y, x = curves.curve_parts(metric.expr)
+    report = Report(metric=metric, min_prevalence=min_prevalence)
+    parts = {}
+    for name, expr in (("Y", y), ("X", x)):
+        part = dataclasses.replace(metric, expr=expr, name=f"{metric.name}_{name}", direction=None, domain=())
+        parts[name] = analyze_metric(part, min_prevalence, seconds / 2)
+        text = to_text(expr)
+        report.domain_problems += [(f"the curve's {name} = {text}: ", *problem)
+                                   for problem in parts[name].domain_problems]
+        report.range_problems += [(f"the curve's {name} = {text}: ", *problem)
+                                  for problem in parts[name].range_problems]
+        report.singularities += [f"{name}: {singularity}" for singularity in parts[name].singularities]
+    report.singularities.append("a batch with one class only has no curve (TPR or FPR is 0/0 at every threshold "
+                                "for ROC): the loss takes zero_division and gives no gradient")
+    y_report, x_report = parts["Y"], parts["X"]
+    x_lo, x_hi = x_report.range
+    along = [_sign_along(x, up, down) for up, down in ((TP, FN), (FP, TN))]
+    x_runs_down = (isinstance(x_lo, (int, float)) and isinstance(x_hi, (int, float)) and 0 <= x_lo and x_hi <= 1
+                   and all(s in ("+", "0") for s in along) and along != ["0", "0"])
+    if not x_runs_down:
+        report.range_problems.append((f"the curve's X = {to_text(x)} must lie in [0, 1] and not decrease as TP or "
+                                      f"FP grows (as FPR and recall do; here its range is {x_report.range} and its "
+                                      f"signs along TP and FP are {along[0]} and {along[1]}), so that the curve runs "
+                                      "from the all-positive end to the all-negative one",))
+    y_lo, y_hi = y_report.range
+    if x_runs_down and all(isinstance(v, (int, float)) for v in (y_lo, y_hi)):
+        report.range = (min(0.0, float(y_lo)), max(0.0, float(y_hi)))
+        report.direction, report.monotone = y_report.direction, dict(y_report.monotone)
+        report.proofs.append(f"{kind}: every ΔX ≥ 0 (X in [0, 1], signs along TP and FP {along}), Σ ΔX ≤ 1, so the "
+                             f"value lies in [min(0, {y_lo}), max(0, {y_hi})] and follows Y ({y_report.direction})")
+    report.observed_range = y_report.observed_range
+    report.homogeneous = y_report.homogeneous is True and x_report.homogeneous is True
+    report.linear_fractional = False
+    report.unproved["lipschitz"] = "a Lipschitz bound is not derived for metrics of the curve"
+    report.findings = list(y_report.findings) + [f for f in x_report.findings if f not in y_report.findings]
+    report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
+    return report
+
+
+def _sign_along(expr, up, down) -> str:
+    """The sign of ∂expr/∂up − ∂expr/∂down wherever defined: "+", "-", "0" or "?"."""
+    derivative = tidy(differentiate(expr, up) - differentiate(expr, down))
+    return "0" if derivative == 0 else sign(derivative)
 
 
 def infer_direction(metric: Metric) -> str:

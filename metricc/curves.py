@@ -10,7 +10,7 @@ FP = N), and threshold 1, where every sample is predicted negative. Then
     curve_sum(Y, X)  = Σ_k (X_k − X_{k+1})·Y_k                   steps: average precision = curve_sum(precision, recall)
 
 as scikit-learn's ``roc_auc_score`` and ``average_precision_score`` sum over their thresholds. Partial AUC
-and similar ranking metrics are the same forms of other coordinates, e.g. ``curve_area(TPR, min(FPR, 0.1)/0.1)``.
+and similar ranking metrics are the same forms of other coordinates, e.g. ``curve_area(TP/P, min(10*FP/N, 1))``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import sympy
 
 from .catalog import closest_names, lookup
+from .curves import CURVE_FUNCTIONS
 from .errors import MetricSyntaxError, Option
 from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS, Metric, parameter_symbol, to_text
 from .signs import orthant_zero_sets, positive, sign
@@ -426,9 +427,11 @@ class _Converter:
         if not isinstance(node.func, ast.Name):
             self.fail(node.func, "only the functions sqrt log exp abs min max can be called")
         fname = node.func.id
+        if fname in CURVE_FUNCTIONS:
+            return self._curve(node, fname, depth)
         if fname not in FUNCTIONS:
             self.fail(node.func, f"function '{fname}' is not allowed; the functions are "
-                                 "sqrt, log, exp, abs, min, max")
+                                 "sqrt, log, exp, abs, min, max (and curve_area, curve_sum around a whole metric)")
         if node.keywords:
             self.fail(node.keywords[0].value, f"{fname}() takes no keyword arguments")
         for arg in node.args:
@@ -457,6 +460,21 @@ class _Converter:
         except ValueError as error:  # sympy's Min/Max refuse arguments they cannot order (log(-TP))
             self.fail(node, f"{fname}() of an argument that is not real ({error})")
         return self._check_real(node, result)
+
+    def _curve(self, node: ast.Call, fname: str, depth: int) -> sympy.Expr:
+        """curve_area(Y, X) or curve_sum(Y, X): the whole metric, Y and X ordinary metrics (docs/curves.md)."""
+        if depth != 0:
+            self.fail(node, f"{fname}(Y, X) is a metric of the whole curve over the thresholds: write it as the "
+                            f"entire expression, as in {fname}(TP/P, FP/N), not inside another one")
+        if node.keywords:
+            self.fail(node.keywords[0].value, f"{fname}() takes no keyword arguments")
+        if len(node.args) != 2 or any(isinstance(arg, ast.Starred) for arg in node.args):
+            self.fail(node, f"{fname}() takes exactly 2 arguments, the curve's Y and X, got {len(node.args)}")
+        y, x = (self.convert(arg, depth + 1) for arg in node.args)
+        for arg, value, what in ((node.args[0], y, "Y"), (node.args[1], x, "X")):
+            if not value.free_symbols & set(CONFUSION_SYMBOLS):
+                self.fail(arg, f"the curve's {what} must depend on the confusion entries (TP, FN, FP, TN)")
+        return CURVE_FUNCTIONS[fname](y, x)
 
     def _check_real(self, node: ast.AST, value: sympy.Expr) -> sympy.Expr:
         """Refuse a root of a negative quantity: sympy writes sqrt(-TP) as I*sqrt(TP), which no

@@ -113,7 +113,7 @@ def test_multilabel_macro_auroc_approaches_scikit_learn():
     labels = (torch.rand(1500, 4, generator=generator) < 0.3).long()
     scores = torch.sigmoid(torch.randn(1500, 4, generator=generator, dtype=torch.float64) + labels * 1.5)
     loss_fn = metricc.compile_metric(AUROC, task="multilabel", num_classes=4, average="macro", from_logits=False,
-                                     relaxation=metricc.Sigmoid(L=800.0), thresholds=np.linspace(0, 1, 81).tolist())
+                                     relaxation=metricc.Sigmoid(L=800.0), thresholds=np.linspace(0, 1, 161).tolist())
     value = 1 - loss_fn(scores, labels).item()
     assert value == pytest.approx(roc_auc_score(labels, scores, average="macro"), abs=2e-4)
     per_label = [roc_auc_score(labels[:, k], scores[:, k]) for k in range(4)]
