@@ -46,6 +46,11 @@ class CatalogEntry:
     def default_params(self) -> dict[str, float]:
         return dict(self.params)
 
+    @property
+    def is_curve(self) -> bool:
+        """A metric of the curve over the thresholds (curve_area, curve_sum), not of one confusion matrix."""
+        return self.expression.lstrip().startswith(("curve_area(", "curve_sum("))
+
 
 def _entry_from_table(name: str, table: Mapping) -> CatalogEntry:
     where = f"catalog entry [{name}]"

@@ -15,7 +15,7 @@ from metricc.analyze import UNKNOWN, analyze, analyze_metric
 from metricc.catalog import catalog
 from metricc.metric import CONFUSION_SYMBOLS, FP
 
-CATALOG = list(catalog())
+CATALOG = [name for name, entry in catalog().items() if not entry.is_curve]  # curves: test_curves.py
 
 
 def numeric(metric):
