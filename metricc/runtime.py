@@ -167,6 +167,8 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         return self._argument_(p, threshold).sigmoid_()
 
     def soft_pair_(self, p, q, threshold):
+        if _is_compiling():
+            return _sigmoid_pair((p - threshold) * self.scale)
         a = self._argument_(p, threshold)
         complement = torch.neg(a, out=q) if q is not None else torch.neg(a)
         return a.sigmoid_(), complement.sigmoid_()
@@ -174,6 +176,9 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
     def slope_(self, p, threshold):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
         where σ(a)·(1 − σ(a)) would round to 0 and stop learning (AnyLoss's "No More Update")."""
+        if _is_compiling():  # L·v/(1 + v)², v = e^(−|a|): one exponential
+            v = torch.exp(-torch.abs((p - threshold) * self.scale))
+            return self.scale * v / torch.square(1 + v)
         r = p.sub_(threshold).abs_().mul_(-self.scale).sigmoid_()
         return _mul_sigmoid_slope_(_constant(self._constants, self.scale, r), r, out=r)
 
@@ -367,8 +372,20 @@ class SoftmaxAmplifier:
 def _probabilities(input, from_logits):
     """(p, q = 1 − p) as new buffers: σ(z) and σ(−z) from logits, so q keeps its precision where p rounds to 1."""
     if from_logits:
+        if _is_compiling():
+            return _sigmoid_pair(input)
         return torch.sigmoid(input), torch.sigmoid(torch.neg(input))
     return input.clone(), torch.sub(1, input)
+
+
+def _sigmoid_pair(x):
+    """(σ(x), σ(−x)) from one exponential, u = e^(−|x|): u/(1 + u) and 1/(1 + u), the larger one on x's side.
+    The form for torch.compile, whose fused loop pays per exponential, not per pass."""
+    u = torch.exp(-torch.abs(x))
+    large = 1 / (1 + u)
+    small = u * large
+    positive = x >= 0
+    return torch.where(positive, large, small), torch.where(positive, small, large)
 
 
 def _softmax_pair_(a):
@@ -513,6 +530,8 @@ def soft_confusion(plan, input, target, weight):
         if len(plan.thresholds) == 1 and not _is_compiling():
             return _binary_soft_confusion(plan, input, target, weight)
         input, target = input.unsqueeze(1), target.unsqueeze(1)
+    if _is_compiling() and plan.task != "multiclass":
+        return _fused_soft_confusion(plan, input, target, weight)
     if plan.task == "multiclass" and target.dim() == 1 and not _is_compiling():
         return _class_index_confusion(plan, input, target, weight)
     classes, count = plan.columns
@@ -543,7 +562,7 @@ class _Scratch:
 def _contract(labels, soft):
     """Σ over rows of labels (2, rows, C) times soft predictions (2, T, rows, C): (2, 2, T, C)."""
     _, count, rows, classes = soft.shape
-    if classes == 1:  # one matrix product
+    if classes == 1 and not _is_compiling():  # one matrix product (compiled: products and sums fuse into a loop)
         return torch.mm(labels.view(2, rows), soft.view(2 * count, rows).t()).view(2, 2, count, 1)
     # Per class a column sum of products (einsum would batch tiny matrix products over the classes, slowly).
     return torch.stack([torch.stack([(label * predicted).sum(-2) for predicted in soft]) for label in labels])
@@ -554,6 +573,11 @@ def _soft_block(plan, input, scratch):
     if plan.task == "multiclass":
         return torch.stack(_multiclass_pair(plan.relaxation, input, plan.from_logits)).unsqueeze(1)
     thresholds = plan.thresholds
+    if _is_compiling():  # values, not buffers: the compiler fuses the chain into the reductions
+        p, q = _probabilities(input, plan.from_logits)
+        threshold = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
+        shape = (len(thresholds), *input.shape)
+        return torch.stack(plan.relaxation.soft_pair_(p.expand(shape).clone(), q.expand(shape).clone(), threshold))
     out = scratch.take((2, len(thresholds), *input.shape), input)
     shared = getattr(plan.relaxation, "soft_pair_block_", None)
     if shared is not None and len(thresholds) > 1:
@@ -582,6 +606,36 @@ def _into(out, value):
     if _is_compiling() or value.data_ptr() != out.data_ptr() or value.stride() != out.stride():
         out.copy_(value)
     return out
+
+
+def _fused_soft_confusion(plan, input, target, weight):
+    """The (4, C, T) table written for torch.compile: per threshold four sums of elementwise terms, which
+    the compiler fuses into one loop over the samples without storing a (T, N) block (the eager code's
+    blocks and matrix products would make it store them)."""
+    positives = target if weight is None else target * weight.unsqueeze(1)
+    negatives = (1 - target) if weight is None else (1 - target) * weight.unsqueeze(1)
+    p, q = _probabilities(input, plan.from_logits)
+    columns = []
+    for threshold in plan.thresholds:
+        predicted, complement = plan.relaxation.soft_pair_(p.clone(), q.clone(), threshold)
+        columns.append(torch.stack([(positives * predicted).sum(0), (positives * complement).sum(0),
+                                    (negatives * predicted).sum(0), (negatives * complement).sum(0)]))
+    return torch.stack(columns, -1)
+
+
+def _fused_input_gradient(plan, input, target, weight, factors):
+    """∂loss/∂input written for torch.compile: one elementwise term per threshold, fused into one loop."""
+    positives = target if weight is None else target * weight.unsqueeze(1)
+    negatives = (1 - target) if weight is None else (1 - target) * weight.unsqueeze(1)
+    if plan.from_logits:
+        p, q = _sigmoid_pair(input)
+    else:
+        p = input
+    grad = 0
+    for k, threshold in enumerate(plan.thresholds):
+        by_label = positives * factors[0, :, k] + negatives * factors[1, :, k]  # exact for 0/1 labels
+        grad = grad + by_label * plan.relaxation.slope_(p.clone(), threshold)
+    return grad * (p * q) if plan.from_logits else grad
 
 
 def _class_index_confusion(plan, input, target, weight):
@@ -835,6 +889,8 @@ def input_gradient(plan, input, target, weight, factors):
             grad = _binary_input_gradient(plan, input, target, positive, negative)
             return grad if weight is None else grad.mul_(weight)
         return input_gradient(plan, input.unsqueeze(1), target.unsqueeze(1), weight, factors).view(-1)
+    if _is_compiling() and plan.task != "multiclass":
+        return _fused_input_gradient(plan, input, target, weight, factors)
     grad = torch.empty_like(input)
     classes, count = plan.columns
     scratch = _Scratch()
@@ -858,27 +914,36 @@ def input_gradient(plan, input, target, weight, factors):
 
 def _elementwise_block_gradient(plan, input, labels, factors, scratch):
     """Σ_t (w·y·positive + w·(1 − y)·negative)·dŷ/dp at t, times dp/dz, for a (rows, C) block."""
-    p = torch.sigmoid(input) if plan.from_logits else input
+    chain = None
+    if plan.from_logits and _is_compiling():  # p and dp/dz = p·(1 − p) from one exponential
+        p, q = _sigmoid_pair(input)
+        chain = p * q
+    else:
+        p = torch.sigmoid(input) if plan.from_logits else input
     thresholds = plan.thresholds
-    slopes = scratch.take((len(thresholds), *p.shape), p)
+    slopes = scratch.take((len(thresholds), *p.shape), p) if not _is_compiling() else None
     if len(thresholds) == 1:
         threshold = thresholds[0]
     else:
         threshold = torch.tensor(thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
     shared = getattr(plan.relaxation, "slope_block_", None)
-    if shared is not None and len(thresholds) > 1 and shared(p, threshold, slopes) is not None:
+    if slopes is None:  # compiled: a value the compiler fuses, not a buffer
+        slopes = plan.relaxation.slope_(p.expand(len(thresholds), *p.shape).clone(), threshold)
+    elif shared is not None and len(thresholds) > 1 and shared(p, threshold, slopes) is not None:
         factors = factors * plan.relaxation.scale  # the shared form leaves the slope's L to the factors
     else:
         slopes.copy_(p.expand_as(slopes))
         slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
     count, rows, classes = slopes.shape
-    if classes == 1:  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
+    if classes == 1 and not _is_compiling():  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
         by_label = torch.mm(factors[:, 0, :], slopes.view(count, rows)).unsqueeze(-1)
     elif count == 1:
         by_label = factors[:, :, 0].unsqueeze(1) * slopes  # (2, rows, C)
     else:
         by_label = (factors.transpose(1, 2).unsqueeze(2) * slopes).sum(1)  # Σ_t: (2, T, rows, C) → (2, rows, C)
     grad = (labels * by_label).sum(0)  # exact for 0/1 labels: one term of the two is 0
+    if chain is not None:
+        return grad * chain
     if plan.from_logits:
         grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
     return grad
