@@ -186,43 +186,15 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         """grad·r·(1 − r) = grad·(dŷ/dp)/L: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t = 1/2."""
         return _mul_sigmoid_slope_(grad, self.soft_(tail, threshold))
 
-    # Many thresholds from one exponential per sample: σ(L·(p − t_k)) = 1/(1 + u), u = E·c_k, with
-    # E = e^(L·(t₀ − p)) per sample and c_k = e^(L·(t_k − t₀)) per threshold (t₀ the grid's centre): an
-    # outer product and a reciprocal instead of T sigmoids, 1 − ŷ = u/(1 + u) and dŷ/dp = L·u/(1 + u)²
-    # without a subtraction. Only where no u can leave float32's normal range (else None: elementwise).
-
-    def _shared_exponentials(self, p, thresholds):
-        if _is_compiling():  # the compiled loop fuses the sigmoids anyway
+    def shared_exponentials(self, thresholds):
+        """For many thresholds from one exponential per sample: σ(L·(p − t_k)) = 1/(1 + E·c_k) with
+        E = e^(L·(t₀ − p)) per sample and c_k = e^(L·(t_k − t₀)) per threshold, t₀ the grid's centre.
+        Returns (t₀, c as a list), or None where E·c_k could leave float32's normal range."""
+        centre = (max(thresholds) + min(thresholds)) / 2
+        reach = self.scale * (max(centre, 1 - centre) + max(abs(t - centre) for t in thresholds))
+        if reach > 80:  # e^80 ≈ 5.5e34 < float32's 3.4e38, and e^-80 above its smallest normal
             return None
-        values = thresholds.view(-1).tolist()
-        centre = (max(values) + min(values)) / 2
-        reach = self.scale * (max(centre, 1 - centre) + max(abs(t - centre) for t in values))
-        if reach > 80 or p.dtype not in (torch.float32, torch.float64):
-            return None
-        row = torch.sub(centre, p).mul_(self.scale).exp_()
-        column = thresholds.sub(centre).mul_(self.scale).exp_()
-        return row, column
-
-    def soft_pair_block_(self, p, thresholds, out):
-        """(ŷ, 1 − ŷ) at every threshold into ``out`` (2, T, rows, C), or None where the shared form does not apply."""
-        factors = self._shared_exponentials(p, thresholds)
-        if factors is None:
-            return None
-        row, column = factors
-        u = torch.mul(column, row, out=out[1])
-        torch.add(u, 1, out=out[0]).reciprocal_()
-        u.mul_(out[0])
-        return out
-
-    def slope_block_(self, p, thresholds, out):
-        """dŷ/dp / L at every threshold into ``out`` (T, rows, C), or None; the caller multiplies by L."""
-        factors = self._shared_exponentials(p, thresholds)
-        if factors is None:
-            return None
-        row, column = factors
-        u = torch.mul(column, row, out=out)
-        inverse = torch.add(u, 1).reciprocal_()
-        return u.mul_(inverse).mul_(inverse)
+        return centre, [math.exp(self.scale * (t - centre)) for t in thresholds]
 
 
 def _mul_sigmoid_slope_(grad, s, out=None):
@@ -529,6 +501,9 @@ def soft_confusion(plan, input, target, weight):
     if input.dim() == 1:  # binary: (N,)
         if len(plan.thresholds) == 1 and not _is_compiling():
             return _binary_soft_confusion(plan, input, target, weight)
+        shared = _shared_exponentials(plan, input)
+        if shared is not None:
+            return _shared_exponential_confusion(plan, input, target, weight, *shared)
         input, target = input.unsqueeze(1), target.unsqueeze(1)
     if _is_compiling() and plan.task != "multiclass":
         return _fused_soft_confusion(plan, input, target, weight)
@@ -579,12 +554,6 @@ def _soft_block(plan, input, scratch):
         shape = (len(thresholds), *input.shape)
         return torch.stack(plan.relaxation.soft_pair_(p.expand(shape).clone(), q.expand(shape).clone(), threshold))
     out = scratch.take((2, len(thresholds), *input.shape), input)
-    shared = getattr(plan.relaxation, "soft_pair_block_", None)
-    if shared is not None and len(thresholds) > 1:
-        column = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
-        p = torch.sigmoid(input) if plan.from_logits else input
-        if shared(p, column, out) is not None:
-            return out
     predicted, complement = out[0], out[1]
     p, q = _probabilities(input, plan.from_logits)
     predicted.copy_(p.expand_as(predicted))
@@ -606,6 +575,63 @@ def _into(out, value):
     if _is_compiling() or value.data_ptr() != out.data_ptr() or value.stride() != out.stride():
         out.copy_(value)
     return out
+
+
+def _shared_exponentials(plan, input):
+    """(t₀, c) of SigmoidAmplifier.shared_exponentials for several binary thresholds in eager float32/64
+    code, else None."""
+    shared = getattr(plan.relaxation, "shared_exponentials", None)
+    if shared is None or len(plan.thresholds) < 2 or _is_compiling() or input.dtype not in (torch.float32,
+                                                                                             torch.float64):
+        return None
+    return shared(plan.thresholds)
+
+
+def _exponential_block(plan, input, centre, column, out):
+    """E = e^(L·(t₀ − p)) for a block of logits (or probabilities), and ŷ = 1/(1 + E·c_k) into ``out`` (T, rows)."""
+    p = torch.sigmoid(input) if plan.from_logits else input
+    row = torch.sub(centre, p).mul_(plan.relaxation.scale).exp_()
+    return row, torch.mul(column, row, out=out).add_(1).reciprocal_()
+
+
+def _shared_exponential_confusion(plan, input, target, weight, centre, factors):
+    """Binary entries at many sigmoid thresholds from one stored (T, rows) block per step, ŷ: with
+    u = E·c_k, 1 − ŷ = u·ŷ, so Σ w·y·(1 − ŷ) = c_k·Σ (w·y·E)·ŷ, and all four sums are one matrix
+    product of ŷ with (w·y, w·(1 − y), w·y·E, w·(1 − y)·E): no complement block, no subtraction."""
+    column = torch.tensor(factors, dtype=input.dtype, device=input.device).unsqueeze(1)  # c_k, (T, 1)
+    sums = input.new_zeros((4, len(factors)))
+    scratch = _Scratch()
+    for rows in _row_blocks(input.shape[0], len(factors)):
+        out = scratch.take((len(factors), rows.stop - rows.start), input)
+        row, predicted = _exponential_block(plan, input[rows], centre, column, out)
+        labels = input.new_empty((4, rows.stop - rows.start))  # rows of (w·y, w·(1 − y), w·y·E, w·(1 − y)·E)
+        labels[0].copy_(target[rows])
+        torch.sub(1, target[rows], out=labels[1])
+        if weight is not None:
+            labels[:2].mul_(weight[rows])
+        torch.mul(labels[:2], row, out=labels[2:])
+        sums += labels @ predicted.t()  # (4, rows) @ (rows, T): the long axis contiguous in both
+    tp, fp, fn_scaled, tn_scaled = sums
+    table = torch.stack([tp, fn_scaled * column[:, 0], fp, tn_scaled * column[:, 0]])  # (4, T)
+    return table.unsqueeze(1)
+
+
+def _shared_exponential_gradient(plan, input, target, weight, factors, centre, column_factors):
+    """The backward of the same: dŷ/dp = L·ŷ·(1 − ŷ) = L·c_k·E·ŷ², so Σ_k factor_k·dŷ/dp at t_k is
+    L·E·((factor ⊙ c) @ ŷ²), one (2, T) @ (T, rows) product per block; then dp/dz."""
+    scale = plan.relaxation.scale
+    column = torch.tensor(column_factors, dtype=input.dtype, device=input.device).unsqueeze(1)
+    weighted = (factors[:, 0, :] * column[:, 0]).mul_(scale)  # (2, T): L·c_k·factor_k
+    grad = torch.empty_like(input)
+    scratch = _Scratch()
+    for rows in _row_blocks(input.shape[0], len(column_factors)):
+        out = scratch.take((len(column_factors), rows.stop - rows.start), input)
+        row, predicted = _exponential_block(plan, input[rows], centre, column, out)
+        positive, negative = (weighted @ predicted.square_()).mul_(row)  # Σ_k factor_k·dŷ/dp: positives, negatives
+        _select_by_label(target[rows], positive, negative, out=grad[rows])
+    if plan.from_logits:
+        grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
+    return grad if weight is None else grad.mul_(weight)
 
 
 def _fused_soft_confusion(plan, input, target, weight):
@@ -888,6 +914,9 @@ def input_gradient(plan, input, target, weight, factors):
             positive, negative = factors if isinstance(factors, FloatFactors) else factors.view(2).unbind(0)
             grad = _binary_input_gradient(plan, input, target, positive, negative)
             return grad if weight is None else grad.mul_(weight)
+        shared = _shared_exponentials(plan, input)
+        if shared is not None:
+            return _shared_exponential_gradient(plan, input, target, weight, factors, *shared)
         return input_gradient(plan, input.unsqueeze(1), target.unsqueeze(1), weight, factors).view(-1)
     if _is_compiling() and plan.task != "multiclass":
         return _fused_input_gradient(plan, input, target, weight, factors)
@@ -926,11 +955,8 @@ def _elementwise_block_gradient(plan, input, labels, factors, scratch):
         threshold = thresholds[0]
     else:
         threshold = torch.tensor(thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
-    shared = getattr(plan.relaxation, "slope_block_", None)
     if slopes is None:  # compiled: a value the compiler fuses, not a buffer
         slopes = plan.relaxation.slope_(p.expand(len(thresholds), *p.shape).clone(), threshold)
-    elif shared is not None and len(thresholds) > 1 and shared(p, threshold, slopes) is not None:
-        factors = factors * plan.relaxation.scale  # the shared form leaves the slope's L to the factors
     else:
         slopes.copy_(p.expand_as(slopes))
         slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
