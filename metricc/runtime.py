@@ -29,6 +29,7 @@ __all__ = [
     "SoftmaxAmplifier", "TensorMath", "FloatMath", "MetricWarning", "CompileFallbackWarning",
 ]
 
+
 class MetricWarning(UserWarning):
     """Base class of the warnings metricc emits (``metricc.MetricWarning``)."""
 
@@ -424,13 +425,14 @@ class MetricDefinition:
 
     Args:
         name: the metric's name (a Python identifier).
-        metric: ``metric(TP, FN, FP, TN, math) -> (f, g+, g-)``: the metric and its per-sample
+        metric: ``metric(TP, FN, FP, TN, ops) -> (f, g+, g-)``: the metric and its per-sample
             derivatives g+ = ∂f/∂TP − ∂f/∂FN (a positive sample's ŷ) and g- = ∂f/∂FP − ∂f/∂TN,
-            written once for tensors (``math=TensorMath``) and Python floats (``FloatMath``).
+            written once for tensors (``ops=TensorMath``) and Python floats (``FloatMath``).
         direction: ``"maximize"`` (loss = 1 − f) or ``"minimize"`` (loss = f).
         relaxation: a runtime relaxation (SigmoidAmplifier, PiecewiseLinear, ...).
         thresholds: thresholds to average over (elementwise relaxations), or () for none.
-        multiclass_relaxation: the relaxation for ``task="multiclass"``.
+        multiclass_relaxation: the relaxation for ``task="multiclass"``; None where the relaxation has
+            no multi-class form (the piecewise-linear and score-oriented ones).
         expression: the metric as text, for messages and ``repr``.
         curve: None for a metric of one confusion matrix; ``"area"`` or ``"sum"`` for a metric of the
             curve over the thresholds (``curve_area(Y, X)``, ``curve_sum(Y, X)``), whose ``metric``
@@ -452,7 +454,7 @@ class MetricDefinition:
         self.thresholds = tuple(float(t) for t in thresholds) or (0.5,)  # Probabilistic ignores its threshold
         if curve is not None:
             self.thresholds = tuple(sorted(set(self.thresholds)))  # the curve runs along ascending thresholds
-        self.multiclass_relaxation = multiclass_relaxation or SoftmaxAmplifier()
+        self.multiclass_relaxation = multiclass_relaxation
         self.expression = expression
         self.loss_sign = -1.0 if direction == "maximize" else 1.0
 
@@ -478,6 +480,12 @@ class _Plan:
         self.estimator = estimator
         self.momentum = momentum
         if task == "multiclass":
+            if definition.curve is not None:
+                raise ValueError("a metric of the threshold curve needs binary scores: use task='binary' or "
+                                 "'multilabel' (one curve per label)")
+            if definition.multiclass_relaxation is None:
+                raise ValueError(f"relaxation {definition.relaxation!r} has no multi-class form; compile the metric "
+                                 "with relaxation='anyloss' (a softmax amplifier) or 'identity' for task='multiclass'")
             self.relaxation, self.thresholds = definition.multiclass_relaxation, (0.5,)
         else:
             self.relaxation, self.thresholds = definition.relaxation, definition.thresholds

@@ -209,6 +209,9 @@ def test_a_class_absent_from_the_batch_follows_zero_division_and_gets_no_gradien
     (lambda: metricc.compile_metric("f1", task="multiclass", num_classes=3, class_weights=[1, 2]), "3 finite"),
     (lambda: metricc.compile_metric("f1", num_classes=3), "apply to task='multiclass'"),
     (lambda: metricc.compile_metric("f1", task="ordinal"), "task must be one of"),
+    (lambda: metricc.compile_metric("auroc", task="multiclass", num_classes=3), "needs binary scores"),
+    (lambda: metricc.compile_metric("f1", relaxation="sol").module.F1Loss(task="multiclass", num_classes=3),
+     "has no multi-class form"),
 ])
 def test_option_errors(call, message):
     with pytest.raises(ValueError, match=message):
