@@ -1401,7 +1401,7 @@ class MetricLoss(torch.nn.Module):
                           sync=sync, process_group=process_group, grad_average=grad_average,
                           estimator=estimator, momentum=float(momentum))
         self.validate = validate
-        self._last_table = None
+        self._last = {}  # the last call's table (a plain dict: nn.Module.__setattr__ costs on every call)
         if estimator == "running":
             classes, count = self.plan.columns
             self.register_buffer("running_rates", torch.zeros(4, classes, count, dtype=torch.float64))
@@ -1430,15 +1430,20 @@ class MetricLoss(torch.nn.Module):
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
         function = self._compiled_core() if self._compile else _apply
         loss, table = function(batch.input, batch.target, batch.weight, plan, running)
-        self._last_table = table
+        self._last["table"] = table
         return loss  # in the input's dtype, float32 for half-precision input (as autocast keeps losses)
 
     @property
     def per_class(self):
         """The last call's metric value per class (the mean over thresholds), for logging; None before a call."""
-        if self._last_table is None:
-            return None
-        return metric_values(self.plan, self._last_table).mean(-1)
+        table = self._last.get("table")
+        return None if table is None else metric_values(self.plan, table).mean(-1)
+
+    @property
+    def last_table(self):
+        """The (4, C, T) table of soft confusion entries (TP, FN, FP, TN) the last call evaluated the metric at:
+        the batch's, or the running estimate's; None before a call."""
+        return self._last.get("table")
 
     def reset(self):
         """Forget the running estimate (e.g. at the start of an epoch)."""

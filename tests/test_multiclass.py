@@ -173,7 +173,7 @@ def test_softmax_amplifier_complement_keeps_its_precision():
     logits = torch.tensor([[40.0, 0.0, 0.0]] * 4, dtype=torch.float32)
     labels = torch.tensor([0, 0, 0, 0])
     loss_fn(logits, labels)
-    _, fn, _, _ = loss_fn._last_table.sum(1)[:, 0]
+    _, fn, _, _ = loss_fn.last_table.sum(1)[:, 0]
     assert 0 < fn.item() < 1e-6  # FN = Σ (1 − ŷ) over the positives: tiny, yet not 0
 
 
