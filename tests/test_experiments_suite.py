@@ -151,6 +151,9 @@ def test_lee_fbeta_gradient_equals_its_hand_derived_form():
     value = loss_fn(logits.detach(), target)
     plain = -(torch.log(p) * target).sum() / P + (torch.log(c + p) * (1 - target)).sum() / N
     assert float(value) == pytest.approx(float(plain), rel=1e-12)
+    sample_mean = losses.LeeFbetaLoss(beta=beta, positive_to_negative=P / N, per_class=False)
+    expected_mean = torch.mean(-torch.log(p) * target + torch.log(c + p) * (1 - target))
+    assert float(sample_mean(logits.detach(), target)) == pytest.approx(float(expected_mean), rel=1e-12)
 
 
 def test_lee_fbeta_gradient_is_parallel_to_the_large_sample_fbeta_gradient():

@@ -6,7 +6,8 @@ Entries of ``--losses``, separated by commas (or by semicolons, see below):
 * ``mse``: mean squared error of σ(logit) against the label (the paper's delta-rule baseline);
 * ``wbce``: BCE with the positives weighted by n_negative / n_positive of the training fold;
 * ``focal``: focal loss (Lin et al. 2017), γ = 2, α = 0.25 as in the paper; ``focal:gamma=1,alpha=0.5``;
-* ``lee-fbeta``: Lee, Yang & Yoo's (2021) surrogate Fβ loss, β = 1; ``lee-fbeta:beta=2``;
+* ``lee-fbeta``: Lee, Yang & Yoo's (2021) surrogate Fβ loss, β = 1; ``lee-fbeta:beta=2``
+  (``per_class=0``: averaged over all samples instead of per class);
 * ``<metric>``: a catalog metric compiled by metricc with the AnyLoss relaxation (L = 73, t = 0.5);
 * ``sol-<metric>``: the same metric with the score-oriented relaxation in the AnyLoss paper's
   setting (raised cosine, μ = 0.5, δ = 0.1);
@@ -25,7 +26,7 @@ settings for this loss only.
 Splitting rule (unambiguous): entries are split at commas outside parentheses and brackets.
 A piece ``key=value`` directly after an entry that ends in options (``@relaxation:...``,
 ``focal:...``, ``lee-fbeta:...``) continues that entry when ``key`` is one of its option
-names (``L threshold delta mu distribution``; ``gamma alpha``; ``beta``); any other
+names (``L threshold delta mu distribution``; ``gamma alpha``; ``beta per_class``); any other
 ``name=...`` starts a user's metric. If the value contains a semicolon, entries are split at
 semicolons only and commas never split, so ``"f1@sigmoid:L=30,threshold=0.4; threshold=TP/P"``
 is one relaxed F1 and a user metric named ``threshold``.
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 BASELINES = ("bce", "mse", "wbce", "focal", "lee-fbeta")
-BASELINE_OPTIONS = {"focal": {"gamma": 2.0, "alpha": 0.25}, "lee-fbeta": {"beta": 1.0}}
+BASELINE_OPTIONS = {"focal": {"gamma": 2.0, "alpha": 0.25}, "lee-fbeta": {"beta": 1.0, "per_class": 1.0}}
 RECIPE_OPTIONS = ("mix", "warmup", "lr", "batch", "epochs")
 SOL_PREFIX = "sol-"
 PAPER_SOL = "sol:distribution=cosine,mu=0.5,delta=0.1"  # AnyLoss Tables 17/18: S(cosine/mu:0.5/delta=0.1)
@@ -323,8 +324,8 @@ def _parse_body(text: str, body: str, params: Mapping[str, float]) -> LossSpec:
         options.update(_parse_options(option_text, BASELINE_OPTIONS.get(baseline, {}), f"loss {text!r}"))
         if baseline == "focal" and not (0 <= options["alpha"] <= 1 and options["gamma"] >= 0):
             raise LossNameError(f"loss {text!r}: focal needs 0 <= alpha <= 1 and gamma >= 0")
-        if baseline == "lee-fbeta" and not options["beta"] > 0:
-            raise LossNameError(f"loss {text!r}: lee-fbeta needs beta > 0")
+        if baseline == "lee-fbeta" and not (options["beta"] > 0 and options["per_class"] in (0.0, 1.0)):
+            raise LossNameError(f"loss {text!r}: lee-fbeta needs beta > 0 and per_class 0 or 1")
         written = baseline + (f":{option_text.strip()}" if colon else "")
         return LossSpec(written, baseline, options=tuple(options.items()))
     metric, at, relaxation = body.partition("@")
@@ -430,7 +431,8 @@ def _base_loss(spec: LossSpec, y_train) -> tuple[LossFunction, float | None]:
         return FocalLoss(gamma=options["gamma"], alpha=options["alpha"]), None
     if spec.kind == "lee-fbeta":
         positives, negatives = _positive_share(y_train, "lee-fbeta")
-        return LeeFbetaLoss(beta=options["beta"], positive_to_negative=positives / max(negatives, 1.0)), None
+        return LeeFbetaLoss(beta=options["beta"], positive_to_negative=positives / max(negatives, 1.0),
+                            per_class=bool(options["per_class"])), None
     import metricc
 
     loss = metricc.compile_metric(spec.metric, params=dict(spec.params) or None, name=spec.label,
@@ -459,12 +461,12 @@ class FocalLoss:
 
     Eq. 5 of the paper: FL(p_t) = −α_t (1 − p_t)^γ log(p_t), with p_t = p for a positive and
     1 − p for a negative, α_t = α for a positive and 1 − α for a negative. γ = 2, α = 0.25 are
-    the paper's choice (§5.1, Table 1b). As in the paper (§4, "the total focal loss ... is
-    computed as the sum of the focal loss over all anchors, normalized by the number of anchors
-    assigned to a ground-truth box") the batch's sum is divided by its number of positives
-    (at least 1). Written from the logit: −log p_t = softplus(−z) for a positive and softplus(z)
-    for a negative (BCE with logits, per sample), and 1 − p_t = −expm1(log p_t), so nothing
-    rounds to log(0) or 1 − 1. Soft labels interpolate linearly between the two cases.
+    the paper's choice (its Table 1b). As in the paper, where an image's loss is the sum over all
+    anchors divided by the number of anchors assigned to a ground-truth box, the batch's sum is
+    divided by its number of positives (at least 1). Written from the logit: −log p_t =
+    softplus(−z) for a positive and softplus(z) for a negative (BCE with logits, per sample),
+    and 1 − p_t = −expm1(log p_t), so nothing rounds to log(0) or 1 − 1. Soft labels
+    interpolate linearly between the two cases.
     """
 
     def __init__(self, gamma: float = 2.0, alpha: float = 0.25):
@@ -493,17 +495,19 @@ class LeeFbetaLoss:
         ∇loss = s · (−∇Fβ),   s = (1 + β²) / (Fβ · (1 + β² − Fβ)) > 0,
 
     i.e. a gradient step on this loss with rate η is a step on Fβ with rate η·s (large
-    while Fβ is small): its learning-rate rule. (``tests/test_experiments.py`` checks the
+    while Fβ is small): its learning-rate rule. (``tests/test_experiments_suite.py`` checks the
     identity with autograd.) Only the abstract is in this project; the form above is our
     reconstruction, and agrees with public implementations that cite the paper up to the
     per-class averaging (they average over all samples, which weights negatives by n_neg/n_pos
-    relative to positives and breaks the parallel gradient on imbalanced data).
+    relative to positives and breaks the parallel gradient on imbalanced data);
+    ``per_class=False`` (``lee-fbeta:per_class=0``) is that plain mean, for comparison.
     log p = −softplus(−z) is taken from the logit; log(c + p) as logaddexp(log c, log p).
     """
 
-    def __init__(self, beta: float = 1.0, positive_to_negative: float = 1.0):
+    def __init__(self, beta: float = 1.0, positive_to_negative: float = 1.0, per_class: bool = True):
         self.beta = float(beta)
         self.offset = self.beta ** 2 * float(positive_to_negative)
+        self.per_class = bool(per_class)
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         y = target.to(logits.dtype)
@@ -511,6 +515,8 @@ class LeeFbetaLoss:
         log_c = torch.tensor(math.log(self.offset) if self.offset > 0 else -math.inf, dtype=logits.dtype,
                              device=logits.device)
         log_c_plus_p = torch.logaddexp(log_c, log_p)
+        if not self.per_class:
+            return torch.mean(-y * log_p + (1 - y) * log_c_plus_p)
         positives, negatives = y.sum(), (1 - y).sum()
         positive_term = -(y * log_p).sum() / torch.clamp(positives.detach(), min=1.0)
         negative_term = ((1 - y) * log_c_plus_p).sum() / torch.clamp(negatives.detach(), min=1.0)

@@ -263,11 +263,18 @@ def plot_validation_curves(result: DatasetResult, config: ExperimentConfig, path
         axis.grid(alpha=0.3)
         axis.tick_params(labelsize=7)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     threshold = "0.5" if config.threshold in ("tuned", 0.5) else str(config.threshold)
     figure.suptitle(f"{result.dataset} ({config.model.upper()}): held-out metrics per epoch, mean over "
                     f"{config.folds} folds, threshold {threshold}", fontsize=10)
-    figure.tight_layout(rect=(0, 0.6 / (3.4 * lines + 0.6) + 0.02, 1, 0.96))
+    if len(rows) < len(axes):  # the legend fills the first empty panel
+        spare = axes[len(rows)]
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(handles, labels, loc="center", fontsize=8, ncol=1 + len(labels) // 9)
+        figure.tight_layout(rect=(0, 0, 1, 0.96))
+    else:
+        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+        figure.tight_layout(rect=(0, 0.6 / (3.4 * lines + 0.6) + 0.02, 1, 0.96))
     figure.savefig(path)
 
 
