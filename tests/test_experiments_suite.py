@@ -341,6 +341,22 @@ def test_summary_counts_wins_ties_losses_and_the_goal():
     assert "| slp | f1 (F1) |" in text and "## Goal" in text and "AnyLoss's form" in text
 
 
+def test_a_compiled_loss_can_count_as_a_baseline_to_compare_recipes_with_it():
+    table = _synthetic_table({"a": 0.05, "b": 0.0})
+    for dataset, shift in (("a", 0.08), ("b", -0.02)):
+        for fold in range(5):
+            base = table.values[("slp", dataset, "f1", "fixed", "f1")][fold]
+            for rule in ("fixed", "tuned"):
+                table.add("slp", dataset, "f1[mix=0.5]", "compiled", "f1", rule, "f1", fold, base + shift, True,
+                          "F1")
+    with pytest.raises(ValueError, match="no loss named 'f2'"):
+        table.counting_as_baselines(["f2"])
+    both = table.counting_as_baselines(["f1"])
+    assert both.compiled == ["f1[mix=0.5]"] and "f1" in both.baselines
+    versus = {c.dataset: c.outcome for c in summary.compare(both) if c.baseline == "f1" and c.rule == "fixed"}
+    assert versus == {"a": "win", "b": "loss"}
+
+
 def test_summary_from_folds_csv_equals_summary_from_results(tmp_path):
     data = datasets.load_dataset("breast_cancer").subsample(150)
     specs = losses.parse_losses("bce,mse,wbce,focal,f1")
@@ -403,6 +419,7 @@ def test_cli_suite_over_a_directory_writes_the_summary_and_rebuilds_it_from_fold
     (["--data-dir", "{tables}", "--losses", "bce,myf=2*TP/(TP+FX)"], "--losses: loss 'myf=2*TP/(TP+FX)': unknown"),
     (["--data-dir", "{tables}", "--losses", "bce,f1", "--param", "b=2"], "--param b: no name=expression"),
     (["--data", "{nolabel}"], "--data: "),
+    (["--data-dir", "{tables}", "--losses", "bce,f1", "--as-baseline", "f2"], "--as-baseline: f2 is not in --losses"),
     (["--summary-from", "{empty}"], "--summary-from: no folds_*.csv files"),
 ])
 def test_cli_suite_bad_input_exits_2_with_a_one_line_message(tmp_path, capsys, argv, message):

@@ -155,6 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="when a dataset counts as a tie in the summary: se (default: the mean paired "
                                  "fold difference within one standard error of 0) or wilcoxon (signed-rank "
                                  "test over folds, p >= 0.05; needs 6 or more folds to ever decide)")
+    evaluation.add_argument("--as-baseline", default="", metavar="NAMES",
+                            help="comma-separated compiled losses the summary counts as baselines, e.g. f1 to "
+                                 "compare recipes such as f1[warmup=10] with the default loss")
     evaluation.add_argument("--curve-points", type=int, default=50, metavar="N",
                             help="record the held-out metrics at about N evenly spaced epochs (validation "
                                  "curves; default 50, 0: none)")
@@ -246,6 +249,9 @@ def run_from_args(args) -> int:
     except LossNameError as exc:
         message = str(exc)
         return _error(message if message.startswith("--") else f"--losses: {message}")
+    unknown = [name for name in _names(args.as_baseline) if name not in {spec.name for spec in losses}]
+    if unknown:
+        return _error(f"--as-baseline: {', '.join(unknown)} is not in --losses")
     try:
         datasets = _load_datasets(args)
         for dataset in datasets:
@@ -282,11 +288,16 @@ def run_from_args(args) -> int:
         all_results.extend(results)
     if _wants_summary(losses):
         main_rule = "tuned" if args.threshold == "tuned" else "fixed"
-        written = write_summary(ScoreTable.from_results(all_results), args.out, args.tie_rule, command=command,
+        table = ScoreTable.from_results(all_results).counting_as_baselines(_names(args.as_baseline))
+        written = write_summary(table, args.out, args.tie_rule, command=command,
                                 main_rule=main_rule, overwrite=args.force)
         for path in written.values():
             print(f"wrote {path}")
     return EXIT_OK
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _wants_summary(losses) -> bool:
@@ -306,13 +317,14 @@ def _summary_only(args) -> int:
             return _error(f"--summary-from: no folds_*.csv files in {directory}")
         paths.extend(found)
     try:
-        table = ScoreTable.from_folds_csv(paths)
+        table = ScoreTable.from_folds_csv(paths).counting_as_baselines(_names(args.as_baseline))
         ensure_writable(summary_paths(args.out), args.force)
     except (ValueError, KeyError, FileExistsError) as exc:
         return _error(f"--summary-from: {exc}" if not isinstance(exc, FileExistsError) else str(exc))
     command = " ".join(shlex.quote(part) for part in ["metricc", "experiment", *[
         item for directory in args.summary_from for item in ("--summary-from", str(directory))],
-        "--tie-rule", args.tie_rule, "--out", str(args.out)])
+        *(["--as-baseline", args.as_baseline] if args.as_baseline else []), "--tie-rule", args.tie_rule,
+        "--out", str(args.out)])
     main_rule = "tuned" if args.threshold == "tuned" else "fixed"
     written = write_summary(table, args.out, args.tie_rule, command=command, main_rule=main_rule,
                             overwrite=args.force)
@@ -356,6 +368,8 @@ def command_line(args) -> str:
         parts += ["--threshold", str(args.threshold)]
     if args.tie_rule != "se":
         parts += ["--tie-rule", args.tie_rule]
+    if args.as_baseline:
+        parts += ["--as-baseline", args.as_baseline]
     if args.curve_points != 50:
         parts += ["--curve-points", str(args.curve_points)]
     parts += ["--out", str(args.out)]

@@ -48,6 +48,7 @@ class ScoreTable:
     models: list[str] = dataclasses.field(default_factory=list)
     datasets: list[str] = dataclasses.field(default_factory=list)
     losses: list[str] = dataclasses.field(default_factory=list)
+    as_baseline: frozenset[str] = frozenset()  # compiled losses counted as baselines (e.g. a default vs a recipe)
 
     def add(self, model: str, dataset: str, loss: str, kind: str, target: str | None, rule: str, metric: str,
             fold: int, value: float, higher_is_better: bool, label: str) -> None:
@@ -65,11 +66,20 @@ class ScoreTable:
 
     @property
     def compiled(self) -> list[str]:
-        return [loss for loss in self.losses if self.kinds[loss] == "compiled" and self.targets[loss]]
+        return [loss for loss in self.losses
+                if self.kinds[loss] == "compiled" and self.targets[loss] and loss not in self.as_baseline]
 
     @property
     def baselines(self) -> list[str]:
-        return [loss for loss in self.losses if self.kinds[loss] != "compiled"]
+        return [loss for loss in self.losses if self.kinds[loss] != "compiled" or loss in self.as_baseline]
+
+    def counting_as_baselines(self, names) -> ScoreTable:
+        """The same scores with the compiled losses ``names`` counted as baselines; unknown names raise ValueError."""
+        unknown = [name for name in names if name not in self.losses]
+        if unknown:
+            raise ValueError(f"no loss named {', '.join(map(repr, unknown))} in the results; "
+                             f"losses are {', '.join(self.losses)}")
+        return dataclasses.replace(self, as_baseline=frozenset(names))
 
     def scores(self, model: str, dataset: str, contestant: str, metric: str) -> np.ndarray | None:
         """Fold scores of a contestant: a loss name, or ``<loss>+tuned`` for its tuned-threshold scores."""
