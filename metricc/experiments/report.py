@@ -219,14 +219,16 @@ def plot_learning_curves(results: list[DatasetResult], config: ExperimentConfig,
         axis.set_visible(False)
     styles = ("-", "--", ":", "-.")
     for axis, result in zip(axes, results):
+        lowest = 0.0
         for index, spec in enumerate(result.losses):
             curve = result.mean_curve(spec.name)
+            lowest = min(lowest, float(np.min(curve))) if len(curve) else lowest
             axis.plot(np.arange(1, len(curve) + 1), curve, label=spec.name, color=_color(spec, index),
                       linestyle=styles[index % len(styles)] if spec.kind == "compiled" else "-", linewidth=1.8)
         axis.set_title(f"Loss curve: {result.dataset} ({config.model.upper()})")
         axis.set_xlabel("epoch")
         axis.set_ylabel("training loss (mean over folds)")
-        axis.set_ylim(bottom=0)
+        axis.set_ylim(bottom=lowest)  # 0, unless a loss goes negative (lee-fbeta's log(c + p) can)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
