@@ -412,6 +412,23 @@ def test_cli_suite_over_a_directory_writes_the_summary_and_rebuilds_it_from_fold
         (out / "summary.csv").read_text().splitlines())
 
 
+def test_cli_threshold_tuned_shows_the_tuned_scores_in_the_main_tables(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    _table(tmp_path / "t.csv", rng, rows=80)
+    out = tmp_path / "out"
+    code = main(["experiment", "--data", str(tmp_path / "t.csv"), "--losses", "bce,f1", "--folds", "2", "--epochs", "3",
+                 "--threshold", "tuned", "--curve-points", "0", "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert "maximises each row's metric on the training fold" in (out / "scores_slp.md").read_text()
+    with open(out / "folds_slp.csv", newline="") as handle:
+        tuned = {(r["loss"], r["fold"]): float(r["value"]) for r in csv.DictReader(handle)
+                 if r["rule"] == "tuned" and r["metric"] == "f1"}
+    with open(out / "scores_slp.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["metric"] == "f1")
+    assert float(row["bce"]) == pytest.approx(np.mean([tuned[("bce", "1")], tuned[("bce", "2")]]), abs=1e-6)
+    assert "(the main tables' rule)" in (out / "summary.md").read_text().split("## Compiled loss at the tuned")[1]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data-dir", "{nowhere}"], "--data-dir: no such directory"),
     (["--data-dir", "{empty}"], "--data-dir: "),
