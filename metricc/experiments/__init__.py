@@ -1,8 +1,10 @@
-"""Train models with compiled metric losses and compare them with BCE: ``metricc experiment``.
+"""Train models with compiled metric losses and compare them with baselines: ``metricc experiment``.
 
-An optional extra (``pip install 'metricc[experiments]'``: scikit-learn, matplotlib);
-the core package never imports it. One concept per module: ``datasets``, ``models``,
-``losses``, ``settings`` (the AnyLoss paper's defaults), ``training``, ``evaluation``
-(scikit-learn metrics of hard predictions), ``protocol`` (cross-validation),
-``report`` (tables, plot, timing) and ``runner`` (the command line).
+An optional extra (``pip install 'metricc[experiments]'``: scikit-learn, matplotlib,
+scipy); the core package never imports it. One concept per module: ``datasets``,
+``models``, ``losses`` (baselines, compiled losses, users' expressions, recipes),
+``settings`` (the AnyLoss paper's defaults), ``training``, ``evaluation`` (scikit-learn
+metrics of hard predictions, their vectorised forms, the tuned threshold), ``protocol``
+(cross-validation), ``report`` (tables, plots, timing), ``summary`` (wins/ties/losses
+across datasets) and ``runner`` (the command line).
 """
