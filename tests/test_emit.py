@@ -181,12 +181,13 @@ def test_zero_division_policy():
         metricc.compile_metric("recall", zero_division=float("nan"))
 
 
-def test_saturated_sol_batch_has_finite_loss_and_gradient():
+def test_saturated_sol_batch_has_the_hard_loss_and_no_gradient():
     gmean = metricc.compile_metric("gmean", relaxation=ScoreOriented(delta=0.1))
     logits = torch.tensor([-9.0, -8.0, 7.0, -7.5], dtype=torch.float64, requires_grad=True)
-    loss = gmean(logits, torch.tensor([1, 1, 0, 0]))  # every ŷ is exactly 0 or 1: TP = 0
+    loss = gmean(logits, torch.tensor([1, 1, 0, 0]))  # every ŷ is exactly 0 or 1: TP = 0, G-mean 0
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert loss.item() == 1.0
+    assert logits.grad.tolist() == [0.0] * 4  # the slope is exactly 0 outside [μ − δ, μ + δ]: the method
 
 
 def test_gradient_does_not_vanish_where_the_sigmoid_saturates():

@@ -284,9 +284,13 @@ def test_saturation_warns_only_where_the_slope_underflows_once_per_dtype():
 def test_an_empty_amplifier_range_says_no_valid_l():
     from metricc.relax import describe_amplifier_range
 
-    assert describe_amplifier_range(1e-3, torch.float32).endswith("13.82..33.29") or \
-        "13.8" in describe_amplifier_range(1e-3, torch.float32)
-    assert describe_amplifier_range(1e-3, torch.bfloat16).startswith("no valid L in torch.bfloat16")
+    t = 1e-3
+    low = math.log((1 - t) / t) / (0.5 - t)  # AnyLoss eq. 2; eq. 3 with a 24-bit (float32) or 8-bit significand
+    assert describe_amplifier_range(t, torch.float32) == \
+        f"valid L in torch.float32 for p in [0.001, 0.999]: {low:.2f}..{24 * math.log(2) / (0.5 - t):.2f}"
+    assert describe_amplifier_range(t, torch.bfloat16) == (
+        f"no valid L in torch.bfloat16 for p in [0.001, 0.999]: the amplifier needs L ≥ {low:.2f}, but "
+        f"L ≤ {8 * math.log(2) / (0.5 - t):.2f} keeps ŷ below 1")
 
 
 def test_valid_amplifier_range_rejects_bad_arguments():
