@@ -67,6 +67,48 @@ def test_gradcheck_on_generated_function(name, relaxation):
     assert torch.autograd.gradcheck(lambda x: loss_fn(x, target), (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.xfail(strict=True, reason="runtime bug: _binary_input_gradient takes the tail path when the relaxation's "
+                   "own threshold is 1/2 (slope_symmetric_about_half) but evaluates the slope at q = min(p, 1 − p) "
+                   "with the loss's single threshold t ≠ 1/2, where the slope is not symmetric: "
+                   "compile_metric('accuracy', thresholds=[0.25]) gives −0.0487 for z = 1.541 (exact −6.9e-18)")
+@pytest.mark.parametrize("relaxation", ["anyloss", "linear", "sol", "sol:distribution=cosine"])
+def test_a_single_threshold_other_than_the_relaxations_own_gets_its_slope(relaxation):
+    """Found by the thorough profile of test_properties.py (1,000 expressions × every relaxation)."""
+    loss_fn = metricc.compile_metric("accuracy", relaxation=relaxation, thresholds=[0.25])
+    logits, target = torch.tensor([1.5409961082440433, -0.3], dtype=torch.float64), torch.tensor([1, 0])
+    z = logits.clone().requires_grad_(True)
+    loss = loss_fn(z, target)
+    loss.backward()
+    reference, expected = autograd_value_and_grad(ReferenceMetric("accuracy"), Relaxation.from_spec(relaxation),
+                                                  "maximize", logits, target, thresholds=[0.25])
+    torch.testing.assert_close(loss.detach(), reference, rtol=1e-12, atol=0)
+    torch.testing.assert_close(z.grad, expected, rtol=1e-8, atol=1e-300)
+
+
+@pytest.mark.parametrize("parameter", [
+    pytest.param("value", marks=pytest.mark.xfail(strict=True, reason=(
+        "emitter bug: metric_and_gradient assigns the parameter (value = 0.5), then the metric to the same name "
+        "(value = TP*value + 2*TP), and the factors read the metric instead of the parameter"))),
+    pytest.param("positive", marks=pytest.mark.xfail(strict=True, reason=(
+        "emitter bug: the parameter 'positive' is overwritten by the positive factor before the negative factor "
+        "reads it"))),
+    "negative", "defined", "ops", "term", "denominator", "alpha",
+])
+def test_a_parameter_named_like_a_local_of_the_generated_code_keeps_its_value(parameter):
+    """Found by the thorough profile of test_properties.py: TP + (TP + TP*value) with value = 0.5."""
+    text = f"TP*(2 + {parameter}) - FP*{parameter}"
+    loss_fn = metricc.compile_metric(text, params={parameter: 0.5}, check=False, direction="maximize",
+                                     relaxation="identity")
+    logits, target = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([1, 0])
+    z = logits.clone().requires_grad_(True)
+    loss = loss_fn(z, target)
+    loss.backward()
+    reference, expected = autograd_value_and_grad(ReferenceMetric(text, {parameter: 0.5}),
+                                                  Relaxation.from_spec("identity"), "maximize", logits, target)
+    torch.testing.assert_close(loss.detach(), reference, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(z.grad, expected, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", ["f1", "mcc", "balanced_accuracy"])
 def test_weights_and_thresholds_against_plain_composition(name):
     thresholds = [0.2, 0.35, 0.5, 0.65, 0.8]

@@ -95,7 +95,14 @@ def assert_matches(loss_fn, batch, reference):
 
 # -- compiling and running, with a one-line reproduction ---------------------------------------
 
+# Parameters the generated code overwrites with its own locals: the emitter bug pinned by test_emit.py::
+# test_a_parameter_named_like_a_local_of_the_generated_code_keeps_its_value (strict xfail). Examples that use
+# them are discarded so that the thorough profile keeps looking for other bugs; remove with the fix.
+KNOWN_BAD_PARAMETER_NAMES = {"value", "positive"}
+
+
 def compile_drawn(expression: MetricExpression, relaxation, direction="maximize", threshold_list=None, **options):
+    assume(not KNOWN_BAD_PARAMETER_NAMES & set(expression.params))
     call = expression.call(relaxation=relaxation.spec(), thresholds=threshold_list, check=False,
                            direction=direction, **options)
     note(f"reproduce: {call}")
@@ -126,6 +133,14 @@ def run_generated(loss_fn, logits, target, weight=None, dtype=torch.float64):
     return loss.detach(), z.grad
 
 
+def _hits_known_single_threshold_bug(relaxation, threshold_arg) -> bool:
+    """thresholds=[t], t ≠ 1/2, with a relaxation whose own threshold is 1/2: the runtime bug pinned by
+    test_emit.py::test_a_single_threshold_other_than_the_relaxations_own_gets_its_slope (strict xfail).
+    Skipped here so that the thorough profile keeps looking for other bugs; remove with the fix."""
+    return threshold_arg is not None and len(threshold_arg) == 1 and relaxation.threshold == 0.5 \
+        and threshold_arg[0] != 0.5
+
+
 float64_batches = batches(dtypes=(torch.float64,), max_logit=30.0)
 # Issue 12's batches: one to eight samples, often of one class only, often confidently wrong.
 small_batches = batches(min_size=1, max_size=8, dtypes=(torch.float64,), max_logit=30.0)
@@ -146,6 +161,8 @@ def test_closed_form_backward_equals_autograd_of_the_text(expression, relaxation
     compared = 0
     for relaxation in relaxation_set:
         threshold_arg, threshold_list = thresholds_for(relaxation, drawn_thresholds)
+        if _hits_known_single_threshold_bug(relaxation, threshold_arg):
+            continue
         loss_fn = compile_drawn(expression, relaxation, direction, threshold_arg)
         for batch in batch_list:
             reference = well_determined(metric, relaxation, direction, batch, threshold_list)
