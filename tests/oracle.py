@@ -604,3 +604,51 @@ def hard_confusion(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float
     predicted, target = predicted.bool(), target.bool()
     return (float((predicted & target).sum()), float((~predicted & target).sum()),
             float((predicted & ~target).sum()), float((~predicted & ~target).sum()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-class and multi-label: one-vs-rest direct sums per class, averaged as scikit-learn does
+
+
+def class_soft_pairs(task: str, relaxation: Relaxation, logits, threshold):
+    """(ŷ, 1 − ŷ), each (N, C). Multi-class: ŷ = softmax(z) (identity) or softmax(L/2 · softmax(z)) (the
+    amplifier), 1 − ŷ_c as the other classes' share Σ_{k≠c} ŷ_k. Multi-label: each column as a binary one."""
+    if task == "multilabel":
+        p, q = probabilities(logits)
+        return soft_pair(relaxation, p, q, threshold)
+    a = logits if relaxation.kind == "identity" else torch.softmax(logits, -1) * (relaxation.L / 2)
+    predicted = torch.softmax(a, -1)
+    classes = logits.shape[1]
+    complement = torch.stack([predicted[:, [k for k in range(classes) if k != c]].sum(-1) for c in range(classes)],
+                             -1)
+    return predicted, complement
+
+
+def class_autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, direction: str, logits, target, *,
+                        task: str, average: str = "macro", weight=None, class_weights=None, thresholds=None):
+    """The loss of a (N, C) batch: the metric of each class's one-vs-rest direct sums, averaged over classes
+    as scikit-learn's ``average=`` (macro: the mean; weighted: by support Σ w·y; micro: the metric of the
+    summed sums) or with ``class_weights``, then over thresholds (multi-label)."""
+    classes = logits.shape[1]
+    y = torch.nn.functional.one_hot(target, classes).to(logits.dtype) if target.dim() == 1 else target.to(logits.dtype)
+    w = (torch.ones(logits.shape[0], dtype=logits.dtype) if weight is None else weight.to(logits.dtype))[:, None]
+    positives, negatives = w * y, w * (1 - y)
+    losses = []
+    for t in (thresholds or relaxation.default_thresholds()) if task == "multilabel" else [None]:
+        predicted, complement = class_soft_pairs(task, relaxation, logits, t)
+        entries = [(positives * predicted).sum(0), (positives * complement).sum(0), (negatives * predicted).sum(0),
+                   (negatives * complement).sum(0)]
+        if average == "micro":
+            value = metric(*(e.sum() for e in entries))
+            losses.append(1 - value if direction == "maximize" else value)
+            continue
+        values = torch.stack([metric(*(e[c] for e in entries)) for c in range(classes)])
+        if class_weights is not None:
+            shares = torch.as_tensor(class_weights, dtype=logits.dtype)
+        elif average == "weighted":
+            shares = positives.sum(0)
+        else:
+            shares = torch.ones(classes, dtype=logits.dtype)
+        shares = shares / shares.sum()
+        losses.append(((1 - values if direction == "maximize" else values) * shares).sum())
+    return torch.stack(losses).mean()
