@@ -399,6 +399,21 @@ def test_sync_in_a_single_process_is_sync_false(single_process):
         assert torch.equal(grad_sync, grad_plain)  # no world-size scaling either
 
 
+@pytest.mark.parametrize("single_process", ["world_of_one"], indirect=True)
+def test_process_group_of_one_rank_is_sync_false(single_process):
+    group = torch.distributed.new_group([0])
+    loss_fn = metricc.compile_metric("f1", sync=True, process_group=group)
+    assert loss_fn.process_group is group
+    logits, target, weight = _concatenated(_shards((9, 14), seed=6, no_positives_rank=None, weighted=True))
+    outputs = []
+    for candidate in (loss_fn, metricc.compile_metric("f1")):
+        z = logits.clone().requires_grad_(True)
+        loss = candidate(z, target, weight)
+        loss.backward()
+        outputs.append((loss.detach(), z.grad))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
 def test_empty_batch_in_a_single_process_is_an_error_with_sync_too(single_process):
     for sync in (False, True):
         with pytest.raises(ValueError, match="batch is empty"):
