@@ -476,6 +476,13 @@ def probabilities(input, from_logits=True):
     return input, 1 - input
 
 
+def tied(predicted, complement):
+    """The complement's value, with the derivative −dŷ: d(1 − ŷ) = −dŷ exactly. Autograd then forms a sample's
+    derivative as (f_TP − f_FN)·dŷ in one subtraction, instead of f_TP·dŷ + f_FN·d(1 − ŷ) from two slopes
+    rounded apart, which leaves noise of f_TP·ε where f_TP = f_FN are huge (P/TN with TN ≈ 1e-16)."""
+    return complement.detach() + (predicted.detach() - predicted)
+
+
 def autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, direction: str, input, target, weight=None,
                   thresholds=None, from_logits=True, with_counts=False):
     """The mean over thresholds of 1 − f (maximize) or f (minimize), f of the four direct sums
@@ -486,6 +493,7 @@ def autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, direction: st
     losses, counts = [], []
     for t in thresholds or relaxation.default_thresholds():
         predicted, complement = soft_pair(relaxation, p, q, t)
+        complement = tied(predicted, complement)
         entries = ((w * y * predicted).sum(), (w * y * complement).sum(), (w * (1 - y) * predicted).sum(),
                    (w * (1 - y) * complement).sum())
         value = metric(*entries)
@@ -636,6 +644,7 @@ def class_autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, directi
     losses = []
     for t in (thresholds or relaxation.default_thresholds()) if task == "multilabel" else [None]:
         predicted, complement = class_soft_pairs(task, relaxation, logits, t)
+        complement = tied(predicted, complement)
         entries = [(positives * predicted).sum(0), (positives * complement).sum(0), (negatives * predicted).sum(0),
                    (negatives * complement).sum(0)]
         if average == "micro":
