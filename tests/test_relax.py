@@ -321,3 +321,121 @@ def test_score_oriented_density_is_full_just_inside_the_interval(distribution, d
     got = relaxation.runtime().slope_(p.clone(), 0.5)
     expected = [float(mp_soft_pair(relaxation, x, 0.5)[0].grad[0]) for x in p.tolist()]
     torch.testing.assert_close(got, torch.tensor(expected, dtype=dtype), rtol=1e-5, atol=0)
+
+
+# -- exact parameters, messages and boundaries (assertions mutation testing showed missing) ----------------
+
+def test_parameters_are_stored_as_floats_and_specs_read_back_exactly():
+    cases = [(Sigmoid(L=30, threshold=0.25), ("L", "threshold"), "sigmoid:L=30.0,threshold=0.25"),
+             (Linear(threshold=0.25, delta=0.125), ("threshold", "delta"), "linear:threshold=0.25,delta=0.125"),
+             (ScoreOriented("cosine", mu=0.25, delta=1), ("mu", "delta"),
+              "sol:distribution=cosine,mu=0.25,delta=1.0"),
+             (Identity(), (), "identity")]
+    for relaxation, fields, spec in cases:
+        for field in fields:
+            assert type(getattr(relaxation, field)) is float, (relaxation, field)
+        assert relaxation.spec() == spec
+        assert resolve_relaxation(spec) == relaxation
+
+
+@pytest.mark.parametrize("factory, message", [
+    (lambda: Sigmoid(L=True), "Sigmoid: L must be a finite number, got True"),
+    (lambda: Sigmoid(L="30"), "Sigmoid: L must be a finite number, got '30'"),
+    (lambda: Sigmoid(L=0.0), "Sigmoid: L must be positive, got 0.0"),
+    (lambda: Sigmoid(threshold=float("inf")), "Sigmoid: threshold must be a finite number, got inf"),
+    (lambda: Sigmoid(threshold=0.0), "Sigmoid: threshold must lie in (0, 1), got 0.0"),
+    (lambda: Sigmoid(threshold=1.0), "Sigmoid: threshold must lie in (0, 1), got 1.0"),
+    (lambda: Linear(threshold=None), "Linear: threshold must be a finite number, got None"),
+    (lambda: Linear(threshold=0.0), "Linear: threshold must lie in (0, 1), got 0.0"),
+    (lambda: Linear(threshold=1.0), "Linear: threshold must lie in (0, 1), got 1.0"),
+    (lambda: Linear(delta=float("nan")), "Linear: delta must be a finite number, got nan"),
+    (lambda: Linear(delta=0.0), "Linear: delta must lie in (0, 0.5), got 0.0"),
+    (lambda: Linear(delta=0.5), "Linear: delta must lie in (0, 0.5), got 0.5"),
+    (lambda: ScoreOriented(mu=False), "ScoreOriented: mu must be a finite number, got False"),
+    (lambda: ScoreOriented(mu=0.0), "ScoreOriented: mu must lie in (0, 1), got 0.0"),
+    (lambda: ScoreOriented(mu=1.0), "ScoreOriented: mu must lie in (0, 1), got 1.0"),
+    (lambda: ScoreOriented(delta=-0.0), "ScoreOriented: delta must be positive, got -0.0"),
+    (lambda: ScoreOriented(delta=float("inf")), "ScoreOriented: delta must be a finite number, got inf"),
+    (lambda: ScoreOriented("normal"), "ScoreOriented: distribution must be 'uniform' or 'cosine', got 'normal'"),
+])
+def test_invalid_parameters_get_the_exact_message(factory, message):
+    with pytest.raises(ValueError) as info:
+        factory()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    (3, TypeError, "relaxation must be a Relaxation or a name, not int"),
+    ("cubic", ValueError, "unknown relaxation 'cubic'; choose one of anyloss, sigmoid, linear, softset, identity, "
+                          "probabilistic, sol, score_oriented or pass an instance such as metricc.Sigmoid(L=30.0)"),
+    ("sigmoid:L=3=4", ValueError, "relaxation option L='3=4' needs a number"),
+])
+def test_relaxation_spec_errors_say_exactly_what_is_wrong(spec, error, message):
+    with pytest.raises(error) as info:
+        resolve_relaxation(spec)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("relaxation", [r for r in RELAXATIONS if r.threshold is not None], ids=repr)
+def test_the_symbolic_form_at_another_threshold_is_the_papers_formula_there(relaxation):
+    """symbolic(p, t) and symbolic_derivative(p, t) use the t given (threshold averaging), not the default."""
+    p = sympy.Symbol("p", real=True)
+    t = 0.35
+    value = sympy.lambdify(p, relaxation.symbolic(p, sympy.Float(t)), "mpmath")
+    slope = sympy.lambdify(p, relaxation.symbolic_derivative(p, sympy.Float(t)), "mpmath")
+    for x in (0.1, 0.3, 0.42, 0.77):
+        predicted, _ = mp_soft_pair(relaxation, x, t)
+        assert float(value(x)) == pytest.approx(float(predicted.value), rel=1e-12, abs=1e-14)
+        assert float(slope(x)) == pytest.approx(float(predicted.grad[0]), rel=1e-9, abs=1e-12)
+
+
+def test_valid_amplifier_range_defaults_to_float64_and_refuses_its_ends():
+    assert valid_amplifier_range(0.1) == valid_amplifier_range(0.1, torch.float64)
+    from metricc.relax import describe_amplifier_range
+
+    assert describe_amplifier_range(0.1) == describe_amplifier_range(0.1, torch.float64)
+    assert describe_amplifier_range(0.1).startswith("valid L in torch.float64 for p in [0.1, 0.9]: 5.49..91.84")
+    for bad in (0.0, 0.5, True, "0.1"):
+        with pytest.raises(ValueError, match=r"precision must lie in \(0, 0.5\)"):
+            valid_amplifier_range(bad)
+
+
+def test_saturation_limit_is_where_the_amplifier_reaches_the_significand():
+    """|p − t| ≤ p_bits·ln 2 / L keeps ŷ inside (0, 1); None where that covers all of [0, 1]."""
+    assert saturation_limit(Sigmoid(), torch.float32) == pytest.approx(24 * math.log(2) / 73, rel=1e-15)
+    assert saturation_limit(Sigmoid(L=100.0), torch.float64) == pytest.approx(53 * math.log(2) / 100, rel=1e-15)
+    exactly_reaching = Sigmoid(L=48 * math.log(2))  # reach 24·ln 2 / L = 1/2 exactly: the whole interval
+    assert saturation_limit(exactly_reaching, torch.float32) is None
+    assert saturation_limit(Sigmoid(L=48 * math.log(2) * 1.01), torch.float32) < 0.5
+    assert saturation_limit(Linear(), torch.float32) is None
+
+
+@pytest.mark.parametrize("relaxation, parameters", [
+    (Sigmoid(), ("L = 73", "t = 0.5")), (Linear(threshold=0.3, delta=0.1), ("t = 0.3", "δ = 0.1")),
+    (Identity(), ()), (ScoreOriented("cosine", 0.4, 0.2), ("μ = 0.4", "δ = 0.2", "cosine")),
+])
+def test_descriptions_state_the_formula_and_its_parameters(relaxation, parameters):
+    assert relaxation.formula().startswith("ŷ = ")
+    assert relaxation.derivative_formula().startswith("dŷ/dp = ")
+    assert relaxation.latex_formula().startswith(r"\hat y = ")
+    for parameter in parameters:
+        assert parameter in relaxation.formula()
+
+
+def test_derivative_descriptions_are_the_papers():
+    assert Sigmoid().derivative_formula() == "dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t)"
+    assert Identity().formula() == "ŷ = p (probabilistic confusion matrix)"
+    assert Identity().derivative_formula() == "dŷ/dp = 1"
+    assert ScoreOriented("uniform").derivative_formula() == "dŷ/dp = 1/(2δ) for |p − μ| < δ, else 0"
+    assert ScoreOriented("cosine").derivative_formula() == "dŷ/dp = (1 + cos(π(p − μ)/δ))/(2δ) for |p − μ| < δ, else 0"
+    assert Linear().derivative_formula().endswith("t + t_m/2; t_m = min(t, 1 − t)")
+
+
+def test_with_threshold_keeps_every_other_parameter():
+    assert Sigmoid(30.0, 0.4).with_threshold(0.7) == Sigmoid(30.0, 0.7)
+    assert Linear(0.4, 0.1).with_threshold(0.7) == Linear(0.7, 0.1)
+    assert ScoreOriented("cosine", 0.4, 0.2).with_threshold(0.7) == ScoreOriented("cosine", 0.7, 0.2)
+    with pytest.raises(ValueError) as info:
+        Identity().with_threshold(0.5)
+    assert str(info.value) == ("Identity has no threshold, so thresholds= cannot average over it; "
+                               "use Sigmoid, Linear or ScoreOriented")
