@@ -10,7 +10,8 @@ in parsing, option resolution, derivation or code generation cannot cancel out o
 * :class:`Relaxation` holds a relaxation's parameters as the papers state them; :func:`soft_pair`
   gives ŷ and 1 − ŷ in torch, each as its own value (the complement never as a difference that
   cancels), and :func:`mp_soft_pair` the same in mpmath with its slope.
-* :func:`autograd_loss` is the loss written the obvious way: four direct sums, the metric, autograd.
+* :func:`autograd_loss` is the loss written the obvious way: four direct sums, the metric of the text at
+  them (in 50 digits, with its exact partial derivatives), autograd through the sums.
 * :func:`mp_reference` is the loss and its gradient in 50-digit arithmetic, for degenerate batches.
 * :func:`hard_confusion` counts a hard confusion matrix.
 """
@@ -476,6 +477,34 @@ def probabilities(input, from_logits=True):
     return input, 1 - input
 
 
+class _ExactMetric(torch.autograd.Function):
+    """The metric of four float64 entries, evaluated from its text in 50 digits, with its 50-digit partial
+    derivatives as the backward: autograd differentiates the sums, the metric itself is exact at them. (The
+    text evaluated in float64 can cancel where its own order of operations does, (FP − n)/TN with TN ≈ 1e-11,
+    and the reference would then be the inaccurate side.) NaN where the metric is undefined."""
+
+    @staticmethod
+    def forward(ctx, metric, *entries):
+        with mpmath.workdps(DIGITS):
+            seeds = [Dual(mpmath.mpf(e.item()), tuple(int(i == k) for i in range(4))) for k, e in enumerate(entries)]
+            try:
+                result = metric(*seeds)
+                value, partials = float(result.value), [float(g) for g in result.grad]
+            except (Undefined, ZeroDivisionError):
+                value, partials = math.nan, [math.nan] * 4
+        ctx.partials = partials
+        return entries[0].new_tensor(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *(grad * partial for partial in ctx.partials))
+
+
+def exact_metric(metric: ReferenceMetric, tp, fn, fp, tn):
+    """:class:`_ExactMetric`: the metric's 50-digit value at the entries, differentiable by autograd."""
+    return _ExactMetric.apply(metric, tp, fn, fp, tn)
+
+
 def tied(predicted, complement):
     """The complement's value, with the derivative −dŷ: d(1 − ŷ) = −dŷ exactly. Autograd then forms a sample's
     derivative as (f_TP − f_FN)·dŷ in one subtraction, instead of f_TP·dŷ + f_FN·d(1 − ŷ) from two slopes
@@ -496,7 +525,7 @@ def autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, direction: st
         complement = tied(predicted, complement)
         entries = ((w * y * predicted).sum(), (w * y * complement).sum(), (w * (1 - y) * predicted).sum(),
                    (w * (1 - y) * complement).sum())
-        value = metric(*entries)
+        value = exact_metric(metric, *entries)
         counts.append(entries)
         losses.append(1 - value if direction == "maximize" else value)
     loss = torch.stack(losses).mean()
@@ -648,10 +677,10 @@ def class_autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, directi
         entries = [(positives * predicted).sum(0), (positives * complement).sum(0), (negatives * predicted).sum(0),
                    (negatives * complement).sum(0)]
         if average == "micro":
-            value = metric(*(e.sum() for e in entries))
+            value = exact_metric(metric, *(e.sum() for e in entries))
             losses.append(1 - value if direction == "maximize" else value)
             continue
-        values = torch.stack([metric(*(e[c] for e in entries)) for c in range(classes)])
+        values = torch.stack([exact_metric(metric, *(e[c] for e in entries)) for c in range(classes)])
         if class_weights is not None:
             shares = torch.as_tensor(class_weights, dtype=logits.dtype)
         elif average == "weighted":
