@@ -477,6 +477,14 @@ def probabilities(input, from_logits=True):
     return input, 1 - input
 
 
+def working_bits(values) -> int:
+    """Bits for exact sums and differences of these numbers: 50 digits relative to the smallest of them, so
+    that 1 + 4.5e-44 − 1 is 4.5e-44 to 50 digits (at a flat 50 digits it would keep 7)."""
+    magnitudes = [int(mpmath.mag(mpmath.mpf(v))) for v in values if v != 0 and math.isfinite(v)]
+    span = max(magnitudes) - min(magnitudes) if magnitudes else 0
+    return 2 * span + 4 * DIGITS
+
+
 class _ExactMetric(torch.autograd.Function):
     """The metric of four float64 entries, evaluated from its text in 50 digits, with its 50-digit partial
     derivatives as the backward: autograd differentiates the sums, the metric itself is exact at them. (The
@@ -485,7 +493,7 @@ class _ExactMetric(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, metric, *entries):
-        with mpmath.workdps(DIGITS):
+        with mpmath.workprec(working_bits([e.item() for e in entries])):
             seeds = [Dual(mpmath.mpf(e.item()), tuple(int(i == k) for i in range(4))) for k, e in enumerate(entries)]
             try:
                 result = metric(*seeds)
@@ -602,14 +610,18 @@ def mp_reference(metric: ReferenceMetric, relaxation: Relaxation, direction: str
                 pairs.append(mp_soft_pair(relaxation, p, q, t))
                 if pairs[-1][0].grad[0] != 0:
                     slopes[len(pairs) - 1] = min(slopes[len(pairs) - 1], abs(pairs[-1][0].grad[0]))
-            entries = [mpmath.mpf(0)] * 4
+            terms = [[] for _ in range(4)]
             for (predicted, complement), y, w in zip(pairs, labels, weights):
                 hat, rest = _representable(predicted.value, dtype), _representable(complement.value, dtype)
                 for k, term in enumerate((y * hat, y * rest, (1 - y) * hat, (1 - y) * rest)):
-                    entries[k] += w * term
-            seeds = [Dual(e, tuple(int(i == k) for i in range(4))) for k, e in enumerate(entries)]
+                    terms[k].append(w * term)
+            # Exact sums of the rounded terms, and the metric at them with bits to spare for cancellation.
+            bits = working_bits([float(t) for entry in terms for t in entry] + [float(w) for w in weights])
             try:
-                value = metric(*seeds)
+                with mpmath.workprec(bits):
+                    entries = [mpmath.fsum(entry) for entry in terms]
+                    seeds = [Dual(e, tuple(int(i == k) for i in range(4))) for k, e in enumerate(entries)]
+                    value = metric(*seeds)
                 if not _finite(value.value):
                     raise Undefined("not finite")
             except (Undefined, ZeroDivisionError):
