@@ -3,7 +3,9 @@
     python tests/mutation.py relax            # metricc/relax.py
     python tests/mutation.py derive           # metricc/derive.py
     python tests/mutation.py runtime          # metricc/runtime.py
+    python tests/mutation.py runtime --sample 300  # 300 mutants drawn at random (seed 0): an estimate
     python tests/mutation.py runtime --survivors   # list the surviving mutants of the last run, with diffs
+    python tests/mutation.py runtime --rerun-survivors   # the survivors again, with the tests as they are now
 
 mutmut (``pip install mutmut``) changes one operator, constant or call at a time in the module and runs
 the tests that execute the changed function; a mutant is *killed* when one of them fails. Each module
@@ -56,7 +58,7 @@ SELECTIONS = {
               *_matrix("test_emit.py", "test_closed_form_backward_equals_autograd_of_plain_composition", ["f1"]),
               *_matrix("test_degenerate.py", "test_degenerate_batches_against_50_digit_arithmetic", ["f1"])],
     # Derivatives of catalog metrics and of random expressions, against the oracle.
-    "derive": ["tests/test_derive.py",
+    "derive": ["tests/test_derive.py", "tests/test_derivation_text.py",
                *_matrix("test_emit.py", "test_closed_form_backward_equals_autograd_of_plain_composition",
                         ["f1", "mcc", "gmean", "balanced_accuracy", "cohen_kappa", "fowlkes_mallows"], ["anyloss"]),
                "tests/test_properties.py::test_small_and_single_class_batches_match_autograd_of_the_direct_sums",
@@ -138,6 +140,33 @@ def _settings(module: str, selection: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sample(folder: Path, module: str, count: int, env: dict) -> list[str]:
+    """``count`` mutant names drawn with a fixed seed; mutmut generates the mutants when a run starts, so a
+    first run is started and stopped as soon as they exist."""
+    import random
+    import signal
+    import time
+
+    meta = folder / "mutants" / "metricc" / f"{module}.py.meta"
+    if not meta.exists():
+        process = subprocess.Popen([sys.executable, "-m", "mutmut", "run"], cwd=folder, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while not meta.exists() and process.poll() is None:
+            time.sleep(2)
+        time.sleep(2)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+    names = sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    print(f"{count} of {len(names)} mutants drawn at random (seed 0)", flush=True)
+    return sorted(random.Random(0).sample(names, min(count, len(names))))
+
+
+def _survivors(folder: Path) -> list[str]:
+    lines = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=folder, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    return [line.split(":")[0].strip() for line in lines if line.strip().endswith(": survived")]
+
+
 def _counts(folder: Path) -> dict:
     subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=folder, check=True,
                    capture_output=True)
@@ -161,17 +190,30 @@ def main(argv=None) -> int:
                         help="scratch folder (default: <tmp>/metricc-mutation-<module>); reused to resume a run")
     parser.add_argument("--fresh", action="store_true", help="delete the scratch folder first")
     parser.add_argument("--max-children", type=int, default=1, help="parallel workers (default 1)")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="test N mutants drawn at random (seed 0) instead of all: an estimate of the score "
+                             "(runtime.py has some 2,200 mutants, hours on 2 cores)")
     parser.add_argument("--survivors", action="store_true", help="list the last run's survivors with their diffs")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="copy the current tests and selection into the scratch folder and run the last run's "
+                             "survivors again: the score after new assertions")
     args = parser.parse_args(argv)
     folder = args.workdir or Path(tempfile.gettempdir()) / f"metricc-mutation-{args.module}"
     if args.survivors:
-        names = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=folder, capture_output=True,
-                               text=True, check=True).stdout.split()
-        for name in [n.rstrip(":") for n in names if n.startswith("metricc.")]:
+        for name in _survivors(folder):
             print(subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=folder, capture_output=True,
                                  text=True).stdout)
         _report(args.module, _counts(folder))
         return 0
+    names = []
+    if args.rerun_survivors:
+        names = _survivors(folder)
+        shutil.rmtree(folder / "tests")
+        shutil.copytree(ROOT / "tests", folder / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        settings = (folder / "pyproject.toml").read_text(encoding="utf-8").split("\n[tool.mutmut]\n")[0]
+        (folder / "pyproject.toml").write_text(settings + _settings(args.module, _expand(SELECTIONS[args.module])),
+                                               encoding="utf-8")
+        print(f"{len(names)} survivors to run again", flush=True)
     if args.fresh and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "mutants").exists():
@@ -185,7 +227,10 @@ def main(argv=None) -> int:
             (folder / "mutation_warmup.txt").write_text("mutation_warmup\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "METRICC_PROFILE": "ci",
            "PYTHONHASHSEED": "0"}
-    command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+    if args.sample is not None and not names:
+        names = _sample(folder, args.module, args.sample, env)
+    command = ["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
+               *names]
     print(f"in {folder}: {' '.join(command)}", flush=True)
     result = subprocess.run(command, cwd=folder, env=env)
     _report(args.module, _counts(folder))
