@@ -161,10 +161,10 @@ def _sample(folder: Path, module: str, count: int, env: dict) -> list[str]:
     return sorted(random.Random(0).sample(names, min(count, len(names))))
 
 
-def _survivors(folder: Path) -> list[str]:
-    lines = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=folder, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
-    return [line.split(":")[0].strip() for line in lines if line.strip().endswith(": survived")]
+def _survivors(folder: Path, statuses=("survived",)) -> list[str]:
+    lines = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=folder,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line.split(":")[0].strip() for line in lines if line.rsplit(": ", 1)[-1].strip() in statuses]
 
 
 def _counts(folder: Path) -> dict:
@@ -193,6 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="test N mutants drawn at random (seed 0) instead of all: an estimate of the score "
                              "(runtime.py has some 2,200 mutants, hours on 2 cores)")
+    parser.add_argument("--without", action="append", default=[], metavar="TESTFILE",
+                        help="leave this test file out (repeatable): the score before it existed")
     parser.add_argument("--survivors", action="store_true", help="list the last run's survivors with their diffs")
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="copy the current tests and selection into the scratch folder and run the last run's "
@@ -206,8 +208,8 @@ def main(argv=None) -> int:
         _report(args.module, _counts(folder))
         return 0
     names = []
-    if args.rerun_survivors:
-        names = _survivors(folder)
+    if args.rerun_survivors:  # and the mutants no selected test executed, which new tests may
+        names = _survivors(folder, ("survived", "no tests"))
         shutil.rmtree(folder / "tests")
         shutil.copytree(ROOT / "tests", folder / "tests", ignore=shutil.ignore_patterns("__pycache__"))
         settings = (folder / "pyproject.toml").read_text(encoding="utf-8").split("\n[tool.mutmut]\n")[0]
@@ -219,7 +221,10 @@ def main(argv=None) -> int:
     if not (folder / "mutants").exists():
         folder.mkdir(parents=True, exist_ok=True)
         _copy_tree(folder)
-        selection = _expand(SELECTIONS[args.module])
+        for path in args.without:
+            (folder / path).unlink()
+        selection = [entry for entry in _expand(SELECTIONS[args.module])
+                     if entry.split("::")[0] not in args.without]
         with (folder / "pyproject.toml").open("a", encoding="utf-8") as handle:
             handle.write(_settings(args.module, selection))
         if args.module == "runtime":
