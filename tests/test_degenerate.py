@@ -116,6 +116,7 @@ def test_degenerate_batches_against_50_digit_arithmetic(name, spec):
 
         # float32: the same numbers; its gradient must not vanish where float64's does not (unless the
         # slope dŷ/dz, a factor of every gradient, is itself below float32's range, as σ'(±40)·ŷ' can be).
+        where = _describe(name, spec, batch_name, logits, target, weight, torch.float32)
         z32, y32, w32 = _tensors(logits, target, weight, torch.float32)
         loss32, grad32 = _run(loss_fn, z32, y32, w32)
         reference32 = mp_reference(metric, relaxation, direction, z32, y32, w32, dtype=torch.float32)
@@ -124,14 +125,14 @@ def test_degenerate_batches_against_50_digit_arithmetic(name, spec):
         visible = (expected_grad.abs() >= FLOAT32_VISIBLE) & (expected32.abs() >= FLOAT32_VISIBLE) \
             & (slopes >= FLOAT32_TINY)
         if (grad32.double()[visible] == 0).any():
-            failures.append(f"{where}: float32 gradient {grad32.tolist()!r} is 0 where float64's is "
+            failures.append(f"{where}: gradient {grad32.tolist()!r} is 0 where float64's is "
                             f"{expected_grad.tolist()!r}")
         scale32 = max([abs(reference32.loss_float())] + [abs(float(v)) for v in reference32.metric if v is not None])
         if not abs(loss32.item() - reference32.loss_float()) <= FLOAT32_RTOL * scale32 + 1e-30:
-            failures.append(f"{where}: float32 loss {loss32.item()!r} != {reference32.loss_float()!r}")
+            failures.append(f"{where}: loss {loss32.item()!r} != {reference32.loss_float()!r}")
         if not (grad32.double() - expected32).abs().max().item() <= FLOAT32_RTOL * expected32.abs().max().item() \
                 + 1e-30:
-            failures.append(f"{where}: float32 gradient {grad32.tolist()!r} != {expected32.tolist()!r}")
+            failures.append(f"{where}: gradient {grad32.tolist()!r} != {expected32.tolist()!r}")
     assert not failures, f"{len(failures)} of {len(BATCHES)} batches differ:\n" + "\n".join(failures[:12])
 
 
