@@ -659,14 +659,18 @@ def hard_confusion(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float
 # Multi-class and multi-label: one-vs-rest direct sums per class, averaged as scikit-learn does
 
 
-def class_soft_pairs(task: str, relaxation: Relaxation, logits, threshold):
+def class_soft_pairs(task: str, relaxation: Relaxation, logits, threshold, from_logits=True):
     """(ŷ, 1 − ŷ), each (N, C). Multi-class: ŷ = softmax(z) (identity) or softmax(L/2 · softmax(z)) (the
-    amplifier), 1 − ŷ_c as the other classes' share Σ_{k≠c} ŷ_k. Multi-label: each column as a binary one."""
+    amplifier), from probability rows p: ŷ = p or softmax(L/2 · p); 1 − ŷ_c as the other classes' share
+    Σ_{k≠c} ŷ_k. Multi-label: each column as a binary one."""
     if task == "multilabel":
-        p, q = probabilities(logits)
+        p, q = probabilities(logits, from_logits)
         return soft_pair(relaxation, p, q, threshold)
-    a = logits if relaxation.kind == "identity" else torch.softmax(logits, -1) * (relaxation.L / 2)
-    predicted = torch.softmax(a, -1)
+    p = torch.softmax(logits, -1) if from_logits else logits
+    if relaxation.kind == "identity":
+        predicted = p
+    else:
+        predicted = torch.softmax(p * (relaxation.L / 2), -1)
     classes = logits.shape[1]
     complement = torch.stack([predicted[:, [k for k in range(classes) if k != c]].sum(-1) for c in range(classes)],
                              -1)
@@ -674,7 +678,8 @@ def class_soft_pairs(task: str, relaxation: Relaxation, logits, threshold):
 
 
 def class_autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, direction: str, logits, target, *,
-                        task: str, average: str = "macro", weight=None, class_weights=None, thresholds=None):
+                        task: str, average: str = "macro", weight=None, class_weights=None, thresholds=None,
+                        from_logits=True):
     """The loss of a (N, C) batch: the metric of each class's one-vs-rest direct sums, averaged over classes
     as scikit-learn's ``average=`` (macro: the mean; weighted: by support Σ w·y; micro: the metric of the
     summed sums) or with ``class_weights``, then over thresholds (multi-label)."""
@@ -684,7 +689,7 @@ def class_autograd_loss(metric: ReferenceMetric, relaxation: Relaxation, directi
     positives, negatives = w * y, w * (1 - y)
     losses = []
     for t in (thresholds or relaxation.default_thresholds()) if task == "multilabel" else [None]:
-        predicted, complement = class_soft_pairs(task, relaxation, logits, t)
+        predicted, complement = class_soft_pairs(task, relaxation, logits, t, from_logits)
         complement = tied(predicted, complement)
         entries = [(positives * predicted).sum(0), (positives * complement).sum(0), (negatives * predicted).sum(0),
                    (negatives * complement).sum(0)]

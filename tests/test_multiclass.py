@@ -111,6 +111,22 @@ def test_multiclass_losses_are_scikit_learns_averaged_scores_in_the_hard_limit(n
     assert 1 - loss_fn(logits, target).item() == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("task, relaxation", [("multiclass", "anyloss"), ("multiclass", "identity"),
+                                              ("multilabel", "linear")])
+def test_probabilities_as_input(task, relaxation):
+    """from_logits=False: rows of class probabilities (multi-class) or per-label probabilities."""
+    loss_fn = metricc.compile_metric("f1", task=task, num_classes=CLASSES, relaxation=relaxation, from_logits=False)
+    logits, target, weight = _batch(task, seed=7)
+    probabilities = torch.softmax(logits, -1) if task == "multiclass" else torch.sigmoid(logits)
+    loss, grad = _run(loss_fn, probabilities, target, weight)
+    p = probabilities.clone().requires_grad_(True)
+    reference = class_autograd_loss(ReferenceMetric("f1"), Relaxation.from_spec(relaxation), "maximize", p, target,
+                                    task=task, weight=weight, from_logits=False)
+    reference.backward()
+    torch.testing.assert_close(loss, reference.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, p.grad, rtol=1e-8, atol=1e-12)
+
+
 def test_multiclass_targets_as_indices_and_as_one_hot_rows_agree():
     loss_fn = metricc.compile_metric("mcc", task="multiclass", num_classes=CLASSES)
     logits, target, weight = _batch("multiclass", seed=6)
@@ -144,6 +160,12 @@ def test_bad_task_options_get_clear_errors(options, message):
     ("multiclass", torch.zeros(4, 3), torch.tensor([0.0, 1.0, 2.0, 0.0]), "must hold class indices"),
     ("multilabel", torch.zeros(4, 3), torch.zeros(4, 2), r"target must have shape \(N, 3\)"),
     ("multilabel", torch.zeros(4, 3), torch.full((4, 3), 2.0), r"labels in \[0, 1\]"),
+    ("multiclass", torch.zeros(4, 3), torch.tensor([0, 1, 2]), "^input holds 4 samples but target holds 3; they must "
+                                                              "match$"),
+    ("multilabel", torch.zeros(4, 3), torch.zeros(3, 3), "^input holds 4 samples but target holds 3"),
+    ("multiclass", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0], device="meta"),
+     "^target is on meta but input is on cpu; move it first$"),
+    ("multilabel", torch.zeros(4, 3), torch.zeros(4, 3, device="meta"), "^target is on meta but input is on cpu"),
 ])
 def test_bad_class_batches_get_clear_errors(task, logits, target, message):
     loss_fn = metricc.compile_metric("f1", task=task, num_classes=CLASSES)
