@@ -336,6 +336,13 @@ def test_parameters_are_stored_as_floats_and_specs_read_back_exactly():
             assert type(getattr(relaxation, field)) is float, (relaxation, field)
         assert relaxation.spec() == spec
         assert resolve_relaxation(spec) == relaxation
+    # float subclasses (numpy's float64) become plain floats too, and print as such in generated code
+    for relaxation, fields in ((Sigmoid(L=np.float64(30), threshold=np.float64(0.25)), ("L", "threshold")),
+                               (Linear(threshold=np.float64(0.25), delta=np.float64(0.125)), ("threshold", "delta")),
+                               (ScoreOriented(mu=np.float64(0.25), delta=np.float64(0.5)), ("mu", "delta"))):
+        for field in fields:
+            assert type(getattr(relaxation, field)) is float, (relaxation, field)
+    assert Sigmoid(L=0.5).L == 0.5  # any positive scale is valid, also below 1
 
 
 @pytest.mark.parametrize("factory, message", [
@@ -383,10 +390,13 @@ def test_the_symbolic_form_at_another_threshold_is_the_papers_formula_there(rela
     t = 0.35
     value = sympy.lambdify(p, relaxation.symbolic(p, sympy.Float(t)), "mpmath")
     slope = sympy.lambdify(p, relaxation.symbolic_derivative(p, sympy.Float(t)), "mpmath")
+    symbol = sympy.Symbol("t", real=True)  # a symbolic threshold: the derivative is still along p only
+    slope_in_t = sympy.lambdify((p, symbol), relaxation.symbolic_derivative(p, symbol), "mpmath")
     for x in (0.1, 0.3, 0.42, 0.77):
         predicted, _ = mp_soft_pair(relaxation, x, t)
         assert float(value(x)) == pytest.approx(float(predicted.value), rel=1e-12, abs=1e-14)
         assert float(slope(x)) == pytest.approx(float(predicted.grad[0]), rel=1e-9, abs=1e-12)
+        assert float(slope_in_t(x, t)) == pytest.approx(float(predicted.grad[0]), rel=1e-9, abs=1e-12)
 
 
 def test_valid_amplifier_range_defaults_to_float64_and_refuses_its_ends():
