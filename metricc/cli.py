@@ -198,6 +198,8 @@ def _compile(args) -> int:
 def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
     """Write ``text`` to ``path``; without ``overwrite`` fail rather than replace an existing file."""
     mode = "w" if overwrite else "x"
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; -o needs a file name, e.g. {path / 'loss.py'}")
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
     with open(path, mode, encoding="utf-8") as handle:
@@ -280,12 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     except (MetricSyntaxError, MetricCheckError) as exc:
         print(f"metricc: error: {_render(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
-        print(f"metricc: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:  # `metricc compile f1 | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except (ValueError, TypeError, OSError) as exc:  # OSError: an output path that cannot be written
+        print(f"metricc: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 _METRIC_COMMANDS = ("compile", "derive", "check")

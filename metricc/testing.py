@@ -404,21 +404,31 @@ def register_profiles() -> None:
     """Register hypothesis profiles ``metricc-ci`` and ``metricc-thorough``.
 
     Both switch the per-example deadline off (a compile runs sympy for seconds), print
-    the reproduction blob, and skip hypothesis's "explain" phase (it traces every line,
-    which makes sympy many times slower); ``ci`` is derandomized so CI runs are
-    repeatable and take a predictable time, ``thorough`` explores new examples each run.
+    the reproduction blob (``@reproduce_failure``), and skip hypothesis's "explain" phase
+    (it traces every line, which makes sympy many times slower). ``ci`` is derandomized
+    (a fixed seed per test, derived from its name) and keeps no example database, so CI
+    runs draw the same examples every time and take a predictable time; ``thorough``
+    explores new examples each run and replays saved failures from ``.hypothesis/`` first.
     """
     phases = [phase for phase in Phase if phase is not Phase.explain]
     common = dict(deadline=None, print_blob=True, phases=phases,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                          HealthCheck.data_too_large])
-    settings.register_profile("metricc-ci", derandomize=True, database=None, **common)
-    settings.register_profile("metricc-thorough", **common)
+    # From hypothesis's own defaults, not from whatever profile is loaded now (a conftest may have loaded ours).
+    parent = settings.get_profile("default")
+    settings.register_profile("metricc-ci", parent=parent, derandomize=True, database=None, **common)
+    settings.register_profile("metricc-thorough", parent=parent, derandomize=False, **common)
 
 
-def property_settings(max_examples: int, **overrides) -> settings:
-    """Settings for one property test: ``max_examples`` under ``ci``, that times the factor under ``thorough``."""
+def property_settings(max_examples: int, *, thorough: int | None = None, **overrides) -> settings:
+    """Settings for one property test under the selected profile.
+
+    Args:
+        max_examples: the number of examples under ``ci``.
+        thorough: the number under ``thorough``; by default ``max_examples`` times the profile's factor.
+        overrides: other hypothesis settings.
+    """
     register_profiles()
     name = profile()
-    return settings(settings.get_profile(f"metricc-{name}"), max_examples=max_examples * PROFILES[name],
-                    **overrides)
+    count = max_examples * PROFILES[name] if thorough is None or name == "ci" else max(thorough, max_examples)
+    return settings(settings.get_profile(f"metricc-{name}"), max_examples=count, **overrides)

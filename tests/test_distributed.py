@@ -3,8 +3,8 @@
 One group of worker processes per world size runs every case (a loss on uneven shards,
 weights, several thresholds, an empty shard, the standalone module written by the CLI,
 DDP training) and saves what it saw; the tests compare that, in this process, with the
-same loss computed by one process on the concatenated batch (and with tests/oracle.py's
-autograd composition, which shares no code with the generated module).
+same loss computed by one process on the concatenated batch, and with tests/oracle.py's
+autograd composition of the metric's text, built from what each case states (never from the loss).
 """
 
 import ast
@@ -27,7 +27,7 @@ import torch
 import metricc
 from metricc.cli import main as cli_main
 
-from .oracle import plain_loss
+from .oracle import ReferenceMetric, Relaxation, autograd_loss, catalog_direction
 
 WORLD_SIZES = (2, 3)
 INIT_TIMEOUT_S = 60  # rendezvous and every collective in a worker
@@ -50,6 +50,8 @@ CASES = {
     "f1_three_thresholds_empty_shard": dict(compile=dict(metric="f1", thresholds=[0.3, 0.5, 0.7],
                                                          grad_average=True), empty_shard=True),
     "standalone_f1": dict(standalone=True),
+    # process_group=: ranks 0 and 1 reduce over a group of their own; in a world of 3, rank 2 is outside it.
+    "f1_subgroup": dict(compile=dict(metric="f1", grad_average=False), subgroup=True),
 }
 
 
@@ -90,6 +92,20 @@ def _reference_loss(case):
     """The same loss without sync, for one process on the concatenated batch."""
     options = dict(case.get("compile", {"metric": "f1"}))
     return metricc.compile_metric(options.pop("metric"), **{**options, "sync": False})
+
+
+def _oracle_loss(case, logits, target, weight):
+    """The oracle's loss for a case, from the case's own statement: its metric's catalog text, the default
+    relaxation (AnyLoss's amplifier), the catalog's direction, the case's thresholds."""
+    options = case.get("compile", {"metric": "f1"})
+    name = options["metric"]
+    return autograd_loss(ReferenceMetric(name), Relaxation.from_spec("anyloss"), catalog_direction(name), logits,
+                         target, weight, options.get("thresholds"))
+
+
+def _members(case, world_size):
+    """The ranks whose shards make the case's global batch."""
+    return [0, 1] if case.get("subgroup") else list(range(world_size))
 
 
 def _ddp_data(world_size):
@@ -163,13 +179,17 @@ def _load_standalone(path):
 
 def _run_cases(rank, world_size, plan):
     results = {}
+    subgroup = torch.distributed.new_group([0, 1])  # every rank takes part in creating it
     for name, case in CASES.items():
         shard = plan["cases"][name]["shards"][rank]
+        if case.get("subgroup") and rank not in (0, 1):
+            continue
         if case.get("standalone"):
             loss_fn = _load_standalone(plan["standalone"]).F1Loss()  # its default: sync=True
         else:
             options = dict(case["compile"])
-            loss_fn = metricc.compile_metric(options.pop("metric"), sync=True, **options)
+            group = subgroup if case.get("subgroup") else None
+            loss_fn = metricc.compile_metric(options.pop("metric"), sync=True, process_group=group, **options)
         z = shard["logits"].clone().requires_grad_(True)
         loss = loss_fn(z, shard["target"], shard["weight"])
         loss.backward()
@@ -260,13 +280,13 @@ def group(request, tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_rank_gets_the_global_batch_loss(group, name):
     world_size, plan, results = group
-    shards = plan["cases"][name]["shards"]
+    members = _members(CASES[name], world_size)
+    shards = [plan["cases"][name]["shards"][rank] for rank in members]
     logits, target, weight = _concatenated(shards)
     reference = _reference_loss(CASES[name])
     expected = reference(logits, target, weight)
-    independent = plain_loss(reference.metric, reference.relaxation, reference.derivation.direction, logits,
-                             target, weight, list(reference.derivation.thresholds))
-    losses = [results[rank][name]["loss"] for rank in range(world_size)]
+    independent = _oracle_loss(CASES[name], logits, target, weight)
+    losses = [results[rank][name]["loss"] for rank in members]
     local = [reference(s["logits"], s["target"], s["weight"]) for s in shards if s["logits"].numel()]
     for loss in losses:
         assert torch.equal(loss, losses[0])  # the same all-reduced statistics on every rank
@@ -279,21 +299,21 @@ def test_every_rank_gets_the_global_batch_loss(group, name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_local_gradients_are_the_global_batch_gradient(group, name):
     world_size, plan, results = group
-    shards = plan["cases"][name]["shards"]
+    members = _members(CASES[name], world_size)
+    shards = [plan["cases"][name]["shards"][rank] for rank in members]
     logits, target, weight = _concatenated(shards)
     reference = _reference_loss(CASES[name])
     z = logits.clone().requires_grad_(True)
     reference(z, target, weight).backward()
     z_plain = logits.clone().requires_grad_(True)
-    plain_loss(reference.metric, reference.relaxation, reference.derivation.direction, z_plain, target, weight,
-               list(reference.derivation.thresholds)).backward()
-    grads = [results[rank][name]["grad"] for rank in range(world_size)]
+    _oracle_loss(CASES[name], z_plain, target, weight).backward()
+    grads = [results[rank][name]["grad"] for rank in members]
     for grad, shard in zip(grads, shards):
         assert grad.shape == shard["logits"].shape
     gathered = torch.cat(grads)
     # grad_average=True scales by the world size, so that DDP's mean over ranks is the global gradient.
     grad_average = CASES[name].get("compile", {}).get("grad_average", True)
-    scale = world_size if grad_average else 1
+    scale = len(members) if grad_average else 1
     assert gathered.abs().max() > 0
     torch.testing.assert_close(gathered, scale * z.grad, rtol=1e-10, atol=1e-15)
     torch.testing.assert_close(gathered, scale * z_plain.grad, rtol=1e-8, atol=1e-12)
@@ -377,6 +397,21 @@ def test_sync_in_a_single_process_is_sync_false(single_process):
         (loss_sync, grad_sync), (loss_plain, grad_plain) = outputs
         assert torch.equal(loss_sync, loss_plain)
         assert torch.equal(grad_sync, grad_plain)  # no world-size scaling either
+
+
+@pytest.mark.parametrize("single_process", ["world_of_one"], indirect=True)
+def test_process_group_of_one_rank_is_sync_false(single_process):
+    group = torch.distributed.new_group([0])
+    loss_fn = metricc.compile_metric("f1", sync=True, process_group=group)
+    assert loss_fn.process_group is group
+    logits, target, weight = _concatenated(_shards((9, 14), seed=6, no_positives_rank=None, weighted=True))
+    outputs = []
+    for candidate in (loss_fn, metricc.compile_metric("f1")):
+        z = logits.clone().requires_grad_(True)
+        loss = candidate(z, target, weight)
+        loss.backward()
+        outputs.append((loss.detach(), z.grad))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
 def test_empty_batch_in_a_single_process_is_an_error_with_sync_too(single_process):
