@@ -2,9 +2,9 @@
 
 SLP: one full-batch gradient step per epoch; MLP: mini-batches of 5 % of the data
 (Adam), on the `random` dataset (10,000 × 2, 9:1). Epochs of all losses are run
-round-robin in one process so that machine load affects them alike; each epoch's
-time is divided by BCE's epoch of the same round, and the medians of these ratios
-are reported. ``--cpu-time`` measures the process's CPU time instead of wall-clock
+round-robin in one process (each round starting at the next loss) so that machine load
+affects them alike; each epoch's time is divided by BCE's epoch of the same round, and
+the medians of these ratios are reported. ``--cpu-time`` measures the process's CPU time instead of wall-clock
 time (less sensitive to other processes on a shared machine); ``--threads`` sets
 torch's intra-op threads; ``--running`` adds each compiled loss with the running
 estimator (momentum 0.9). Needs the experiments extra (scikit-learn).
@@ -77,9 +77,10 @@ def main(argv=None) -> int:
         for run in runners.values():  # warm-up
             run()
         times = {name: [] for name in runners}
-        for _ in range(args.epochs):
-            for name, run in runners.items():
-                times[name].append(run())
+        names = list(runners)
+        for index in range(args.epochs):  # each round starts at the next loss: no loss always runs first
+            for name in names[index % len(names):] + names[:index % len(names)]:
+                times[name].append(runners[name]())
         reference = columns[0][0]
         ratios = {name: statistics.median(t / r for t, r in zip(values, times[reference]))
                   for name, values in times.items()}
