@@ -9,8 +9,12 @@ processes on a shared machine change the numbers less than wall-clock time would
 timed round-robin: each round times a block of calls of every candidate in turn, and every ratio is
 the median over rounds of the ratio within a round (candidates of one round ran under the same
 load). Before timing, the compiled losses are checked against the plain formula (value and
-gradient). ``--ops`` counts the aten operations of one forward+backward (a TorchDispatchMode);
-``--profile N`` prints torch.profiler's table for the compiled loss at batch size N.
+gradient). ``--floor`` adds two reference points that are not losses to use: a Python
+``autograd.Function`` that only sums its input (what any custom Function costs), and a minimal
+hand-written one for this one loss (AnyLoss F1, no input checks, weights or ``zero_division``: the
+fewest eager operations the exact formulas allow). ``--ops`` counts the aten operations of one
+forward+backward (a TorchDispatchMode); ``--profile N`` prints torch.profiler's table for the compiled
+loss at batch size N.
 
     python benchmarks/bench_small.py                       # the grid, about 2 minutes of CPU
     python benchmarks/bench_small.py --ops --profile 256   # where the time goes
@@ -49,14 +53,67 @@ def bce(logits, target):
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
 
 
-def candidates() -> dict:
-    return {
+class SumFunction(torch.autograd.Function):
+    """A custom Function that sums its input: the fixed cost of any Python autograd.Function."""
+
+    @staticmethod
+    def forward(ctx, logits, target):
+        ctx.size = logits.shape[0]
+        return logits.sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.expand(ctx.size).clone(), None
+
+
+_SLOPE = torch.ops.aten.sigmoid_backward.grad_input
+
+
+class MinimalF1(torch.autograd.Function):
+    """1 − F1 with the AnyLoss amplifier (L = 73, t = 1/2) in as few eager operations as the exact forms allow:
+    ŷ and 1 − ŷ as σ(±a) into one buffer, the four direct sums as one matrix product, the factors as
+    Python floats; backward σ(−|z|) once, the factor by label without cancellation, two slopes."""
+
+    scale = 73.0
+
+    @staticmethod
+    def forward(ctx, logits, target):
+        scale = MinimalF1.scale
+        buffer = torch.empty((2, logits.shape[0]), dtype=logits.dtype)
+        a = torch.sigmoid(logits, out=buffer[0]).mul_(scale).sub_(scale / 2)
+        torch.neg(a, out=buffer[1])
+        buffer.sigmoid_()  # ŷ, 1 − ŷ
+        labels = torch.stack([target, 1 - target])
+        (tp, fn), (fp, _) = torch.mm(labels, buffer.t()).tolist()
+        denominator = 2 * tp + fp + fn
+        ctx.factors = (-2 * (tp + fp + fn) / denominator ** 2 * scale, 2 * tp / denominator ** 2 * scale)
+        ctx.save_for_backward(logits, target)
+        return torch.full((), 1 - 2 * tp / denominator, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, target = ctx.saved_tensors
+        scale = grad.item()
+        positive, negative = (factor * scale for factor in ctx.factors)
+        tail = torch.abs(logits).neg_().sigmoid_()  # q = σ(−|z|)
+        out = torch.mul(target, -negative).add_(negative).add_(target, alpha=positive)
+        _SLOPE(out, tail, grad_input=out)  # · q(1 − q)
+        _SLOPE(out, tail.mul_(MinimalF1.scale).sub_(MinimalF1.scale / 2).sigmoid_(), grad_input=out)  # · r(1 − r)
+        return out, None
+
+
+def candidates(floor: bool = False) -> dict:
+    functions = {
         "bce": bce,
         "plain": plain_f1,
         "metricc": metricc.compile_metric("f1"),
         "metricc, validate=False": metricc.compile_metric("f1", validate=False),
         "metricc, running": metricc.compile_metric("f1", estimator="running", momentum=0.9),
     }
+    if floor:
+        functions["Function that sums"] = SumFunction.apply
+        functions["minimal F1 Function"] = MinimalF1.apply
+    return functions
 
 
 def make_batch(n: int, dtype: torch.dtype, seed: int = 0):
@@ -147,13 +204,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--rounds", type=int, default=15, help="round-robin rounds per configuration")
     parser.add_argument("--calls", type=int, default=300, help="calls per candidate and round")
+    parser.add_argument("--floor", action="store_true", help="also a summing Function and a minimal F1 Function")
     parser.add_argument("--ops", action="store_true", help="count aten operations per forward+backward")
     parser.add_argument("--profile", type=int, metavar="N", help="torch.profiler table of metricc at n = N, float64")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", metricc.MetricWarning)
-    functions = candidates()
+    functions = candidates(args.floor)
     print("# Cost per call at small n: forward+backward, CPU time, one thread, medians over rounds")
     print(f"torch {torch.__version__}, python {platform.python_version()}, {platform.machine()}; "
           f"{args.rounds} rounds x {args.calls} calls per candidate; ratios to BCE within a round\n")
@@ -165,7 +223,8 @@ def main(argv=None) -> int:
         dtype = getattr(torch, dtype_name)
         for n in (int(s) for s in args.sizes.split(",")):
             logits, target = make_batch(n, dtype)
-            for name in ("metricc", "metricc, validate=False"):  # the running loss's state is not the batch's
+            checked = ("metricc", "metricc, validate=False") + (("minimal F1 Function",) if args.floor else ())
+            for name in checked:  # the running loss's state is not the batch's
                 check(functions[name], logits, target, dtype)
             seconds, ratios = time_round_robin(functions, logits, target, args.rounds, args.calls)
             rows.append({"n": n, "dtype": dtype_name, "us": {k: v * 1e6 for k, v in seconds.items()},
