@@ -391,18 +391,27 @@ def parse_losses(text: str, params: Mapping[str, float] | None = None, *, check:
 # --- building -------------------------------------------------------------------------------------------------
 
 def build_loss(spec: LossSpec, y_train: torch.Tensor | None = None, *, task: str = "binary",
-               estimator: str = "batch") -> tuple[LossFunction, float | None]:
+               estimator: str = "batch", momentum: float = 0.9,
+               reset_each_epoch: bool = False) -> tuple[LossFunction, float | None]:
     """The loss function (logits, targets) → scalar, and the threshold a compiled loss was compiled for.
 
     ``y_train`` (the training fold's labels) sets the positive weight of ``wbce`` and
-    the prevalence of ``lee-fbeta``. A recipe (mix, warmup) wraps the loss. ``task`` and
-    ``estimator`` are placeholders for multi-class/multi-label and running estimators
-    (only ``binary`` and ``batch`` exist so far). Warnings from compiling (e.g.
-    metricc's analysis) are returned to the caller's warning filters unchanged.
+    the prevalence of ``lee-fbeta``. A recipe (mix, warmup) wraps the loss. ``estimator``
+    and ``momentum`` go to ``metricc.compile_metric`` for compiled losses (baselines have
+    no confusion matrix to estimate); ``reset_each_epoch`` forgets a running estimate at
+    the start of every epoch. ``task`` is a placeholder for multi-class/multi-label (only
+    ``binary`` exists so far). Warnings from compiling (e.g. metricc's analysis) are
+    returned to the caller's warning filters unchanged.
     """
-    if task != "binary" or estimator != "batch":
-        raise NotImplementedError(f"task={task!r}, estimator={estimator!r}: only binary/batch is implemented")
-    loss, threshold = _base_loss(spec, y_train)
+    if task != "binary":
+        raise NotImplementedError(f"task={task!r}: only binary is implemented")
+    if estimator not in ("batch", "running"):
+        raise ValueError(f"estimator must be 'batch' or 'running', got {estimator!r}")
+    if reset_each_epoch and estimator != "running":
+        raise ValueError("reset_each_epoch applies to the running estimator")
+    loss, threshold = _base_loss(spec, y_train, estimator, momentum)
+    if reset_each_epoch and spec.is_compiled:
+        loss = ResetEachEpoch(loss)
     mix, warmup = spec.recipe_value("mix"), spec.recipe_value("warmup")
     if mix:
         loss = MixedWithBCE(loss, float(mix))
@@ -418,7 +427,8 @@ def _positive_share(y_train: torch.Tensor | None, name: str) -> tuple[float, flo
     return positives, float(y_train.numel()) - positives
 
 
-def _base_loss(spec: LossSpec, y_train) -> tuple[LossFunction, float | None]:
+def _base_loss(spec: LossSpec, y_train, estimator: str = "batch",
+               momentum: float = 0.9) -> tuple[LossFunction, float | None]:
     options = dict(spec.options)
     if spec.kind == "bce":
         return F.binary_cross_entropy_with_logits, None
@@ -436,7 +446,7 @@ def _base_loss(spec: LossSpec, y_train) -> tuple[LossFunction, float | None]:
     import metricc
 
     loss = metricc.compile_metric(spec.metric, params=dict(spec.params) or None, name=spec.label,
-                                  relaxation=spec.relaxation)
+                                  relaxation=spec.relaxation, estimator=estimator, momentum=momentum)
     return loss, getattr(loss.relaxation, "threshold", None)
 
 
@@ -538,6 +548,19 @@ class MixedWithBCE:
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.loss, "set_epoch"):
             self.loss.set_epoch(epoch)
+
+
+class ResetEachEpoch:
+    """A compiled loss whose running estimate is forgotten at the start of every epoch (``loss.reset()``)."""
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loss.reset()
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, target)
 
 
 class WarmStartWithBCE:

@@ -54,7 +54,11 @@ class ExperimentConfig:
     fold. ``epochs``, ``learning_rate`` and ``batch_size`` override the paper's per-loss
     settings (``batch_size`` as a float is a fraction of the fold). ``curve_points``: how
     many epochs (evenly spaced, the last included) the held-out metrics are recorded at.
-    ``task`` and ``estimator`` are placeholders (only ``binary`` and ``batch`` exist).
+    ``task`` is a placeholder (only ``binary`` exists). ``estimator`` is how compiled metric losses
+    estimate the confusion matrix: ``"batch"`` (each batch's) or ``"running"`` (a moving average of
+    the rates with ``momentum``; docs/minibatch.md), kept across epochs (``reset_estimate="never"``)
+    or forgotten at the start of each (``"epoch"``). Each run has its own loss, so its own estimate:
+    runs, folds and losses never share one.
     """
 
     model: str = "slp"
@@ -72,6 +76,8 @@ class ExperimentConfig:
     curve_points: int = 50
     task: str = "binary"
     estimator: str = "batch"
+    momentum: float = 0.9
+    reset_estimate: str = "never"
 
     @property
     def main_rule(self) -> str:
@@ -301,7 +307,9 @@ def _start_run(dataset, spec, settings, config, fold, X_train, y_train) -> _Run:
         model = build_model(config.model, dataset.n_features, dataset.image_shape,
                             zero_init_output=config.zero_init_output).to(config.dtype)
     model = model.to(config.device)
-    loss_fn, compiled_threshold = build_loss(spec, y_train, task=config.task, estimator=config.estimator)
+    loss_fn, compiled_threshold = build_loss(spec, y_train, task=config.task, estimator=config.estimator,
+                                             momentum=config.momentum,
+                                             reset_each_epoch=config.reset_estimate == "epoch")
     generator = torch.Generator().manual_seed(fold_seed(config.seed, fold))
     training = TrainingRun(model, loss_fn, X_train, y_train, learning_rate=settings.learning_rate,
                            batch_size=settings.batch_size, generator=generator, optimizer=settings.optimizer)

@@ -60,6 +60,10 @@ def scores_markdown(results: list[DatasetResult], config: ExperimentConfig, comm
               "scikit-learn. Mean ± standard deviation over folds; **bold**: best mean per row "
               "(ties at 3 decimals share it); †: the metric the loss targets. The tables at the other "
               "threshold rule are in folds_<model>.csv and summary.md.\n")
+    if config.estimator == "running":
+        kept = "forgotten at the start of every epoch" if config.reset_estimate == "epoch" else "kept across epochs"
+        out.write(f"\nCompiled losses use the running estimator (momentum {config.momentum:g}; the estimate is "
+                  f"{kept}; docs/minibatch.md); baselines are unaffected.\n")
     for result in results:
         names = [spec.name for spec in result.losses]
         out.write(f"\n## {result.dataset}\n\n{result.summary}\n\n")

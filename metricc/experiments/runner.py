@@ -16,6 +16,9 @@ EXIT_OK, EXIT_ERROR = 0, 2
 DTYPES = ("float64", "float32")
 MODELS = ("slp", "mlp", "resnet")  # as in models.py, which imports torch
 TIE_RULES = ("se", "wilcoxon")  # as in summary.py
+ESTIMATORS = ("batch", "running")  # as in metricc.runtime
+RESETS = ("never", "epoch")  # as in protocol.py
+DEFAULT_MOMENTUM = 0.9  # as in metricc.compile_metric
 
 
 def _positive_int(text: str) -> int:
@@ -48,6 +51,16 @@ def _batch_size(text: str) -> int | float:
     value = _positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError("a batch needs at least 2 rows (batch normalization)")
+    return value
+
+
+def _momentum(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"needs a number in [0, 1), got {text!r}")
     return value
 
 
@@ -130,6 +143,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|FRACTION",
                           help="rows per batch, or a fraction of the training fold such as 0.05 "
                                "(default: SLP full batch; MLP 5%%, 50%% for gmean/balanced_accuracy; ResNet 64)")
+    training.add_argument("--estimator", choices=ESTIMATORS, default="batch",
+                          help="how compiled metric losses estimate the confusion matrix: batch (each batch's "
+                               "own; default) or running (a moving average of the rates across steps, for small "
+                               "batches; see docs/minibatch.md); baselines are unaffected")
+    training.add_argument("--momentum", type=_momentum, default=None, metavar="M",
+                          help=f"the running estimate's momentum in [0, 1) (default {DEFAULT_MOMENTUM:g}; needs "
+                               "--estimator running)")
+    training.add_argument("--reset-estimate", choices=RESETS, default="never",
+                          help="forget the running estimate at the start of every epoch (epoch) or keep it "
+                               "across epochs (never; default); needs --estimator running")
     training.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                           help="default: sgd (plain gradient descent) for the SLP, adam otherwise, as the "
                                "paper's authors did")
@@ -244,6 +267,9 @@ def run_from_args(args) -> int:
     from .report import ensure_writable, output_paths, write_all
     from .summary import ScoreTable, summary_paths, write_summary
 
+    if args.estimator != "running" and (args.momentum is not None or args.reset_estimate != "never"):
+        option = "--momentum" if args.momentum is not None else "--reset-estimate"
+        return _error(f"{option} applies to the running estimator; add --estimator running")
     try:
         losses = parse_losses(args.losses, dict(args.param))
     except LossNameError as exc:
@@ -281,7 +307,8 @@ def run_from_args(args) -> int:
                                   learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
                                   zero_init_output=None if args.output_init is None else args.output_init == "zero",
                                   threshold=args.threshold, dtype=getattr(torch, args.dtype), device=str(device),
-                                  progress_every=args.progress_every, curve_points=args.curve_points)
+                                  progress_every=args.progress_every, curve_points=args.curve_points,
+                                  **_estimator_options(args))
         results = [run_dataset(dataset, losses, config, progress) for dataset in datasets]
         written = write_all(results, config, args.out, command=command, overwrite=args.force)
         _print_summary(results, written)
@@ -294,6 +321,14 @@ def run_from_args(args) -> int:
         for path in written.values():
             print(f"wrote {path}")
     return EXIT_OK
+
+
+def _estimator_options(args) -> dict:
+    """ExperimentConfig's estimator fields from the command line."""
+    if args.estimator != "running":
+        return {}
+    momentum = DEFAULT_MOMENTUM if args.momentum is None else args.momentum
+    return {"estimator": "running", "momentum": momentum, "reset_estimate": args.reset_estimate}
 
 
 def _names(text: str) -> list[str]:
@@ -356,6 +391,10 @@ def command_line(args) -> str:
                           ("--optimizer", args.optimizer)):
         if value is not None:
             parts += [option, str(value)]
+    if args.estimator != "batch":
+        parts += ["--estimator", args.estimator, "--momentum", f"{_estimator_options(args)['momentum']:g}"]
+        if args.reset_estimate != "never":
+            parts += ["--reset-estimate", args.reset_estimate]
     if args.seed:
         parts += ["--seed", str(args.seed)]
     if args.output_init is not None:
