@@ -187,3 +187,18 @@ def test_balanced_accuracy_one_vs_rest_is_not_scikit_learns_and_macro_recall_is(
     balanced = 1 - table_loss("balanced_accuracy", "multiclass", 3, "macro")(hard, labels).item()
     assert recall == pytest.approx(balanced_accuracy_score(labels, guesses), abs=1e-12)
     assert balanced > recall + 0.05  # (TPR + TNR)/2 per class also counts the easy one-vs-rest negatives
+
+
+def test_every_micro_metric_of_a_multiclass_task_is_a_function_of_accuracy():
+    """With one class per sample the summed one-vs-rest table is (a·n, (1 − a)·n, (1 − a)·n, (C − 2 + a)·n), a the
+    accuracy: micro MCC = (C·a − 1)/(C − 1), and the macro mean of one-vs-rest accuracies is 1 − 2(1 − a)/C."""
+    generator = torch.Generator().manual_seed(12)
+    labels = torch.randint(0, 5, (40,), generator=generator)
+    guesses = torch.where(torch.rand(40, generator=generator) < 0.5, labels, torch.randint(0, 5, (40,),
+                                                                                           generator=generator))
+    hard = torch.nn.functional.one_hot(guesses, 5).double()
+    accuracy = (labels == guesses).double().mean().item()
+    micro_mcc = 1 - table_loss("mcc", "multiclass", 5, "micro")(hard, labels).item()
+    assert micro_mcc == pytest.approx((5 * accuracy - 1) / 4, abs=1e-12)
+    macro_accuracy = 1 - table_loss("accuracy", "multiclass", 5, "macro")(hard, labels).item()
+    assert macro_accuracy == pytest.approx(1 - 2 * (1 - accuracy) / 5, abs=1e-12)

@@ -147,3 +147,57 @@ def closeness(soft: SoftPrediction, logits: torch.Tensor, target: torch.Tensor, 
     hard_value = 1 - float(table_loss(hard, y))
     return {"mass_off_argmax": float(mass), "entry_gap": float(entry_gap), "metric_gap": soft_value - hard_value,
             "soft_metric": soft_value, "hard_metric": hard_value}
+
+
+def summarize(directory) -> str:
+    """A Markdown table of a ``--probe`` run's files (``multi_multiclass_<model>_runs.csv`` and ``_probes.csv``):
+    per dataset and loss, the held-out macro-F1 and, on the training rows, the mean mass off the argmax at
+    a few epochs, the soft-minus-argmax metric gap at the last epoch, and the same gap on the test rows."""
+    import csv
+    from pathlib import Path
+
+    directory = Path(directory)
+    lines = []
+    for runs_path in sorted(directory.glob("multi_multiclass_*_runs.csv")):
+        probes_path = runs_path.with_name(runs_path.name.replace("_runs.csv", "_probes.csv"))
+        with open(runs_path) as handle:
+            runs = list(csv.DictReader(handle))
+        probes = []
+        if probes_path.exists():
+            with open(probes_path) as handle:
+                probes = list(csv.DictReader(handle))
+        epochs = sorted({int(p["epoch"]) for p in probes if p["rows"] == "train"})
+        shown = [e for e in (1, 10, epochs[-1] if epochs else None) if e in epochs]
+        header = (["dataset", "loss", "macro-F1 (test)"] + [f"off-argmax mass, epoch {e}" for e in shown]
+                  + ["metric gap (train, last)", "metric gap (test)"])
+        lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+        for dataset in dict.fromkeys(r["dataset"] for r in runs):
+            for loss in dict.fromkeys(r["loss"] for r in runs if r["dataset"] == dataset):
+                scores = [float(r["macro-f1"]) for r in runs if r["dataset"] == dataset and r["loss"] == loss]
+                cells = [dataset, loss, _mean_sd(scores)]
+                mine = [p for p in probes if p["dataset"] == dataset and p["loss"] == loss]
+                for epoch in shown:
+                    cells.append(_mean_sd([float(p["mass_off_argmax"]) for p in mine
+                                           if p["rows"] == "train" and int(p["epoch"]) == epoch]))
+                if shown:
+                    cells.append(_mean_sd([float(p["metric_gap"]) for p in mine
+                                           if p["rows"] == "train" and int(p["epoch"]) == epochs[-1]], signed=True))
+                    cells.append(_mean_sd([float(p["metric_gap"]) for p in mine if p["rows"] == "test"], signed=True))
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mean_sd(values, signed=False) -> str:
+    import statistics
+
+    if not values:
+        return "–"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{'+' if signed else ''}.3f} ± {spread:.3f}"
+
+
+if __name__ == "__main__":  # python -m metricc.experiments.multiclass_relaxations DIR
+    import sys
+
+    print(summarize(sys.argv[1]))
