@@ -50,6 +50,7 @@ CASES = {
     "ml-macro-f1": ("multilabel", "f1", "macro", "anyloss", "labels"),
     "ml-micro-f1": ("multilabel", "f1", "micro", "anyloss", "labels"),
     "ml-macro-f1-identity": ("multilabel", "f1", "macro", "identity", "labels"),
+    "ml-proto": ("multilabel", "f1", "macro", "anyloss", "labels"),
 }
 REFERENCE = {"multiclass": "ce", "multilabel": "bce"}
 
@@ -73,6 +74,8 @@ def build(name: str, classes: int, validate: bool = True):
         return F.cross_entropy
     if name == "bce":
         return F.binary_cross_entropy_with_logits
+    if name == "ml-proto":
+        return PrototypeMultilabel(metric, classes, average)
     if name.startswith("mc-proto"):
         return PrototypeMulticlass(metric, classes, average, relaxation, saved=name.endswith("saved"))
     return metricc.compile_metric(metric, task=task, num_classes=classes, average=average, relaxation=relaxation,
@@ -220,6 +223,63 @@ class PrototypeMulticlass:
 
     def __call__(self, z, y):
         return _PrototypeFunction.apply(z, y, self.loss_fn, self.scale, self.saved)
+
+
+# Multi-label with the amplifier at threshold 1/2: the runtime's binary one-column path, per column, on blocks of
+# rows: ŷ and 1 − ŷ as σ(±L·(p − 1/2)); TP = Σ y·ŷ, then ŷ − y·ŷ in place for FP (exact for 0/1 labels); the same
+# for FN and TN; backward: the label's factor per column (y·(g+ − g−) + g−, vectors broadcast along rows), times
+# dp/dz and the amplifier's slope, both from q = σ(−|z|) by sigmoid_backward. No (label, prediction) products of
+# stacked blocks, no one-hot label blocks.
+
+
+def multilabel_block_table(z, y, scale):
+    a = torch.sigmoid(z).mul_(scale).sub_(scale / 2)
+    complement = torch.neg(a).sigmoid_()
+    predicted = a.sigmoid_()
+    product = torch.mul(predicted, y)
+    tp = product.sum(0)
+    fp = predicted.sub_(product).sum(0)
+    torch.mul(complement, y, out=product)
+    fn = product.sum(0)
+    tn = complement.sub_(product).sum(0)
+    return torch.stack([tp, fn, fp, tn])
+
+
+def multilabel_block_gradient(z, y, positive, negative, scale):
+    tail = torch.abs(z).neg_().sigmoid_()  # q = min(p, 1 − p)
+    grad = torch.mul(y, positive - negative).add_(negative)
+    grad = torch.ops.aten.sigmoid_backward.grad_input(grad, tail, grad_input=grad)  # · q(1 − q) = dp/dz
+    slope = tail.sub_(0.5).mul_(scale).sigmoid_()  # r = σ(L·(q − 1/2)): the amplifier's slope is L·r·(1 − r)
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, slope, grad_input=grad)
+
+
+class _PrototypeMultilabelFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, y, loss_fn, scale):
+        from metricc.runtime import evaluate
+
+        table = sum(multilabel_block_table(z[rows], y[rows], scale) for rows in row_blocks(*z.shape))
+        loss, factors = evaluate(loss_fn.plan, table.unsqueeze(2))
+        ctx.save_for_backward(z, y, factors)
+        ctx.scale = scale
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, y, factors = ctx.saved_tensors
+        positive, negative = (factors[:, :, 0] * (grad * ctx.scale)).unbind(0)
+        out = torch.empty_like(z)
+        for rows in row_blocks(*z.shape):
+            out[rows] = multilabel_block_gradient(z[rows], y[rows], positive, negative, ctx.scale)
+        return out, None, None, None
+
+
+class PrototypeMultilabel:
+    def __init__(self, metric, classes, average):
+        self.loss_fn = metricc.compile_metric(metric, task="multilabel", num_classes=classes, average=average)
+
+    def __call__(self, z, y):
+        return _PrototypeMultilabelFunction.apply(z, y, self.loss_fn, 73.0)
 
 
 def check(name: str, classes: int) -> None:

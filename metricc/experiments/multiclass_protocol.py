@@ -300,7 +300,8 @@ def write_reports(results: list[TaskResult], out: Path, command: str, overwrite:
         if "probes" in paths:
             with open(paths["probes"], "w", newline="") as handle:
                 writer = csv.writer(handle)
-                fields = ["epoch", "rows", "mass_off_argmax", "entry_gap", "metric_gap", "soft_metric", "hard_metric"]
+                fields = ["epoch", "rows", "mass_off_argmax", "entry_gap", "metric_gap", "soft_metric", "hard_metric",
+                          "classes_predicted", "wrong_row_gradient"]
                 writer.writerow(["dataset", "model", "loss", "run", *fields])
                 for r in group:
                     for run in r.runs:

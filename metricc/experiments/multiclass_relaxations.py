@@ -130,7 +130,11 @@ def closeness(soft: SoftPrediction, logits: torch.Tensor, target: torch.Tensor, 
       from the argmax table (FN and TN follow, as the labels are fixed); at most ``mass_off_argmax`` for a
       distribution, less where errors cancel within a sum;
     * ``metric_gap``: the compiled metric (``table_loss``: its average and zero_division) of the soft table
-      minus that of the argmax table: what the loss sees against what is evaluated.
+      minus that of the argmax table: what the loss sees against what is evaluated;
+    * ``classes_predicted``: how many classes are the argmax of at least one row (a class no row predicts has
+      "died": its recall is 0);
+    * ``wrong_row_gradient``: the mean ‖∂loss/∂z_i‖₁ over misclassified rows divided by its mean over all rows:
+      how much the loss still pushes the rows it gets wrong (near 0 where the relaxation saturates there).
     """
     predicted = soft(logits).clamp(0.0, 1.0)
     hard = one_hot(logits.argmax(-1), logits.shape[1], logits.dtype)
@@ -145,8 +149,15 @@ def closeness(soft: SoftPrediction, logits: torch.Tensor, target: torch.Tensor, 
     entry_gap = (difference[0] + difference[2]).sum() / (2 * y.shape[0])
     soft_value = 1 - float(table_loss(predicted, y))
     hard_value = 1 - float(table_loss(hard, y))
+    with torch.enable_grad():
+        z = logits.detach().clone().requires_grad_(True)
+        table_loss(soft(z).clamp(0.0, 1.0), y).backward()
+    norms = z.grad.abs().sum(1)
+    wrong = logits.argmax(-1) != y.argmax(-1)
+    ratio = float(norms[wrong].mean() / norms.mean()) if bool(wrong.any()) and float(norms.mean()) > 0 else math.nan
     return {"mass_off_argmax": float(mass), "entry_gap": float(entry_gap), "metric_gap": soft_value - hard_value,
-            "soft_metric": soft_value, "hard_metric": hard_value}
+            "soft_metric": soft_value, "hard_metric": hard_value,
+            "classes_predicted": int(logits.argmax(-1).unique().numel()), "wrong_row_gradient": ratio}
 
 
 def summarize(directory) -> str:
@@ -169,7 +180,8 @@ def summarize(directory) -> str:
         epochs = sorted({int(p["epoch"]) for p in probes if p["rows"] == "train"})
         shown = [e for e in (1, 10, epochs[-1] if epochs else None) if e in epochs]
         header = (["dataset", "loss", "macro-F1 (test)"] + [f"off-argmax mass, epoch {e}" for e in shown]
-                  + ["metric gap (train, last)", "metric gap (test)"])
+                  + ["metric gap (train, last)", "metric gap (test)", "wrong-row gradient (train, epoch 10)",
+                     "classes predicted (test)"])
         lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
         for dataset in dict.fromkeys(r["dataset"] for r in runs):
             for loss in dict.fromkeys(r["loss"] for r in runs if r["dataset"] == dataset):
@@ -183,18 +195,23 @@ def summarize(directory) -> str:
                     cells.append(_mean_sd([float(p["metric_gap"]) for p in mine
                                            if p["rows"] == "train" and int(p["epoch"]) == epochs[-1]], signed=True))
                     cells.append(_mean_sd([float(p["metric_gap"]) for p in mine if p["rows"] == "test"], signed=True))
+                    cells.append(_mean_sd([float(p["wrong_row_gradient"]) for p in mine
+                                           if p["rows"] == "train" and int(p["epoch"]) == 10
+                                           and p.get("wrong_row_gradient", "nan") != "nan"]))
+                    cells.append(_mean_sd([float(p["classes_predicted"]) for p in mine if p["rows"] == "test"
+                                           and p.get("classes_predicted")], digits=1))
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _mean_sd(values, signed=False) -> str:
+def _mean_sd(values, signed=False, digits=3) -> str:
     import statistics
 
     if not values:
         return "–"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{'+' if signed else ''}.3f} ± {spread:.3f}"
+    return f"{statistics.mean(values):{'+' if signed else ''}.{digits}f} ± {spread:.{digits}f}"
 
 
 if __name__ == "__main__":  # python -m metricc.experiments.multiclass_relaxations DIR
