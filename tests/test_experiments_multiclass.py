@@ -260,8 +260,8 @@ def test_closeness_measures():
     assert near["hard_metric"] == pytest.approx(skm.f1_score(labels, [0, 1, 2, 1, 1, 0], average="macro"))
     assert near["classes_predicted"] == 3 and near["wrong_row_gradient"] >= 0
     moderate = confident / 30  # logits 2 apart: p = 0.79 on the argmax
-    pushed = [relaxations.closeness(relaxations.SoftPrediction(*kind), moderate, labels, table_loss)["wrong_row_gradient"]
-              for kind in (("identity",), ("amplifier", 73.0))]
+    pushed = [relaxations.closeness(relaxations.SoftPrediction(*kind), moderate, labels, table_loss)
+              ["wrong_row_gradient"] for kind in (("identity",), ("amplifier", 73.0))]
     assert pushed[0] == pytest.approx(0.7222, abs=1e-3) and pushed[1] == pytest.approx(0.5630, abs=1e-3)
     uniform = torch.zeros(6, 3, dtype=torch.float64)  # ties: argmax is class 0
     far = relaxations.closeness(relaxations.SoftPrediction("identity"), uniform, labels, table_loss)
