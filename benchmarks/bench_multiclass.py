@@ -52,6 +52,9 @@ CASES = {
     "ml-macro-f1-identity": ("multilabel", "f1", "macro", "identity", "labels"),
     "ml-proto": ("multilabel", "f1", "macro", "anyloss", "labels"),
 }
+COMPILED = {"mc-macro-f1-compile": "mc-macro-f1", "mc-macro-f1-identity-compile": "mc-macro-f1-identity",
+            "ml-macro-f1-compile": "ml-macro-f1"}  # compile=True variants, with --compile
+CASES.update({name: CASES[base] for name, base in COMPILED.items()})
 REFERENCE = {"multiclass": "ce", "multilabel": "bce"}
 
 
@@ -79,7 +82,7 @@ def build(name: str, classes: int, validate: bool = True):
     if name.startswith("mc-proto"):
         return PrototypeMulticlass(metric, classes, average, relaxation, saved=name.endswith("saved"))
     return metricc.compile_metric(metric, task=task, num_classes=classes, average=average, relaxation=relaxation,
-                                  validate=validate)
+                                  validate=validate, compile=name in COMPILED)
 
 
 def plain(name: str):
@@ -363,7 +366,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=65536)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=25, help="round-robin rounds (medians over these)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--cases", default=",".join(c for c in CASES if c not in COMPILED),
+                        help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--compile", action="store_true", help="also time compile=True (torch.compile) variants")
     parser.add_argument("--no-validate", action="store_true", help="compiled losses skip their input checks")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocess per case)")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables")
@@ -379,6 +384,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", metricc.MetricWarning)
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
+    if args.compile:
+        names += [name for name in COMPILED if name not in names]
     for task, reference in REFERENCE.items():
         if any(CASES[name][0] == task for name in names) and reference not in names:
             names.insert(0, reference)
