@@ -8,7 +8,7 @@ relaxations, the identity ŷ = softmax(z) and the softmax amplifier ŷ = softmax
 about a minute of CPU.
 
     python examples/resnet_digits_multiclass.py
-    metricc experiment --task multiclass --datasets digits --model resnet --losses ce,macro-f1@identity  # cross-validated
+    metricc experiment --task multiclass --datasets digits --model resnet --losses ce,macro-f1@identity
 """
 
 import warnings
