@@ -112,9 +112,7 @@ def test_csv_one_hot_encodes_text_columns_and_drops_columns(tmp_path):
     ("a,label\n1,0\n2,2\n", "labels must be 0 or 1"),
     ("a,label\n1,0\n2,yes\n", "labels must be 0 or 1"),
     ("a,label\n1,0\n2,\n", "missing label"),
-    ("a,label\n1,0\n,1\n", "column 'a' has a missing"),
-    ("a,label\n1,0\nnan,1\n", "column 'a' has a missing"),
-    ("a,b,label\nx,,0\ny,1,1\n", "column 'b' has a missing"),
+    ("a,label\n?,0\n,1\n", "column 'a' has no value"),
     ("a,label\n1,1\n2,1\n", "needs both classes"),
     ("a,label\n1,0,5\n", "fields"),
 ])
@@ -144,7 +142,8 @@ def test_loss_names_parse_into_baselines_and_compiled_losses():
 
 
 @pytest.mark.parametrize("text, match", [
-    ("bce,hinge", r"unknown loss 'hinge'; valid losses: bce, mse, wbce; a catalog metric \(accuracy, "),
+    ("bce,hinge", r"unknown loss 'hinge'; valid losses: bce, mse, wbce, focal, lee-fbeta; a catalog metric "
+                  r"\(accuracy, "),
     ("f1,f1", "listed twice"),
     ("", "empty"),
     ("f1@nonsense", "unknown relaxation"),
@@ -308,7 +307,8 @@ def test_compiled_f1_loss_beats_bce_on_f1_on_imbalanced_random_data():
 # --- the command line, end to end ----------------------------------------------------------------------------
 
 EXPECTED_FILES = ("scores_{m}.md", "scores_{m}.csv", "folds_{m}.csv", "learning_curves_{m}.png",
-                  "learning_time_{m}.md", "learning_time_{m}.csv", "run_{m}.json")
+                  "learning_time_{m}.md", "learning_time_{m}.csv", "run_{m}.json",
+                  "validation_curves_{m}/random.png", "summary.md", "summary.csv", "comparisons.csv", "summary.png")
 
 
 def test_cli_experiment_writes_tables_plot_and_timing(tmp_path, capsys):
@@ -331,7 +331,8 @@ def test_cli_experiment_writes_tables_plot_and_timing(tmp_path, capsys):
     assert all(r["best"] for r in rows)
     with open(out / "folds_slp.csv", newline="") as handle:
         folds = list(csv.DictReader(handle))
-    assert len(folds) == 2 * 4 * 2 * 5  # datasets × losses × folds × metrics
+    assert len(folds) == 2 * 4 * 2 * 5 * 2  # datasets × losses × folds × metrics × threshold rules
+    assert {r["rule"] for r in folds} == {"fixed", "tuned"} and {r["model"] for r in folds} == {"slp"}
     assert (out / "learning_curves_slp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     timing = (out / "learning_time_slp.md").read_text()
     assert "| random | 1.00 |" in timing and "Achievement rate" in timing
@@ -366,16 +367,16 @@ def test_cli_experiment_trains_the_resnet_on_digits(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--data", "{bad}", "--label-column", "y"], "no label column 'y'"),
     (["--data", "{bad}"], "labels must be 0 or 1"),
-    (["--data", "{nan}"], "missing"),
+    (["--data", "{nan}"], "column 'a' has no value in any row"),
     (["--data", "{missing_file}"], "no such CSV file"),
     (["--datasets", "mnist"], "unknown dataset 'mnist'"),
-    (["--datasets", "random", "--losses", "bce,hinge"], "valid losses: bce, mse, wbce"),
+    (["--datasets", "random", "--losses", "bce,hinge"], "--losses: unknown loss 'hinge'; valid losses: bce, mse"),
     (["--datasets", "random", "--model", "resnet"], "needs image data"),
     (["--datasets", "breast_cancer", "--folds", "40"], "fewer than 40 folds"),
 ])
 def test_cli_experiment_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
     files = {"bad": _write(tmp_path / "bad.csv", "a,label\n1,0\n2,3\n3,1\n"),
-             "nan": _write(tmp_path / "nan.csv", "a,label\n1,0\nNA,1\n3,1\n"),
+             "nan": _write(tmp_path / "nan.csv", "a,label\n?,0\nNA,1\n,1\n"),
              "missing_file": tmp_path / "nope.csv"}
     argv = [arg.format(**files) for arg in argv]
     code = main(["experiment", *argv, "--out", str(tmp_path / "out"), "-q"])

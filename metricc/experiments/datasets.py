@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import numpy as np
 DATA_SEED = 0
 DEFAULT_POSITIVE_DIGIT = 8  # the hardest-to-separate digit; imbalanced-learn's optical_digits uses 8 too
 NAMED_DATASETS = ("random", "breast_cancer", "digits")
-_MISSING = {"", "na", "nan", "n/a", "null", "none"}
+_MISSING = {"", "?", "na", "nan", "n/a", "null", "none"}  # cells that mean "no value"
 
 
 class DatasetError(ValueError):
@@ -145,32 +147,39 @@ def digits_dataset(positive_digit: int = DEFAULT_POSITIVE_DIGIT) -> Dataset:
 
 
 def load_csv(path: str | Path, label_column: str = "label", drop_columns: tuple[str, ...] = (),
-             name: str | None = None) -> Dataset:
+             name: str | None = None, *, require_drop_columns: bool = True) -> Dataset:
     """A CSV table with a header row and a 0/1 label column.
 
-    Numeric columns are kept as they are; a column with any non-numeric text is
-    treated as categorical and one-hot encoded (every distinct text, ``?`` included,
-    is a category). Empty or NA cells in a numeric column are an error: silently
-    imputing them would change the experiment.
+    Numeric columns are kept as they are. A column with any text besides numbers and
+    missing markers is categorical and one-hot encoded (every distinct text, ``?`` included,
+    is a category). Missing cells (``?``, empty, NA, NaN, ...) in a numeric column stay NaN
+    here and get an indicator column ``<column>=missing``; the protocol imputes them with the
+    training fold's median, so no statistic of a test fold leaks into training.
+    ``require_drop_columns=False`` ignores ``drop_columns`` the file does not have (for a
+    directory of tables of which only some have, e.g., an ``id`` column).
 
     Raises:
-        DatasetError: missing file, label column or rows; labels other than 0/1; missing values.
+        DatasetError: missing file, label column or rows; labels other than 0/1; a numeric
+            column without any value.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no such CSV file: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"{path} is empty")
-        header = [column.strip() for column in header]
-        rows = [row for row in reader if row]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(f"{path} is empty")
+            header = [column.strip() for column in header]
+            rows = [row for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc})") from None
     if label_column not in header:
         raise DatasetError(f"{path}: no label column {label_column!r}; columns are {', '.join(header)} "
                            "(choose one with --label-column)")
     unknown = [column for column in drop_columns if column not in header]
-    if unknown:
+    if unknown and require_drop_columns:
         raise DatasetError(f"{path}: cannot drop missing column(s) {', '.join(unknown)}")
     for number, row in enumerate(rows, start=2):
         if len(row) != len(header):
@@ -182,13 +191,29 @@ def load_csv(path: str | Path, label_column: str = "label", drop_columns: tuple[
     features = [c for c in header if c != label_column and c not in drop_columns]
     if not features:
         raise DatasetError(f"{path}: no feature columns left besides {label_column!r}")
-    blocks, names = [], []
+    blocks, names, notes = [], [], []
     for column in features:
-        block, block_names = _encode_column(column, columns[column], path)
+        block, block_names, note = _encode_column(column, columns[column], path)
         blocks.append(block)
         names.extend(block_names)
+        if note:
+            notes.append(note)
     X = np.concatenate(blocks, axis=1)
-    return Dataset(name or path.stem, X, y, tuple(names), f"{path} (label column {label_column!r})")
+    description = f"{path} (label column {label_column!r})"
+    if notes:
+        description += "; " + "; ".join(notes)
+    return Dataset(name or path.stem, X, y, tuple(names), description)
+
+
+def csv_files_in(directory: str | Path) -> list[Path]:
+    """The ``*.csv`` files directly in ``directory`` (not in subfolders), sorted by name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"no such directory: {directory}")
+    files = sorted(p for p in directory.glob("*.csv") if p.is_file())
+    if not files:
+        raise DatasetError(f"{directory} holds no .csv files")
+    return files
 
 
 def _binary_labels(values: list[str], where: str) -> np.ndarray:
@@ -209,29 +234,44 @@ def _binary_labels(values: list[str], where: str) -> np.ndarray:
     return y
 
 
-def _encode_column(column: str, values: list[str], path: Path) -> tuple[np.ndarray, list[str]]:
-    numbers = []
-    for value in values:
-        try:
-            numbers.append(float(value))
-        except ValueError:
-            break
-    else:
+def _as_number(value: str) -> float | None:
+    """The number in a cell; NaN for a missing marker or a non-finite number; None for text."""
+    if value.lower() in _MISSING:
+        return math.nan
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else math.nan
+
+
+def _encode_column(column: str, values: list[str], path: Path) -> tuple[np.ndarray, list[str], str | None]:
+    numbers = [_as_number(value) for value in values]
+    if all(number is not None for number in numbers):
         array = np.asarray(numbers, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(array))
-        if bad.size:
-            raise DatasetError(f"{path}: column {column!r} has a missing or non-finite value on line "
-                               f"{bad[0] + 2} ({values[bad[0]]!r}); clean or drop the column (--drop-columns)")
-        return array[:, None], [column]
-    missing = [row for row, value in enumerate(values, start=2) if value.lower() in _MISSING]
-    if missing:
-        raise DatasetError(f"{path}: column {column!r} has a missing value on line {missing[0]}; "
-                           "clean or drop the column (--drop-columns)")
+        missing = np.isnan(array)
+        if missing.all():
+            raise DatasetError(f"{path}: column {column!r} has no value in any row; drop it (--drop-columns)")
+        if not missing.any():
+            return array[:, None], [column], None
+        block = np.stack([array, missing.astype(np.float64)], axis=1)
+        return block, [column, f"{column}=missing"], f"{int(missing.sum())} missing in {column!r} imputed"
     from sklearn.preprocessing import OneHotEncoder
 
     encoder = OneHotEncoder(sparse_output=False, dtype=np.float64)
     block = encoder.fit_transform(np.asarray(values, dtype=object)[:, None])
-    return block, [f"{column}={category}" for category in encoder.categories_[0]]
+    return block, [f"{column}={category}" for category in encoder.categories_[0]], None
+
+
+def impute_missing(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace NaN in each column by the training rows' median of that column (0 if the fold has none)."""
+    if not (np.isnan(train).any() or np.isnan(test).any()):
+        return train, test
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column without any value in this fold
+        median = np.nanmedian(train, axis=0)
+    median = np.where(np.isnan(median), 0.0, median)
+    return np.where(np.isnan(train), median, train), np.where(np.isnan(test), median, test)
 
 
 def check_folds(dataset: Dataset, folds: int) -> None:

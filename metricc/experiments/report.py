@@ -1,4 +1,5 @@
-"""Results as files: score tables (AnyLoss Tables 6/17/18), learning curves (Figure 5), learning time (Table 8).
+"""Results as files: score tables (AnyLoss Tables 6/17/18), learning curves (Figure 5), validation curves,
+learning time (Table 8).
 
 Every function takes the :class:`DatasetResult` list the protocol produced and
 returns text or writes one file; none of them trains or evaluates anything.
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evaluation import EVALUATORS
 from .protocol import DatasetResult, ExperimentConfig
 
 ACHIEVEMENT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
@@ -28,6 +28,7 @@ def output_paths(out: Path, model: str) -> dict[str, Path]:
         "scores_csv": out / f"scores_{model}.csv",
         "folds_csv": out / f"folds_{model}.csv",
         "curves_png": out / f"learning_curves_{model}.png",
+        "validation_dir": out / f"validation_curves_{model}",
         "time_md": out / f"learning_time_{model}.md",
         "time_csv": out / f"learning_time_{model}.csv",
         "config_json": out / f"run_{model}.json",
@@ -48,11 +49,17 @@ def scores_markdown(results: list[DatasetResult], config: ExperimentConfig, comm
     out.write(f"# Scores: {config.model.upper()}, {config.folds}-fold stratified cross-validation\n\n")
     if command:
         out.write(f"Command: `{command}`\n\n")
-    threshold = ("each loss's compiled threshold (baselines 0.5)" if config.threshold == "compiled"
-                 else f"{float(config.threshold):g}")
+    if config.threshold == "tuned":
+        threshold = ("the threshold that maximises each row's metric on the training fold (tuned per loss, "
+                     "fold and metric)")
+    elif config.threshold == "compiled":
+        threshold = "each loss's compiled threshold (baselines 0.5)"
+    else:
+        threshold = f"{float(config.threshold):g}"
     out.write(f"Hard predictions at threshold {threshold} on σ(logit) of each held-out fold; metrics by "
               "scikit-learn. Mean ± standard deviation over folds; **bold**: best mean per row "
-              "(ties at 3 decimals share it); †: the metric the loss was compiled for.\n")
+              "(ties at 3 decimals share it); †: the metric the loss targets. The tables at the other "
+              "threshold rule are in folds_<model>.csv and summary.md.\n")
     for result in results:
         names = [spec.name for spec in result.losses]
         out.write(f"\n## {result.dataset}\n\n{result.summary}\n\n")
@@ -67,13 +74,14 @@ def scores_markdown(results: list[DatasetResult], config: ExperimentConfig, comm
             cells = []
             for spec in result.losses:
                 text = _cell(result.scores(spec.name, row))
-                if spec.metric == row:
+                if spec.target == row:
                     text += " †"
                 cells.append(f"**{text}**" if spec.name in best else text)
-            out.write(f"| {EVALUATORS[row].label} | " + " | ".join(cells) + " |\n")
+            out.write(f"| {result.evaluators[row].label} | " + " | ".join(cells) + " |\n")
         sources = sorted({s.source for s in settings})
         out.write(f"\nLearning rates from: {', '.join(sources)} ('Table N': AnyLoss paper, appendix B; "
-                  "'default': metricc's, where the paper gives none; '--lr': the command line).\n")
+                  "'default': metricc's, where the paper gives none; '--lr': the command line; 'recipe': "
+                  "the loss's [lr=...]; wbce, focal and lee-fbeta take BCE's rate).\n")
         for note in result.notes:
             out.write(f"\nNote: {note}\n")
     return out.getvalue()
@@ -95,19 +103,31 @@ def scores_csv(results: list[DatasetResult]) -> str:
     return out.getvalue()
 
 
+FOLDS_COLUMNS = ("model", "dataset", "loss", "kind", "target", "fold", "metric", "metric_label",
+                 "higher_is_better", "rule", "value", "threshold", "optimizer", "learning_rate", "epochs",
+                 "batch_size", "final_train_loss", "seconds", "failed")
+
+
 def folds_csv(results: list[DatasetResult]) -> str:
-    """Every score of every fold, long format, with the settings it was trained with."""
+    """Every score of every fold, long format: at the fixed threshold (rule "fixed") and at the threshold
+    tuned on the training fold (rule "tuned"), with the settings it was trained with. ``metricc experiment
+    --summary-from`` rebuilds the summary from these files."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dataset", "loss", "fold", "metric", "value", "threshold", "optimizer", "learning_rate",
-                     "epochs", "batch_size", "final_train_loss", "seconds"])
+    writer.writerow(FOLDS_COLUMNS)
     for result in results:
+        specs = {spec.name: spec for spec in result.losses}
         for run in result.folds:
-            s = run.settings
-            for metric, value in run.scores.items():
-                writer.writerow([result.dataset, run.loss, run.fold + 1, metric, f"{value:.6f}", run.threshold,
-                                 s.optimizer, s.learning_rate, s.epochs, s.batch_size,
-                                 f"{run.history.losses[-1]:.6f}", f"{run.seconds:.4f}"])
+            s, spec = run.settings, specs[run.loss]
+            final = f"{run.history.losses[-1]:.6f}" if run.history.losses else "nan"
+            for rule in ("fixed", "tuned"):
+                for metric, value in run.values(rule).items():
+                    evaluator = result.evaluators[metric]
+                    threshold = run.threshold if rule == "fixed" else run.tuned_thresholds[metric]
+                    writer.writerow([result.model, result.dataset, run.loss, spec.kind, spec.target or "",
+                                     run.fold + 1, metric, evaluator.label, int(evaluator.higher_is_better), rule,
+                                     repr(float(value)), f"{threshold:.6g}", s.optimizer, s.learning_rate, s.epochs,
+                                     s.batch_size, final, f"{run.seconds:.4f}", run.failed or ""])
     return out.getvalue()
 
 
@@ -178,8 +198,9 @@ def _color(spec, index: int):
 
     if spec.kind == "bce":
         return "red"
-    if spec.kind in ("mse", "wbce"):
-        return {"mse": "darkorange", "wbce": "saddlebrown"}[spec.kind]
+    baseline_colors = {"mse": "darkorange", "wbce": "saddlebrown", "focal": "purple", "lee-fbeta": "olive"}
+    if spec.kind in baseline_colors:
+        return baseline_colors[spec.kind]
     palette = colormaps["Blues" if spec.family == "anyloss" else "Greens"]
     return palette(0.45 + 0.5 * ((index * 0.37) % 1.0))
 
@@ -189,23 +210,78 @@ def plot_learning_curves(results: list[DatasetResult], config: ExperimentConfig,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.0 * len(results), 4.0), dpi=120)
+    columns = min(len(results), 4)
+    rows = -(-len(results) // columns)
+    figure = Figure(figsize=(5.0 * columns, 4.0 * rows), dpi=100 if len(results) > 4 else 120)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(results), squeeze=False)[0]
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[len(results):]:
+        axis.set_visible(False)
     styles = ("-", "--", ":", "-.")
     for axis, result in zip(axes, results):
+        lowest = 0.0
         for index, spec in enumerate(result.losses):
             curve = result.mean_curve(spec.name)
+            lowest = min(lowest, float(np.min(curve))) if len(curve) else lowest
             axis.plot(np.arange(1, len(curve) + 1), curve, label=spec.name, color=_color(spec, index),
                       linestyle=styles[index % len(styles)] if spec.kind == "compiled" else "-", linewidth=1.8)
         axis.set_title(f"Loss curve: {result.dataset} ({config.model.upper()})")
         axis.set_xlabel("epoch")
         axis.set_ylabel("training loss (mean over folds)")
-        axis.set_ylim(bottom=0)
+        axis.set_ylim(bottom=lowest)  # 0, unless a loss goes negative (lee-fbeta's log(c + p) can)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
+
+
+def plot_validation_curves(result: DatasetResult, config: ExperimentConfig, path: Path) -> None:
+    """Held-out metrics per epoch (mean over folds), one panel per reported metric, one line per loss.
+
+    Each metric is on its own axis and scale, so losses of different scales compare at a glance;
+    the values are those of hard predictions at the fixed threshold (0.5, or the compiled one).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result.rows
+    columns = min(len(rows), 3)
+    lines = -(-len(rows) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * lines + 0.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(lines, columns, squeeze=False).ravel()
+    for axis in axes[len(rows):]:
+        axis.set_visible(False)
+    styles = ("-", "--", ":", "-.")
+    for axis, row in zip(axes, rows):
+        for index, spec in enumerate(result.losses):
+            epochs, values = result.mean_validation_curve(spec.name, row)
+            if not len(epochs):
+                continue
+            axis.plot(epochs, values, label=spec.name, color=_color(spec, index),
+                      linestyle=styles[index % len(styles)] if spec.kind == "compiled" else "-", linewidth=1.5)
+        axis.set_title(result.evaluators[row].label, fontsize=10)
+        axis.set_xlabel("epoch", fontsize=8)
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    threshold = "0.5" if config.threshold in ("tuned", 0.5) else str(config.threshold)
+    figure.suptitle(f"{result.dataset} ({config.model.upper()}): held-out metrics per epoch, mean over "
+                    f"{config.folds} folds, threshold {threshold}", fontsize=10)
+    if len(rows) < len(axes):  # the legend fills the first empty panel
+        spare = axes[len(rows)]
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(handles, labels, loc="center", fontsize=8, ncol=1 + len(labels) // 9)
+        figure.tight_layout(rect=(0, 0, 1, 0.96))
+    else:
+        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+        figure.tight_layout(rect=(0, 0.6 / (3.4 * lines + 0.6) + 0.02, 1, 0.96))
+    figure.savefig(path)
+
+
+def validation_curve_paths(results: list[DatasetResult], folder: Path) -> list[Path]:
+    return [folder / f"{result.dataset}.png" for result in results]
 
 
 def config_json(results: list[DatasetResult], config: ExperimentConfig, command: str | None) -> str:
@@ -215,8 +291,11 @@ def config_json(results: list[DatasetResult], config: ExperimentConfig, command:
         "config": {key: (str(value) if isinstance(value, torch.dtype) else value)
                    for key, value in vars(config).items()},
         "datasets": [{"name": r.dataset, "summary": r.summary,
-                      "losses": {spec.name: {"kind": spec.kind, "metric": spec.metric,
-                                             "relaxation": spec.relaxation,
+                      "losses": {spec.name: {"entry": spec.source or spec.name, "kind": spec.kind,
+                                             "metric": spec.metric,
+                                             "relaxation": spec.relaxation, "target": spec.target,
+                                             "options": dict(spec.options), "recipe": dict(spec.recipe),
+                                             "params": dict(spec.params),
                                              **vars(r.settings(spec.name))} for spec in r.losses},
                       "notes": r.notes} for r in results],
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
@@ -228,7 +307,7 @@ def write_all(results: list[DatasetResult], config: ExperimentConfig, out: Path,
               overwrite: bool = False) -> dict[str, Path]:
     """Write every output file into ``out`` (created if missing); refuses to replace files unless ``overwrite``."""
     paths = output_paths(out, config.model)
-    ensure_writable(paths, overwrite)
+    ensure_writable(paths, overwrite, validation_curve_paths(results, paths["validation_dir"]))
     mode = "w" if overwrite else "x"
     texts = {
         "scores_md": scores_markdown(results, config, command),
@@ -242,14 +321,18 @@ def write_all(results: list[DatasetResult], config: ExperimentConfig, out: Path,
         with open(paths[key], mode, encoding="utf-8") as handle:
             handle.write(text)
     plot_learning_curves(results, config, paths["curves_png"])
+    paths["validation_dir"].mkdir(exist_ok=True)
+    for result, path in zip(results, validation_curve_paths(results, paths["validation_dir"])):
+        if any(run.curve_epochs for run in result.folds):
+            plot_validation_curves(result, config, path)
     return paths
 
 
-def ensure_writable(paths: dict[str, Path], overwrite: bool) -> None:
+def ensure_writable(paths: dict[str, Path], overwrite: bool, more: list[Path] = ()) -> None:
     """Create the output folder; raise FileExistsError if a result file exists and ``overwrite`` is off."""
     folder = next(iter(paths.values())).parent
     folder.mkdir(parents=True, exist_ok=True)
-    existing = [str(p) for p in paths.values() if p.exists()]
+    existing = [str(p) for p in [*paths.values(), *more] if p.exists() and p.is_file()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --force to overwrite, "
                               "or choose another --out folder")

@@ -9,9 +9,10 @@ G-mean and balanced-accuracy losses). Optimizer, from the authors' code
 (doheonhan/anyloss_extension): plain gradient descent for the SLP (their NumPy
 perceptron), Adam for the MLP (their Keras model).
 
-Keys are loss setting keys (:attr:`LossSpec.setting_key`): ``mse``, ``bce``, a
-catalog metric (AnyLoss relaxation), or ``sol-<metric>``. Losses the paper did not
-train (e.g. ``mcc``) fall back to ``FALLBACK_LR``.
+Keys are loss setting keys (:attr:`LossSpec.setting_key`): ``mse``, ``bce`` (also
+for ``wbce``, ``focal`` and ``lee-fbeta``), a catalog metric (AnyLoss relaxation), or
+``sol-<metric>``. Losses the paper did not train (e.g. ``mcc``, users' expressions)
+fall back to ``FALLBACK_LR``.
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ def batch_size(model: str, n_train: int, metric: str | None) -> int:
 
 def resolve(model: str, dataset: str, setting_key: str, metric: str | None, n_train: int, *,
             lr: float | None = None, epochs: int | None = None, batch: int | float | None = None,
-            optimizer: str | None = None) -> TrainingSettings:
-    """The settings for one loss, with the user's overrides (a float ``batch`` is a fraction of the fold)."""
-    rate, source = (lr, "--lr") if lr is not None else learning_rate(model, dataset, setting_key)
+            optimizer: str | None = None, lr_source: str | None = None) -> TrainingSettings:
+    """The settings for one loss, with the user's overrides (a float ``batch`` is a fraction of the fold).
+
+    ``lr_source`` names where an overriding ``lr`` comes from (default ``--lr``).
+    """
+    rate, source = (lr, lr_source or "--lr") if lr is not None else learning_rate(model, dataset, setting_key)
     if batch is None:
         size = batch_size(model, n_train, metric)
     elif isinstance(batch, float):

@@ -84,6 +84,8 @@ class TrainingRun:
             TrainingError: the loss became NaN or infinite.
         """
         model, X, y, n = self.model, self.X, self.y, self.X.shape[0]
+        if hasattr(self.loss_fn, "set_epoch"):  # schedules such as a BCE warm start
+            self.loss_fn.set_epoch(len(self.losses))
         model.train()
         start = time.perf_counter()
         total = torch.zeros((), dtype=X.dtype, device=X.device)
