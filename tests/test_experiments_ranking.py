@@ -231,3 +231,24 @@ def test_cross_validation_reports_auroc_and_average_precision_untuned():
         assert fold.tuned["auroc"] == fold.scores["auroc"] and math.isnan(fold.tuned_thresholds["auroc"])
         assert 0.8 < fold.scores["auroc"] <= 1.0  # breast cancer ranks well after a few epochs, every loss
         assert len(fold.curve["average_precision"]) == 3
+
+
+def test_ranking_summary_pairs_every_loss_with_every_baseline_on_both_score_metrics():
+    from metricc.experiments.ranking_summary import report, tallies
+    from metricc.experiments.summary import ScoreTable
+
+    table = ScoreTable()
+    folds = {"bce": [0.80, 0.82, 0.81], "wmw": [0.78, 0.80, 0.79], "auroc": [0.85, 0.86, 0.84]}
+    for dataset, shift in (("a", 0.0), ("b", 0.05)):
+        for loss, values in folds.items():
+            kind = "compiled" if loss == "auroc" else loss
+            for fold, value in enumerate(values):
+                for metric in ("auroc", "average_precision"):
+                    label = {"auroc": "AUROC", "average_precision": "average precision"}[metric]
+                    table.add("slp", dataset, loss, kind, "auroc", "fixed", metric, fold, value + shift, True, label)
+    found = tallies(table, "average_precision", "slp")
+    assert set(found) == {("wmw", "bce"), ("auroc", "bce"), ("bce", "wmw"), ("auroc", "wmw")}
+    assert (found[("auroc", "bce")]["wins"], found[("auroc", "bce")]["better"]) == (2, 2)
+    assert found[("wmw", "bce")]["losses"] == 2  # 0.02 below in every fold: beyond one standard error (0)
+    text = report(table)
+    assert "SLP: average precision, mean over folds" in text and "| a | 0.810 | 0.790 | **0.850** |" in text

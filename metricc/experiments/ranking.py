@@ -143,8 +143,8 @@ class AUCMarginLoss:
         gap = ((self.a if mean_positive is None else mean_positive)
                - (self.b if mean_negative is None else mean_negative))
         loss = loss + 2 * self.alpha * (self.margin - gap) - self.alpha ** 2
-        return (loss, None if mean_positive is None else float(mean_positive),
-                None if mean_negative is None else float(mean_negative))
+        return (loss, None if mean_positive is None else float(mean_positive.detach()),
+                None if mean_negative is None else float(mean_negative.detach()))
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss, mean_positive, mean_negative = self.objective(logits, target)
