@@ -69,13 +69,15 @@ def forward_backward(loss_fn, logits, target) -> float:
     return time.process_time() - started
 
 
-def time_side_by_side(functions: dict, logits, target, budget: float, min_rounds: int = 5) -> dict:
+def time_side_by_side(functions: dict, logits, target, budget: float, min_rounds: int = 5,
+                      max_rounds: int = 400) -> dict:
     """Median CPU seconds per forward+backward of each function, measured round-robin."""
-    for fn in functions.values():
-        forward_backward(fn, logits, target)  # warm-up
+    for _ in range(3):  # warm-up: allocator pools, autograd's first graphs, the compiled modules' caches
+        for fn in functions.values():
+            forward_backward(fn, logits, target)
     samples = {name: [] for name in functions}
     started, rounds = time.process_time(), 0
-    while rounds < min_rounds or (time.process_time() - started < budget and rounds < 100):
+    while rounds < min_rounds or (time.process_time() - started < budget and rounds < max_rounds):
         for name, fn in functions.items():
             samples[name].append(forward_backward(fn, logits, target))
         rounds += 1
