@@ -142,7 +142,8 @@ def test_loss_names_parse_into_baselines_and_compiled_losses():
 
 
 @pytest.mark.parametrize("text, match", [
-    ("bce,hinge", r"unknown loss 'hinge'; valid losses: bce, mse, wbce, focal, lee-fbeta; a catalog metric "
+    ("bce,hinge", r"unknown loss 'hinge'; valid losses: bce, mse, wbce, focal, lee-fbeta, wmw, wmw-hinge, auc-m; "
+                  r"a catalog metric "
                   r"\(accuracy, "),
     ("f1,f1", "listed twice"),
     ("", "empty"),

@@ -1,4 +1,4 @@
-"""Evaluation metrics of hard predictions, computed independently of metricc; threshold tuning.
+"""Evaluation metrics of hard predictions and of scores, computed independently of metricc; threshold tuning.
 
 The compiled losses optimise soft counts; what the tables report is the metric
 of thresholded predictions, as a user would deploy them. Keeping this code
@@ -8,7 +8,9 @@ form over confusion counts (numpy, written here, tested against scikit-learn),
 which the threshold scan and the per-epoch validation curves use, where calling
 scikit-learn for every candidate threshold or epoch would dominate the run.
 Undefined ratios (no predicted positives, ...) count as 0, as in scikit-learn's
-``zero_division=0``.
+``zero_division=0``. AUROC and average precision are metrics of the scores themselves
+(scikit-learn's ``roc_auc_score`` and ``average_precision_score`` of the logits): no
+threshold, so their fixed and tuned values are one number.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ class Evaluator:
 
     ``function(y_true, y_pred)`` gives the reported score; ``counts(TP, FN, FP, TN)``
     the same metric, vectorised over arrays of confusion counts (same zero-division rule).
+    A metric of the scores themselves (AUROC, average precision: ``from_scores`` is set) has
+    no threshold: ``function(y_true, logits)`` takes the logits, and there is nothing to tune.
     """
 
     label: str
     function: Callable[[np.ndarray, np.ndarray], float]
     higher_is_better: bool = True
     counts: CountsFunction | None = None
+    from_scores: bool = False
 
     def from_counts(self, tp, fn, fp, tn) -> np.ndarray:
         """The metric of confusion counts (arrays of one shape), undefined values as 0."""
@@ -175,6 +180,36 @@ EVALUATORS: dict[str, Evaluator] = {
 }
 
 
+def _finite_scores(logits) -> np.ndarray:
+    """Logits scikit-learn accepts, in the same order: NaN (a diverged model) ranks as −∞; where any score is
+    infinite, the ranks themselves (ties kept tied, so neither AUROC nor average precision changes)."""
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    z = np.where(np.isnan(z), -np.inf, z)
+    if np.isfinite(z).all():
+        return z
+    from scipy.stats import rankdata
+
+    return rankdata(z, method="min").astype(np.float64)
+
+
+def _score_metric(function) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A scikit-learn metric of (labels, scores); NaN where the labels hold one class only (no ranking)."""
+
+    def metric(y_true, logits) -> float:
+        y = np.asarray(y_true).ravel()
+        if np.unique(y).size < 2:
+            return math.nan
+        return float(function(y, _finite_scores(logits)))
+
+    return metric
+
+
+SCORE_ROWS = ("auroc", "average_precision")  # rows of the scores themselves; one brings the other into a table
+EVALUATORS["auroc"] = Evaluator("AUROC", _score_metric(skm.roc_auc_score), from_scores=True)
+EVALUATORS["average_precision"] = Evaluator("average precision", _score_metric(skm.average_precision_score),
+                                            from_scores=True)
+
+
 def fbeta_row(beta: float) -> str:
     """The evaluation row of F-beta: ``f1``, ``f2``, ``f05``, else ``fbeta=<beta>`` (registered on first use)."""
     named = {1.0: "f1", 2.0: "f2", 0.5: "f05"}
@@ -220,6 +255,8 @@ def evaluation_rows(targets: list[str | None], extra: dict[str, Evaluator] | Non
     for metric in targets:
         if metric is not None and metric not in rows:
             rows.append(metric)
+    if any(row in SCORE_ROWS for row in rows):
+        rows += [row for row in SCORE_ROWS if row not in rows]
     known = {**EVALUATORS, **(extra or {})}
     unknown = [row for row in rows if row not in known]
     if unknown:
@@ -255,12 +292,22 @@ def counts_at_cut(y_true: np.ndarray, logits: np.ndarray, cut: float) -> tuple[i
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, rows: list[str],
-             evaluators: dict[str, Evaluator] | None = None) -> dict[str, float]:
-    """Each row's metric of the hard predictions ``y_pred`` (``evaluators`` default to the built-in ones)."""
+             evaluators: dict[str, Evaluator] | None = None, logits: np.ndarray | None = None) -> dict[str, float]:
+    """Each row's metric of the hard predictions ``y_pred`` (``evaluators`` default to the built-in ones);
+    rows of the scores themselves (AUROC, average precision) take ``logits``."""
     evaluators = evaluators or EVALUATORS
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    return {row: float(evaluators[row].function(y_true, y_pred)) for row in rows}
+    scores = {}
+    for row in rows:
+        evaluator = evaluators[row]
+        if evaluator.from_scores:
+            if logits is None:
+                raise ValueError(f"{evaluator.label} is a metric of the scores: evaluate() needs logits=")
+            scores[row] = float(evaluator.function(y_true, logits))
+        else:
+            scores[row] = float(evaluator.function(y_true, y_pred))
+    return scores
 
 
 @dataclasses.dataclass(frozen=True)

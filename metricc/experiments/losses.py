@@ -8,6 +8,11 @@ Entries of ``--losses``, separated by commas (or by semicolons, see below):
 * ``focal``: focal loss (Lin et al. 2017), γ = 2, α = 0.25 as in the paper; ``focal:gamma=1,alpha=0.5``;
 * ``lee-fbeta``: Lee, Yang & Yoo's (2021) surrogate Fβ loss, β = 1; ``lee-fbeta:beta=2``
   (``per_class=0``: averaged over all samples instead of per class);
+* ``wmw``: the Wilcoxon-Mann-Whitney pairwise surrogate, 1 − mean σ(β·(z₊ − z₋)) over (positive, negative)
+  pairs of the batch (all pairs up to ``max_pairs``, else that many drawn); ``wmw:scale=2,max_pairs=65536``;
+* ``wmw-hinge``: Yan et al.'s squared-hinge WMW surrogate over all pairs in O(N log N); ``wmw-hinge:margin=1``;
+* ``auc-m``: LibAUC's AUC-M (margin) loss with its variables a, b, α; ``auc-m:margin=1,step=0.1``
+  (the three ranking baselines are defined in :mod:`metricc.experiments.ranking`);
 * ``<metric>``: a catalog metric compiled by metricc with the AnyLoss relaxation (L = 73, t = 0.5);
 * ``sol-<metric>``: the same metric with the score-oriented relaxation in the AnyLoss paper's
   setting (raised cosine, μ = 0.5, δ = 0.1);
@@ -46,8 +51,11 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-BASELINES = ("bce", "mse", "wbce", "focal", "lee-fbeta")
-BASELINE_OPTIONS = {"focal": {"gamma": 2.0, "alpha": 0.25}, "lee-fbeta": {"beta": 1.0, "per_class": 1.0}}
+BASELINES = ("bce", "mse", "wbce", "focal", "lee-fbeta", "wmw", "wmw-hinge", "auc-m")
+BASELINE_OPTIONS = {"focal": {"gamma": 2.0, "alpha": 0.25}, "lee-fbeta": {"beta": 1.0, "per_class": 1.0},
+                    "wmw": {"scale": 1.0, "max_pairs": float(1 << 16)}, "wmw-hinge": {"margin": 1.0},
+                    "auc-m": {"margin": 1.0, "step": 0.1}}
+RANKING_BASELINES = ("wmw", "wmw-hinge", "auc-m")  # their target is AUROC (the ranking rows)
 RECIPE_OPTIONS = ("mix", "warmup", "lr", "batch", "epochs")
 SOL_PREFIX = "sol-"
 PAPER_SOL = "sol:distribution=cosine,mu=0.5,delta=0.1"  # AnyLoss Tables 17/18: S(cosine/mu:0.5/delta=0.1)
@@ -76,14 +84,15 @@ class LossSpec:
     Attributes:
         name: the column header: the entry as written, or for ``label=expression`` the label
             (with ``@relaxation`` and ``[recipe]`` if given).
-        kind: ``"bce"``, ``"mse"``, ``"wbce"``, ``"focal"``, ``"lee-fbeta"`` or ``"compiled"``.
+        kind: ``"bce"``, ``"mse"``, ``"wbce"``, ``"focal"``, ``"lee-fbeta"``, ``"wmw"``, ``"wmw-hinge"``,
+            ``"auc-m"`` or ``"compiled"``.
         metric: what ``metricc.compile_metric`` gets (a catalog name or a user's expression);
             None for baselines.
         relaxation: the relaxation spec passed to ``metricc.compile_metric``.
         family: ``"anyloss"``, ``"sol"``, another relaxation name, or ``"baseline"``.
         label: the user's name of an expression (its evaluation row); None otherwise.
         params: parameter values of a user's expression.
-        options: a baseline's options (focal: gamma, alpha; lee-fbeta: beta).
+        options: a baseline's options (focal: gamma, alpha; lee-fbeta: beta; wmw: scale, max_pairs; ...).
         recipe: training recipe options (mix, warmup, lr, batch, epochs).
         source: the entry exactly as written (``name`` shortens a user's expression to its label).
     """
@@ -112,6 +121,8 @@ class LossSpec:
             from .evaluation import fbeta_row
 
             return fbeta_row(dict(self.options)["beta"])
+        if self.kind in RANKING_BASELINES:
+            return "auroc"
         return None
 
     @property
@@ -123,10 +134,10 @@ class LossSpec:
     def setting_key(self) -> str:
         """The key of the paper's per-loss settings (learning rate, batch size) nearest to this loss.
 
-        wbce, focal and lee-fbeta take BCE's (see docs/benchmark.md for why); a user's
-        expression takes metricc's default rate.
+        wbce, focal, lee-fbeta and the ranking baselines take BCE's (see docs/benchmark.md for why);
+        a user's expression takes metricc's default rate.
         """
-        if self.kind in ("wbce", "focal", "lee-fbeta"):
+        if self.kind in ("wbce", "focal", "lee-fbeta") + RANKING_BASELINES:
             return "bce"
         if self.kind != "compiled":
             return self.kind
@@ -326,6 +337,13 @@ def _parse_body(text: str, body: str, params: Mapping[str, float]) -> LossSpec:
             raise LossNameError(f"loss {text!r}: focal needs 0 <= alpha <= 1 and gamma >= 0")
         if baseline == "lee-fbeta" and not (options["beta"] > 0 and options["per_class"] in (0.0, 1.0)):
             raise LossNameError(f"loss {text!r}: lee-fbeta needs beta > 0 and per_class 0 or 1")
+        if baseline in RANKING_BASELINES:
+            from .ranking import ranking_loss
+
+            try:
+                ranking_loss(baseline, options)
+            except ValueError as exc:
+                raise LossNameError(f"loss {text!r}: {exc}") from None
         written = baseline + (f":{option_text.strip()}" if colon else "")
         return LossSpec(written, baseline, options=tuple(options.items()))
     metric, at, relaxation = body.partition("@")
@@ -443,6 +461,10 @@ def _base_loss(spec: LossSpec, y_train, estimator: str = "batch",
         positives, negatives = _positive_share(y_train, "lee-fbeta")
         return LeeFbetaLoss(beta=options["beta"], positive_to_negative=positives / max(negatives, 1.0),
                             per_class=bool(options["per_class"])), None
+    if spec.kind in RANKING_BASELINES:
+        from .ranking import ranking_loss
+
+        return ranking_loss(spec.kind, options), None
     import metricc
 
     loss = metricc.compile_metric(spec.metric, params=dict(spec.params) or None, name=spec.label,

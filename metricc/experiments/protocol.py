@@ -5,7 +5,8 @@ batch order (both seeded from ``seed`` and the fold number), so differences
 between columns come from the losses; the losses train side by side, one epoch
 each in turn, so that their epoch times are measured under the same load.
 Missing values are imputed and standardization is fitted on the training fold
-only. Scores are metrics of hard predictions on the held-out fold, at a fixed
+only. Scores are metrics of hard predictions on the held-out fold (AUROC and average
+precision: of its scores, with no threshold), at a fixed
 threshold (0.5, or a compiled loss's own) and at the threshold that maximises
 each metric on the training fold ("tuned"); both are always recorded, and
 ``ExperimentConfig.threshold`` only picks which one the main tables show. The
@@ -328,17 +329,22 @@ def _record_curve(run: _Run, X_test, y_test, rows, evaluators) -> None:
     counts = counts_at_cut(y_test, logits, logit_cut(run.fixed_threshold))
     run.curve_epochs.append(len(run.training.losses))
     for row in rows:
-        run.curve.setdefault(row, []).append(float(evaluators[row].from_counts(*counts)))
+        evaluator = evaluators[row]
+        value = evaluator.function(y_test, logits) if evaluator.from_scores else evaluator.from_counts(*counts)
+        run.curve.setdefault(row, []).append(float(value))
 
 
 def _finish_run(run: _Run, config, fold, X_train, y_train, X_test, y_test, rows, evaluators) -> FoldResult:
     """Scores of the trained model's hard predictions on the held-out fold, at the fixed and the tuned threshold."""
     logits = predict_logits(run.training.model, X_test).cpu().numpy()
     cut = logit_cut(run.fixed_threshold)
-    scores = evaluate(y_test, predictions_at_cut(logits, cut), rows, evaluators)
+    scores = evaluate(y_test, predictions_at_cut(logits, cut), rows, evaluators, logits=logits)
     train_logits = predict_logits(run.training.model, X_train).cpu().numpy()
     tuned, thresholds = {}, {}
     for row in rows:
+        if evaluators[row].from_scores:  # AUROC, average precision: no threshold to tune
+            tuned[row], thresholds[row] = scores[row], float("nan")
+            continue
         best = tune_threshold(train_logits, y_train, evaluators[row])
         tuned[row] = evaluate(y_test, predictions_at_cut(logits, best.cut), [row], evaluators)[row]
         thresholds[row] = best.threshold

@@ -128,6 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "resnet (image data only), or several comma-separated, e.g. slp,mlp (default: slp)")
     training.add_argument("--losses", default="bce,mse,f1,balanced_accuracy", metavar="NAMES",
                           help="comma-separated: bce, mse, wbce, focal[:gamma=G,alpha=A], lee-fbeta[:beta=B], "
+                               "the ranking baselines wmw[:scale=S,max_pairs=K], wmw-hinge[:margin=M], "
+                               "auc-m[:margin=M,step=E], "
                                "a catalog metric (AnyLoss relaxation), sol-<metric>, <metric>@<relaxation> "
                                "(e.g. f1@sigmoid:L=30,threshold=0.4), or name=expression "
                                "(e.g. myf=2*TP/(2*TP+FP+FN)); any entry may end in a recipe "
