@@ -279,13 +279,18 @@ class ScoreOriented(_ElementwiseRelaxation):
         return torch.where(x < 1, _x_minus_sin_x_series(x), direct).div_(2 * math.pi).clamp_(0.0, 1.0)
 
     def slope_(self, p, threshold):
-        """The density of τ at p; (1 + sign(δ − |p − μ|))/2 is the interval's indicator (1/2 at its ends)."""
+        """The density of τ at p. (sign(p − lo) − sign(p − hi))/2 is the interval's indicator (1/2 at its
+        ends), from the differences to each end, which are exact near it: a test of |p − μ| < δ rounds a p
+        within an ulp of 1/2 from the end onto the end itself and halves the density there."""
+        lo, hi = threshold - self.delta, threshold + self.delta
+        upper = torch.sub(p, hi).sign_()
         if self.distribution == "uniform":
-            return p.sub_(threshold).abs_().neg_().add_(self.delta).sign_().add_(1).mul_(1 / (4 * self.delta))
+            return p.sub_(lo).sign_().sub_(upper).mul_(1 / (4 * self.delta))
         # (1 + cos(π(p − μ)/δ))/(2δ) = sin²(π·w/2)/δ, w = the distance in units of δ to the nearer end:
         # no 1 + cos(...) that cancels where the density is small.
-        v = p.sub_(threshold - self.delta).div_(self.delta)
-        inside = torch.sub(v, 1).abs_().neg_().add_(1).sign_().add_(1).mul_(0.5)
+        v = p.sub_(lo)
+        inside = torch.sign(v).sub_(upper).mul_(0.5)
+        v = v.div_(self.delta)
         w = torch.minimum(v, torch.sub(2, v)).clamp_(0.0, 1.0)
         return w.mul_(math.pi / 2).sin_().square_().mul_(inside).div_(self.delta)
 
@@ -809,6 +814,11 @@ def _evaluate_floats(plan, table, weights):
             negatives.append(definition.loss_sign * share * negative)
     except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
         return None
+    # A factor beyond the table dtype's range (float32: 3.4e38, where ŷ of a saturated sample is tiny) is
+    # held at the largest finite value: stored as inf it would make y·inf = NaN for the other label's samples.
+    limit = torch.finfo(table.dtype).max
+    positives = [min(max(value, -limit), limit) for value in positives]
+    negatives = [min(max(value, -limit), limit) for value in negatives]
     if single and plan.task == "binary":
         factors = FloatFactors((positives[0], negatives[0]))
     else:
@@ -1279,8 +1289,11 @@ def _prepare(plan, input, target, weight, validate, allow_empty):
         target = target.to(compute)
     if weight is not None:
         weight = weight.to(compute)
-    if validate:
-        _validate(plan, input, target, weight)
+    if validate and not _validate(plan, input, target, weight):
+        # ±inf logits: σ would take them as certain predictions and the loss would stay finite. x + (x − x)
+        # is x where x is finite and NaN where it is not, with gradient 1: the loss and its gradient are
+        # NaN, as with NaN input (and as AMP's GradScaler needs to skip the step).
+        input = input + (input - input)
     return _Batch(input, target, weight, dtype)
 
 
@@ -1330,12 +1343,23 @@ def _same_device(tensor, input, what):
 def _validate(plan, input, target, weight):
     """Labels in [0, 1] (0/1, or soft labels for label smoothing and distillation); probabilities in
     [0, 1] with from_logits=False; weights non-negative. NaN in input or weights is not an error:
-    it propagates to the loss, as binary_cross_entropy_with_logits does and AMP's GradScaler needs."""
-    if target.is_floating_point() and target.numel():
-        low, high = torch.aminmax(target)
-        if _is_compiling():
-            torch._assert_async((low >= 0) & (high <= 1), "target must hold labels in [0, 1]")
-        elif not (low.item() >= 0 and high.item() <= 1):  # NaN fails both
+    it propagates to the loss, as binary_cross_entropy_with_logits does and AMP's GradScaler needs.
+
+    Returns whether the logits are free of ±inf (checked with the labels' range, in one synchronization);
+    always False while torch.compile traces, where the check cannot read values (the caller's remedy
+    fuses into the first elementwise kernel there)."""
+    check_labels = target.is_floating_point() and target.numel() > 0
+    check_logits = plan.from_logits and input.numel() > 0
+    bounds = [*(torch.aminmax(target) if check_labels else ()), *(torch.aminmax(input) if check_logits else ())]
+    finite_logits = True
+    if bounds and _is_compiling():
+        if check_labels:
+            torch._assert_async((bounds[0] >= 0) & (bounds[1] <= 1), "target must hold labels in [0, 1]")
+        finite_logits = not check_logits
+    elif bounds:
+        values = torch.stack(bounds).tolist()
+        finite_logits = not check_logits or (math.isfinite(values[-2]) and math.isfinite(values[-1]))
+        if check_labels and not (values[0] >= 0 and values[1] <= 1):  # NaN fails both
             position = ((target < 0) | (target > 1) | torch.isnan(target)).nonzero()[0].tolist()
             value = target[tuple(position)].item()
             where = ", ".join(str(i) for i in (position[:1] if plan.task == "binary" else position))
@@ -1346,6 +1370,7 @@ def _validate(plan, input, target, weight):
                          "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True")
     if weight is not None and weight.numel():
         _raise_or_assert((weight < 0).any(), "weight must be non-negative")
+    return finite_logits
 
 
 # ---------------------------------------------------------------------------------------------

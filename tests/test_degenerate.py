@@ -63,14 +63,6 @@ def _batches():
 BATCHES = _batches()
 
 
-def _hits_known_sol_bug(spec, logits, dtype):
-    """The batches where test_score_oriented_gradient_at_saturated_logits and
-    test_float32_gradient_is_not_nan_where_a_factor_overflows (strict xfails below) fail: the score-oriented
-    relaxation on [0, 1] with logits of magnitude 30 (float32) or 40. Remove this with those bugs."""
-    saturated = [abs(z) for z in logits if 30 <= abs(z) <= 40]
-    return spec.startswith("sol") and bool(saturated) and (dtype == torch.float32 or 40 in saturated)
-
-
 def _tensors(logits, target, weight, dtype):
     return (torch.tensor(logits, dtype=dtype), torch.tensor(target, dtype=dtype),
             None if weight is None else torch.tensor(weight, dtype=dtype))
@@ -109,10 +101,8 @@ def test_degenerate_batches_against_50_digit_arithmetic(name, spec):
             failures.append(f"{where}: loss {loss.item()!r} != {reference.loss_float()!r}")
         largest = expected_grad.abs().max().item()
         error = (grad - expected_grad).abs().max().item()
-        if not error <= RTOL * largest + UNDERFLOW and not _hits_known_sol_bug(spec, logits, torch.float64):
+        if not error <= RTOL * largest + UNDERFLOW:
             failures.append(f"{where}: gradient {grad.tolist()!r} != {expected_grad.tolist()!r}")
-        if _hits_known_sol_bug(spec, logits, torch.float32):
-            continue
 
         # float32: the same numbers; its gradient must not vanish where float64's does not (unless the
         # slope dŷ/dz, a factor of every gradient, is itself below float32's range, as σ'(±40)·ŷ' can be).
@@ -136,11 +126,8 @@ def test_degenerate_batches_against_50_digit_arithmetic(name, spec):
     assert not failures, f"{len(failures)} of {len(BATCHES)} batches differ:\n" + "\n".join(failures[:12])
 
 
-# -- known runtime bugs, each pinned by a strict xfail (the lead fixes them; then drop _hits_known_sol_bug) --
+# -- bugs the thorough profile found, and a limitation pinned by a strict xfail --------------------------
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: ScoreOriented.slope_ halves the density for p within an ulp of "
-                   "1/2 from the interval's end (see test_relax.py::test_score_oriented_density_is_full_just_inside_"
-                   "the_interval); the tail path evaluates it at q = σ(−|z|), so |z| ≥ 37 (float64), ≥ 17 (float32)")
 @pytest.mark.parametrize("dtype, z", [(torch.float64, 40.0), (torch.float32, 30.0)])
 @pytest.mark.parametrize("spec", ["sol", "sol:distribution=cosine"])
 def test_score_oriented_gradient_at_saturated_logits(spec, dtype, z):
@@ -154,9 +141,6 @@ def test_score_oriented_gradient_at_saturated_logits(spec, dtype, z):
     torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: on the CPU float path (_evaluate_floats) the factors are checked "
-                   "for finiteness in float64, then stored in the table's dtype; a positive factor of 3.7e38 becomes "
-                   "inf in float32, and _select_by_label computes y·inf = NaN for the negative samples (y = 0)")
 def test_float32_gradient_is_not_nan_where_a_factor_overflows():
     """F1 with the raised-cosine SOL, one negative sample at z = −30 in float32: ŷ ≈ 5.4e-39, so the factor
     for positives (there are none) is 3.7e38; the negative's gradient is exactly 0, not NaN."""
@@ -203,8 +187,6 @@ def test_nan_in_the_input_or_non_finite_weights_make_the_loss_and_gradient_nan(s
         assert torch.isnan(grad).all()
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug (issue 12 §3): a logit of ±inf is taken as p = 1 or 0, so the "
-                   "loss stays finite and that sample's gradient is 0; NaN or ±inf input must make the loss NaN")
 @pytest.mark.parametrize("bad", [float("inf"), -float("inf")])
 def test_infinite_logits_make_the_loss_nan(bad):
     loss, grad = _run(_compile("f1", "anyloss"), torch.tensor([0.5, bad, -1.0], dtype=torch.float64),

@@ -307,10 +307,6 @@ def test_relaxation_descriptions_are_single_lines():
         assert resolve_relaxation(relaxation.spec()).runtime().__class__ is relaxation.runtime().__class__
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: ScoreOriented.slope_ tests 'inside the interval' with "
-                   "|v − 1| (cosine) or δ − |p − μ| (uniform); for p closer to the interval's end than an ulp of 1/2 "
-                   "that rounds to the end itself, so the density is halved (the 1/2 meant for the end) at "
-                   "p = σ(−|z|) for |z| > 36.7 in float64 and > 16.6 in float32 when μ − δ = 0 (the default SOL)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("distribution", ["uniform", "cosine"])
 def test_score_oriented_density_is_full_just_inside_the_interval(distribution, dtype):
