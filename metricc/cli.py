@@ -83,8 +83,9 @@ def _add_metric_arguments(parser: argparse.ArgumentParser, relaxation: bool = Tr
     parser.add_argument("--param", "-p", action="append", type=_parse_param, default=[], metavar="NAME=VALUE",
                         help="a parameter value, e.g. --param beta=2 (repeatable)")
     if relaxation:
-        parser.add_argument("--relaxation", "-r", default="anyloss",
-                            help="anyloss (default), linear, identity, sol, or e.g. 'sigmoid:L=30,threshold=0.4'")
+        parser.add_argument("--relaxation", "-r", default=None,
+                            help="anyloss (the default; identity for --task multiclass), linear, identity, sol, "
+                                 "or e.g. 'sigmoid:L=30,threshold=0.4'")
         parser.add_argument("--thresholds", type=_parse_thresholds, default=None, metavar="T1,T2,...",
                             help="average the metric over these thresholds, e.g. 0.1,0.2,...,0.9")
         parser.add_argument("--direction", choices=("maximize", "minimize"), default=None,
@@ -208,9 +209,11 @@ def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
 
 def _derive(args) -> int:
     from . import derive, parse
+    from .relax import default_relaxation
 
     metric = parse(args.metric, dict(args.param))
-    derivation = derive(metric, args.relaxation, direction=args.direction, thresholds=args.thresholds)
+    relaxation = default_relaxation(args.task) if args.relaxation is None else args.relaxation
+    derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
     if args.latex:
         print(derivation.latex())
     else:

@@ -19,12 +19,13 @@ import warnings
 
 import torch
 
+from . import curves
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
 from .metric import Metric
 from .parse import parse
-from .relax import Relaxation, Sigmoid, describe_amplifier_range, resolve_relaxation
+from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
 from .runtime import MetricLoss
 
 _MODULES: dict[str, types.ModuleType] = {}
@@ -141,7 +142,7 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
         SaturationWarning, stacklevel=_caller_stacklevel())
 
 
-def compile_metric(metric, *, params=None, name: str | None = None, relaxation="anyloss", thresholds=None,
+def compile_metric(metric, *, params=None, name: str | None = None, relaxation=None, thresholds=None,
                    direction: str | None = None, task: str = "binary", num_classes: int | None = None,
                    average: str | None = None, class_weights=None, from_logits: bool = True,
                    zero_division: float | None = 0.0, estimator: str = "batch", momentum: float = 0.9,
@@ -154,9 +155,10 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
             name (``"f1"``, ``"fbeta"``, ... see ``metricc list``), a sympy expression or a Metric.
         params: values of the metric's parameters, e.g. ``{"beta": 2.0}``.
         name: a Python identifier naming the loss (default: the catalog name, else "metric").
-        relaxation: how probabilities become soft predictions: ``"anyloss"`` (default,
-            ``Sigmoid(L=73, threshold=0.5)``), ``"linear"``, ``"identity"``, ``"sol"``, or an instance.
-            For ``task="multiclass"``: ``"anyloss"`` (softmax amplifier) or ``"identity"``.
+        relaxation: how probabilities become soft predictions: ``"anyloss"``
+            (``Sigmoid(L=73, threshold=0.5)``), ``"linear"``, ``"identity"``, ``"sol"``, or an instance.
+            For ``task="multiclass"``: ``"identity"`` (ŷ = softmax(z)) or ``"anyloss"`` (a softmax
+            amplifier). None (default): ``"anyloss"``, and ``"identity"`` for multi-class.
         thresholds: thresholds to average the metric over (soft-set paper: 0.1, ..., 0.9).
         direction: ``"maximize"`` (loss = 1 − metric) or ``"minimize"`` (loss = metric); by
             default the catalog's, else the analysis's.
@@ -186,7 +188,10 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation="
         MetricCheckError: the analysis shows the metric cannot serve as a loss.
     """
     parsed = parse(metric, params, name=name)
-    relaxation = resolve_relaxation(relaxation)
+    if task == "multiclass" and curves.is_curve(parsed.expr):
+        raise ValueError("a metric of the threshold curve needs binary scores: use task='binary' or "
+                         "'multilabel' (one curve per label)")
+    relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
                           grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,
                           average=average, estimator=estimator, momentum=momentum)

@@ -291,6 +291,14 @@ RELAXATION_NAMES = {
 }
 
 
+def default_relaxation(task: str = "binary") -> str:
+    """The relaxation a task gets when none is named: AnyLoss's amplifier for binary and multi-label
+    scores; for multi-class the identity, ŷ = softmax(z), which trained better than the softmax
+    amplifier on every table measured (docs/multiclass.md: the amplifier saturates classes that fall
+    behind, and the network sharpens its own softmax)."""
+    return "identity" if task == "multiclass" else "anyloss"
+
+
 def resolve_relaxation(spec) -> Relaxation:
     """A relaxation from an instance, a name, or ``"name:key=value,..."`` text.
 
