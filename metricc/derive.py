@@ -115,7 +115,7 @@ class Derivation:
             lines += ["            " + line for line in curves.formula(self.curve)]
             lines.append("")
         for quantity in self.quantities:
-            name = "f" if quantity.name == "f" else quantity.name
+            name = quantity.name
             if self.curve is not None:
                 lines.append(f"{name} at each threshold  {name} = {to_text(quantity.expr)}")
             lines.append(f"partial derivatives of {name}")

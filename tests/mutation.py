@@ -58,7 +58,7 @@ SELECTIONS = {
               *_matrix("test_emit.py", "test_closed_form_backward_equals_autograd_of_plain_composition", ["f1"]),
               *_matrix("test_degenerate.py", "test_degenerate_batches_against_50_digit_arithmetic", ["f1"])],
     # Derivatives of catalog metrics and of random expressions, against the oracle.
-    "derive": ["tests/test_derive.py", "tests/test_derivation_text.py",
+    "derive": ["tests/test_derive.py", "tests/test_derivation_text.py", "tests/test_curves.py",
                *_matrix("test_emit.py", "test_closed_form_backward_equals_autograd_of_plain_composition",
                         ["f1", "mcc", "gmean", "balanced_accuracy", "cohen_kappa", "fowlkes_mallows"], ["anyloss"]),
                "tests/test_properties.py::test_small_and_single_class_batches_match_autograd_of_the_direct_sums",

@@ -141,3 +141,28 @@ def test_curve_thresholds_keep_the_inner_ones_and_need_a_threshold():
         metricc.compile_metric(AUROC, relaxation="identity")
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         metricc.compile_metric(AUROC, thresholds=[0.5, 1.5])
+
+
+def test_curve_grid_is_sorted_unique_and_a_single_number_is_one_threshold():
+    assert metricc.compile_metric(AUROC).derivation.thresholds == tuple(round(0.05 * k, 2) for k in range(1, 20))
+    assert metricc.compile_metric(AUROC, thresholds=[0.7, 0.2, 0.7, 0.0, 1.0]).derivation.thresholds == (0.2, 0.7)
+    assert metricc.compile_metric(AUROC, thresholds=0.4).derivation.thresholds == (0.4,)
+    for bad in ([0.0, 1.0], [True], ["0.5"]):
+        with pytest.raises(ValueError, match=r"strictly between 0 and 1|in \[0, 1\]"):
+            metricc.compile_metric(AUROC, thresholds=bad)
+
+
+def test_the_derivation_of_a_curve_prints_both_coordinates_and_their_factors():
+    """metricc derive auroc: the grid, Y = TPR and X = FPR at each threshold with their partials and the
+    per-label factors Y+, Y-, X+, X-, which the runtime applies per threshold column."""
+    derivation = metricc.compile_metric(AUROC, thresholds=[0.25, 0.5, 0.75]).derivation
+    assert derivation.curve == "area" and metricc.compile_metric("average_precision").derivation.curve == "sum"
+    assert [quantity.name for quantity in derivation.quantities] == ["Y", "X"]
+    text = derivation.text()
+    assert "curve over the thresholds t_1 < … < t_T = 0.25, 0.5, 0.75," in text
+    assert "Y at each threshold  Y = TP/(FN + TP)" in text and "X at each threshold  X = FP/(FP + TN)" in text
+    assert "Y+ = ∂Y/∂TP - ∂Y/∂FN = 1/(FN + TP)" in text and "Y- = ∂Y/∂FP - ∂Y/∂TN = 0" in text
+    assert "X+ = ∂X/∂TP - ∂X/∂FN = 0" in text and "X- = ∂X/∂FP - ∂X/∂TN = 1/(FP + TN)" in text
+    assert "∂loss/∂ŷ_ik = -w_i·(∂f/∂Y_k·Y+ + ∂f/∂X_k·X+)" in text
+    latex = derivation.latex()
+    assert r"\frac{TP}{FN + TP}" in latex and r"\frac{FP}{FP + TN}" in latex

@@ -38,3 +38,23 @@ def test_every_catalog_gradient_is_offered_to_simplify(name):
         assert simplify._simplify_is_tractable(partial)
     assert simplify._simplify_is_tractable(derivation.positive_coefficient)
     assert simplify._simplify_is_tractable(derivation.negative_coefficient)
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ([], "thresholds= is empty; give at least one threshold in (0, 1)"),
+    ([0.5, 1.0], "thresholds must be numbers in (0, 1), got 1.0"),
+    ([True], "thresholds must be numbers in (0, 1), got True"),
+    (["0.5"], "thresholds must be numbers in (0, 1), got '0.5'"),
+])
+def test_threshold_lists_are_checked_with_a_message_that_names_the_value(thresholds, message):
+    with pytest.raises(ValueError) as caught:
+        metricc.derive(metricc.parse("f1"), "anyloss", thresholds=thresholds)
+    assert str(caught.value) == message
+
+
+def test_latex_holds_the_metric_and_its_factors():
+    derivation = metricc.derive(metricc.parse("f1"), "anyloss")
+    latex = derivation.latex()
+    assert latex.count(r"\\") >= 2 and rf"f &= {sympy.latex(derivation.metric.expr)}" in latex
+    assert sympy.latex(derivation.positive_coefficient) in latex
+    assert sympy.latex(derivation.negative_coefficient) in latex
