@@ -56,7 +56,7 @@ from .errors import (
     render,
 )
 from .interval import Interval, Unsupported, enclose
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
 from .parse import parse, written_domain
 from .signs import face_zero_sets, sign
 from .simplify import tidy
@@ -575,29 +575,9 @@ class _Samples:
         return expr.xreplace(self.exact_point(index))
 
 
-def _degree(expr: sympy.Expr):
-    """d with f(λ·CM) = λ^d·f(CM) for λ > 0, read off the expression's structure; None if it has none."""
-    if expr in CONFUSION_SYMBOLS:
-        return sympy.Integer(1)
-    if not expr.free_symbols & set(CONFUSION_SYMBOLS):
-        return sympy.Integer(0)
-    if expr.is_Add or isinstance(expr, (sympy.Min, sympy.Max)):
-        degrees = {_degree(a) for a in expr.args}
-        return degrees.pop() if len(degrees) == 1 else None
-    if expr.is_Mul:
-        degrees = [_degree(a) for a in expr.args]
-        return None if None in degrees else sum(degrees)
-    if expr.is_Pow and expr.exp.is_number:
-        degree = _degree(expr.base)
-        return None if degree is None else degree * expr.exp
-    if isinstance(expr, sympy.Abs):
-        return _degree(expr.args[0])
-    return None
-
-
 def _homogeneous(f, samples, deadline, report) -> bool | str:
     """f(λ·CM) = f(CM)? Proved from the structure or by Euler's identity, refuted by an exact witness."""
-    if _degree(f) == 0:
+    if scale_degree(f) == 0:
         report.proofs.append("scale-invariant: every term has degree 0 in the confusion entries")
         return True
     euler = sum(s * differentiate(f, s) for s in CONFUSION_SYMBOLS)
@@ -1010,7 +990,7 @@ def _range_problems(f, bounds, tried, ran_out: str, report) -> list[tuple[str, .
                              "the denominator, or include the numerator's terms in it (as TP/(TP + FP) does)")
             else:
                 descriptions.append(family.description())
-                fixes.append(_domain.fix_for(family, f, _degree(f), text))
+                fixes.append(_domain.fix_for(family, f, scale_degree(f), text))
         if len(unbounded) == 2 and fixes[0] == fixes[1]:
             problems.append((f"unbounded above and below: {descriptions[0]}, and {descriptions[1]}; {fixes[0]}",))
         else:

@@ -22,7 +22,7 @@ import dataclasses
 import sympy
 
 from . import curves
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, to_text
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
 from .relax import Relaxation, resolve_relaxation
 from .simplify import tidy
 
@@ -69,6 +69,13 @@ class Derivation:
     common_subexpressions: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     outputs: tuple[sympy.Expr, ...]
     curve: str | None = None
+
+    @property
+    def scale_invariant(self) -> bool:
+        """Whether f(λ·CM) = f(CM), read off the expression's structure (ratio metrics such as F1 or MCC):
+        the runtime may then evaluate f at the entries divided by their total, which keeps products and
+        powers of entries in range whatever the scale of the weights."""
+        return self.curve is None and scale_degree(self.metric.expr) == 0
 
     @property
     def partials(self) -> tuple[tuple[str, sympy.Expr], ...]:

@@ -311,6 +311,8 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
         definition_lines.append(f"    multiclass_relaxation={multiclass!r},")
     if derivation.curve is not None:
         definition_lines.append(f"    curve={derivation.curve!r},")
+    if derivation.scale_invariant:
+        definition_lines.append("    scale_invariant=True,  # f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN)")
     option_lines = [f"    {key}={value!r}," for key, value in options.as_dict().items()]
     parts = [
         f'"""{_docstring_text(module_docstring(derivation, loss_class, options))}\n"""\n',

@@ -46,6 +46,26 @@ def differentiate(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Expr:
 MAX_PRINTED_EXPONENT = 64  # the grammar's limit on a written exponent
 
 
+def scale_degree(expr: sympy.Expr):
+    """d with f(λ·CM) = λ^d·f(CM) for λ > 0, read off the expression's structure; None if it has none."""
+    if expr in CONFUSION_SYMBOLS:
+        return sympy.Integer(1)
+    if not expr.free_symbols & set(CONFUSION_SYMBOLS):
+        return sympy.Integer(0)
+    if expr.is_Add or isinstance(expr, (sympy.Min, sympy.Max)):
+        degrees = {scale_degree(a) for a in expr.args}
+        return degrees.pop() if len(degrees) == 1 else None
+    if expr.is_Mul:
+        degrees = [scale_degree(a) for a in expr.args]
+        return None if None in degrees else sum(degrees)
+    if expr.is_Pow and expr.exp.is_number:
+        degree = scale_degree(expr.base)
+        return None if degree is None else degree * expr.exp
+    if isinstance(expr, sympy.Abs):
+        return scale_degree(expr.args[0])
+    return None
+
+
 def parameter_symbol(name: str) -> sympy.Symbol:
     """The sympy symbol of a named metric parameter (real-valued, sign unknown)."""
     return sympy.Symbol(name, real=True)

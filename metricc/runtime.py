@@ -443,10 +443,14 @@ class MetricDefinition:
             curve over the thresholds (``curve_area(Y, X)``, ``curve_sum(Y, X)``), whose ``metric``
             returns ``((Y, Y+, Y-), (X, X+, X-))``: the curve's coordinates per threshold and their
             per-sample derivatives.
+        scale_invariant: whether f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN) (ratio metrics). Such a
+            metric is evaluated at each column's entries divided by their total, and its factors divided by
+            it (∂f/∂x scales as 1/λ): products and powers of entries then stay within the dtype's range
+            whatever the weights' scale (all weights 1e-100 would underflow a square of a product of two).
     """
 
     def __init__(self, *, name, metric, direction, relaxation, thresholds=(), multiclass_relaxation=None,
-                 expression="", curve=None):
+                 expression="", curve=None, scale_invariant=False):
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
         if curve not in (None, "area", "sum"):
@@ -461,6 +465,7 @@ class MetricDefinition:
             self.thresholds = tuple(sorted(set(self.thresholds)))  # the curve runs along ascending thresholds
         self.multiclass_relaxation = multiclass_relaxation
         self.expression = expression
+        self.scale_invariant = bool(scale_invariant) and curve is None
         self.loss_sign = -1.0 if direction == "maximize" else 1.0
 
     def __repr__(self):
@@ -806,7 +811,13 @@ def _evaluate_floats(plan, table, weights):
     loss, positives, negatives = 0.0, [], []
     try:
         for (tp, fn, fp, tn), share in zip(zip(*rows), column_weights):
+            total = tp + fn + fp + tn if definition.scale_invariant else 0.0
+            if total > 0 and math.isfinite(total):
+                tp, fn, fp, tn = tp / total, fn / total, fp / total, tn / total
+            else:
+                total = 1.0
             value, positive, negative = definition.metric(tp, fn, fp, tn, FloatMath)
+            positive, negative = positive / total, negative / total
             if not (math.isfinite(value) and math.isfinite(positive) and math.isfinite(negative)):
                 return None
             loss += share * (1 - value if definition.loss_sign < 0 else value)
@@ -843,11 +854,18 @@ def _evaluate_tensors(plan, table, weights):
 def _metric_columns(plan, table):
     """The metric and its two factors per column of a (4, C, T) table, as tensors, zero_division applied."""
     definition = plan.definition
+    finite_entries = torch.isfinite(table).all(0)
+    total = None
+    if definition.scale_invariant:  # f at the rates, ∂f/∂x divided by the total (see MetricDefinition)
+        total = table.sum(0)
+        total = torch.where((total > 0) & finite_entries, total, 1.0)
+        table = table / total
     TP, FN, FP, TN = table
     value, positive, negative = (torch.as_tensor(x, dtype=table.dtype, device=table.device).expand_as(TP)
                                  for x in definition.metric(TP, FN, FP, TN, TensorMath))
     factors = torch.stack([positive, negative])
-    finite_entries = torch.isfinite(table).all(0)
+    if total is not None:
+        factors = factors / total
     if plan.zero_division is not None:
         # Where the metric is undefined (recall on a batch without positives) it takes the value
         # zero_division and contributes no gradient, as in scikit-learn; where only its gradient is

@@ -126,7 +126,7 @@ def test_degenerate_batches_against_50_digit_arithmetic(name, spec):
     assert not failures, f"{len(failures)} of {len(BATCHES)} batches differ:\n" + "\n".join(failures[:12])
 
 
-# -- bugs the thorough profile found, and a limitation pinned by a strict xfail --------------------------
+# -- bugs the thorough profile found, kept as plain tests ----------------------------------------------------
 
 @pytest.mark.parametrize("dtype, z", [(torch.float64, 40.0), (torch.float32, 30.0)])
 @pytest.mark.parametrize("spec", ["sol", "sol:distribution=cosine"])
@@ -150,13 +150,10 @@ def test_float32_gradient_is_not_nan_where_a_factor_overflows():
     assert grad.tolist() == [0.0]
 
 
-@pytest.mark.xfail(strict=True, reason="runtime limitation: the metric and its factors are evaluated on the raw "
-                   "weighted sums; with all weights 1e-100, products of two entries (1e-200) square to 1e-400 in a "
-                   "derivative's denominator, underflow to 0, and the non-finite factor is zeroed: the gradient is "
-                   "silently 0 (at 1e-160 the loss is wrong too). Scale-invariant metrics could be evaluated on the "
-                   "table divided by its total weight")
-@pytest.mark.parametrize("weight", [1e-100, 1e-160])
+@pytest.mark.parametrize("weight", [1e-100, 1e-160, 1e150])
 def test_tiny_weights_keep_the_gradient_of_a_ratio_metric(weight):
+    """A ratio metric is evaluated at the entries divided by their total (MetricDefinition.scale_invariant):
+    without it, weights of 1e-100 underflow a squared product of entries and the gradient was silently 0."""
     logits, target = torch.tensor([1.5, -0.75], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
     weights = torch.full((2,), weight, dtype=torch.float64)
     loss, grad = _run(_compile("cohen_kappa", "anyloss"), logits, target, weights)
@@ -164,6 +161,24 @@ def test_tiny_weights_keep_the_gradient_of_a_ratio_metric(weight):
                              target, weights)
     assert loss.item() == pytest.approx(reference.loss_float(), rel=1e-10)
     torch.testing.assert_close(grad, torch.tensor(reference.grad_floats(), dtype=torch.float64), rtol=1e-10, atol=0)
+
+
+def test_large_weights_in_float32_multilabel_keep_mcc_finite_and_exact():
+    """The tensor path: MCC's (TP+FP)(TP+FN)(TN+FP)(TN+FN) at weights of 1e15 is 1e60·..., beyond float32's
+    3.4e38; at the rates it is not. The loss equals the loss with unit weights (MCC is scale-invariant)."""
+    generator = torch.Generator().manual_seed(12)
+    logits = torch.randn(40, 3, generator=generator)
+    target = (torch.rand(40, 3, generator=generator) < 0.4).float()
+    loss_fn = metricc.compile_metric("mcc", task="multilabel", num_classes=3)
+    z_big, z_one = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    big = loss_fn(z_big, target, torch.full((40,), 1e15))
+    one = loss_fn(z_one, target)
+    big.backward()
+    one.backward()
+    torch.testing.assert_close(big, one, rtol=1e-5, atol=0)
+    torch.testing.assert_close(z_big.grad, z_one.grad, rtol=1e-4, atol=1e-9)
+    assert "scale_invariant=True" in loss_fn.source
+    assert "scale_invariant" not in metricc.compile_metric("(TP + 1)/(TP + FN + 2)", check=False).source
 
 
 # -- non-finite input --------------------------------------------------------------------------------------
