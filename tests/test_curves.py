@@ -165,4 +165,4 @@ def test_the_derivation_of_a_curve_prints_both_coordinates_and_their_factors():
     assert "X+ = ∂X/∂TP - ∂X/∂FN = 0" in text and "X- = ∂X/∂FP - ∂X/∂TN = 1/(FP + TN)" in text
     assert "∂loss/∂ŷ_ik = -w_i·(∂f/∂Y_k·Y+ + ∂f/∂X_k·X+)" in text
     latex = derivation.latex()
-    assert r"\frac{TP}{FN + TP}" in latex and r"\frac{FP}{FP + TN}" in latex
+    assert r"Y &= \frac{TP}{FN + TP} \\" in latex and r"X &= \frac{FP}{FP + TN} \\" in latex

@@ -58,3 +58,10 @@ def test_latex_holds_the_metric_and_its_factors():
     assert latex.count(r"\\") >= 2 and rf"f &= {sympy.latex(derivation.metric.expr)}" in latex
     assert sympy.latex(derivation.positive_coefficient) in latex
     assert sympy.latex(derivation.negative_coefficient) in latex
+
+
+def test_the_chain_rule_line_sums_over_thresholds_only_where_there_are_several():
+    one = metricc.derive(metricc.parse("f1"), "anyloss").text()
+    several = metricc.derive(metricc.parse("f1"), "anyloss", thresholds=[0.3, 0.5]).text()
+    assert "∂loss/∂z_i = ∂loss/∂ŷ_i · dŷ/dp · σ(z_i)·σ(-z_i)" in one and "Σ_t" not in one
+    assert "∂loss/∂z_i = Σ_t ∂loss/∂ŷ_it · dŷ/dp at t · σ(z_i)·σ(-z_i)" in several
