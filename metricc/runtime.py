@@ -743,7 +743,11 @@ def evaluate(plan, table):
     if plan.average == "micro":
         table = table.sum(1, keepdim=True)
     if plan.definition.curve is not None:
-        loss, factors = _evaluate_curve(plan, table)
+        result = None
+        if table.device.type == "cpu" and table.shape[1] == 1 and table.shape[2] <= SCALAR_PATH_COLUMNS \
+                and not _is_compiling():
+            result = _evaluate_curve_floats(plan, table)
+        loss, factors = _evaluate_curve(plan, table) if result is None else result
         if plan.average == "micro":
             factors = factors.expand(2, plan.num_classes, factors.shape[-1])
         return loss, factors
@@ -890,6 +894,46 @@ def _evaluate_curve(plan, table):
     losses = 1 - value if definition.loss_sign < 0 else value
     loss = (losses * shares).sum()
     return loss, factors * (shares * definition.loss_sign).unsqueeze(1)
+
+
+def _evaluate_curve_floats(plan, table):
+    """One curve on Python floats, the formulas of _curve_columns: some 30 tensor operations on a (4, 1, T)
+    table would cost more than the sums over a small batch. None where a value is undefined or not finite;
+    the tensor path then applies zero_division."""
+    definition = plan.definition
+    tp, fn, fp, tn = table[:, 0, :].tolist()
+    positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
+    points = [(positives, 0.0, negatives, 0.0), *zip(tp, fn, fp, tn), (0.0, positives, 0.0, negatives)]
+    curve = []
+    try:
+        for index, point in enumerate(points):
+            if definition.curve == "sum" and index == len(points) - 1:
+                curve.append((0.0, 0.0, 0.0, 0.0, 0.0, 0.0))  # Y at threshold 1 is never used (0/0 for precision)
+                continue
+            (y, y_positive, y_negative), (x, x_positive, x_negative) = definition.metric(*point, FloatMath)
+            curve.append((y, y_positive, y_negative, x, x_positive, x_negative))
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    y, y_positive, y_negative, x, x_positive, x_negative = zip(*curve)
+    steps = [x[k] - x[k + 1] for k in range(len(x) - 1)]
+    if definition.curve == "area":
+        value = sum(step * (y[k] + y[k + 1]) for k, step in enumerate(steps)) / 2
+        by_y = [(x[k - 1] - x[k + 1]) / 2 for k in range(1, len(x) - 1)]
+        by_x = [(y[k + 1] - y[k - 1]) / 2 for k in range(1, len(y) - 1)]
+    else:
+        value = sum(step * y[k] for k, step in enumerate(steps))
+        by_y = steps[1:]
+        by_x = [y[k] - y[k - 1] for k in range(1, len(y) - 1)]
+    sign = definition.loss_sign
+    positive = [sign * (a * y_positive[k + 1] + b * x_positive[k + 1]) for k, (a, b) in enumerate(zip(by_y, by_x))]
+    negative = [sign * (a * y_negative[k + 1] + b * x_negative[k + 1]) for k, (a, b) in enumerate(zip(by_y, by_x))]
+    numbers = (value, *positive, *negative)
+    if any(isinstance(v, complex) for v in numbers) or not all(map(math.isfinite, numbers)):
+        return None
+    limit = torch.finfo(table.dtype).max  # as in _evaluate_floats
+    factors = [[min(max(v, -limit), limit) for v in row] for row in (positive, negative)]
+    loss = 1 - value if sign < 0 else value
+    return torch.tensor(loss, dtype=table.dtype), torch.tensor(factors, dtype=table.dtype).view(2, 1, -1)
 
 
 def _curve_columns(plan, table):

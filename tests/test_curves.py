@@ -166,3 +166,28 @@ def test_the_derivation_of_a_curve_prints_both_coordinates_and_their_factors():
     assert "∂loss/∂ŷ_ik = -w_i·(∂f/∂Y_k·Y+ + ∂f/∂X_k·X+)" in text
     latex = derivation.latex()
     assert r"Y &= \frac{TP}{FN + TP} \\" in latex and r"X &= \frac{FP}{FP + TN} \\" in latex
+
+
+@pytest.mark.parametrize("name", ["auroc", "average_precision"])
+@pytest.mark.parametrize("relaxation", ["anyloss", "linear", "sol"])
+def test_the_cpu_path_on_python_floats_equals_the_tensor_path(name, relaxation):
+    """One binary curve on the CPU is evaluated on Python floats (runtime._evaluate_curve_floats), the
+    tensor path's formulas; where a point is undefined it returns None and the tensor path applies
+    zero_division."""
+    from metricc import runtime
+
+    plan = metricc.compile_metric(name, relaxation=relaxation).plan
+    for seed, dtype in ((0, torch.float64), (1, torch.float64), (2, torch.float32)):
+        generator = torch.Generator().manual_seed(seed)
+        logits = torch.randn(150, generator=generator, dtype=dtype) * 2
+        labels = (torch.rand(150, generator=generator) < 0.2).to(dtype)
+        weight = torch.rand(150, generator=generator, dtype=dtype) if seed == 1 else None
+        table = runtime.soft_confusion(plan, logits, labels, weight)
+        loss, factors = runtime._evaluate_curve_floats(plan, table)
+        expected_loss, expected_factors = runtime._evaluate_curve(plan, table)
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+        assert loss.dtype == dtype and factors.shape == expected_factors.shape == (2, 1, table.shape[2])
+        torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(factors, expected_factors, rtol=tolerance, atol=tolerance * factors.abs().max())
+    one_class = runtime.soft_confusion(plan, logits, torch.zeros_like(labels), None)
+    assert runtime._evaluate_curve_floats(plan, one_class) is None
