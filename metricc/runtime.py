@@ -1229,6 +1229,40 @@ class _EagerMetricLossFunction(torch.autograd.Function):
         return _backward(ctx.plan, *ctx.saved_tensors, grad_loss)
 
 
+class _BinaryLossFunction(torch.autograd.Function):
+    """The common case in a straight line: one binary column on the CPU, eager, the batch's own table (no
+    sync, no running estimate). The same functions as the general path (_binary_soft_confusion,
+    _evaluate_floats, _binary_input_gradient), without its per-call dispatch: about 11 % of a call at
+    n = 64 … 1024 (docs/performance.md), bit for bit the same loss and gradient (tests/test_emit.py)."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, plan):
+        table = _binary_soft_confusion(plan, input, target, weight)
+        result = _evaluate_floats(plan, table, None)
+        loss, factors = _evaluate_tensors(plan, table, None) if result is None else result
+        ctx.plan, ctx.factors = plan, factors
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, target, weight)
+        ctx.mark_non_differentiable(table)
+        return loss, table
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_table):
+        if grad_loss is None:
+            return None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: the general backward says why it cannot
+            return _backward(ctx.plan, *ctx.saved_tensors, ctx.factors, grad_loss)[:4]
+        input, target, weight = ctx.saved_tensors
+        factors = ctx.factors
+        if isinstance(factors, FloatFactors):
+            scale = grad_loss.item()
+            positive, negative = factors[0] * scale, factors[1] * scale
+        else:
+            positive, negative = (factors * grad_loss).view(2).unbind(0)
+        grad = _binary_input_gradient(ctx.plan, input, target, positive, negative)
+        return (grad if weight is None else grad.mul_(weight)), None, None, None
+
+
 def _under_functorch():
     """Whether a torch.func transform (grad, vmap, ...) is active."""
     level = getattr(torch._C._functorch, "maybe_current_level", None)
@@ -1495,6 +1529,9 @@ class MetricLoss(torch.nn.Module):
             self.register_buffer("running_weight", torch.zeros((), dtype=torch.float64))
         self._compile = compile
         self._compiled = None
+        # One binary column and nothing to mix into the table: the straight-line Function may serve.
+        self._straight = (task == "binary" and len(self.plan.thresholds) == 1 and definition.curve is None
+                          and not sync and not compile)
 
     # Options read as attributes, as on torch.nn losses.
     task = property(lambda self: self.plan.task)
@@ -1515,8 +1552,12 @@ class MetricLoss(torch.nn.Module):
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
-        function = self._compiled_core() if self._compile else _apply
-        loss, table = function(batch.input, batch.target, batch.weight, plan, running)
+        if self._straight and running is None and batch.input.device.type == "cpu" and not _is_compiling() \
+                and not _under_functorch():
+            loss, table = _BinaryLossFunction.apply(batch.input, batch.target, batch.weight, plan)
+        else:
+            function = self._compiled_core() if self._compile else _apply
+            loss, table = function(batch.input, batch.target, batch.weight, plan, running)
         self._last["table"] = table
         return loss  # in the input's dtype, float32 for half-precision input (as autocast keeps losses)
 

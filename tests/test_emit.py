@@ -339,3 +339,29 @@ def test_cpu_float_path_takes_torch_sign_convention_at_ties():
     for a, b in zip(floats, tensors):
         torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
     assert floats[1][0].item() != 0.0  # half of d(TP/P)/dTP, not a one-sided choice of zero
+
+
+@pytest.mark.parametrize("name", ["f1", "mcc", "specificity", "gmean", "npv"])
+@pytest.mark.parametrize("relaxation", ["anyloss", "linear", "identity", "sol"])
+def test_the_straight_line_binary_function_is_the_general_path_bit_for_bit(name, relaxation):
+    """MetricLoss serves one binary column on the CPU with _BinaryLossFunction; sync=True without a process
+    group takes the general path (_EagerMetricLossFunction) on the same table. Losses and gradients must be
+    identical, on mixed, single-class, saturated, weighted and float32 batches."""
+    straight = metricc.compile_metric(name, relaxation=relaxation)
+    general = metricc.compile_metric(name, relaxation=relaxation, sync=True)
+    assert straight._straight and not general._straight
+    generator = torch.Generator().manual_seed(CATALOG.index(name))
+    float64 = dict(dtype=torch.float64)
+    batches = [(torch.randn(37, generator=generator, **float64) * 3, torch.rand(37, generator=generator) < 0.3, None),
+               (torch.tensor([2.5, -40.0, 0.3], **float64), torch.tensor([1, 1, 1]), None),
+               (torch.tensor([-1.0, 35.0], **float64), torch.tensor([0, 1]), torch.tensor([1e-3, 2.0], **float64)),
+               (torch.randn(20, generator=generator) * 2, torch.rand(20, generator=generator) < 0.5, None)]
+    for logits, target, weight in batches:
+        results = []
+        for loss_fn in (straight, general):
+            z = logits.clone().requires_grad_(True)
+            loss = loss_fn(z, target, weight)
+            loss.backward()
+            results.append((loss.detach(), z.grad))
+        assert torch.equal(results[0][0], results[1][0]), (logits, target)
+        assert torch.equal(results[0][1], results[1][1]), (logits, target)
