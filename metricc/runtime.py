@@ -1232,7 +1232,7 @@ class _EagerMetricLossFunction(torch.autograd.Function):
 class _BinaryLossFunction(torch.autograd.Function):
     """The common case in a straight line: one binary column on the CPU, eager, the batch's own table (no
     sync, no running estimate). The same functions as the general path (_binary_soft_confusion,
-    _evaluate_floats, _binary_input_gradient), without its per-call dispatch: about 11 % of a call at
+    _evaluate_floats, _binary_input_gradient), without its per-call dispatch: 7–10 % of a call at
     n = 64 … 1024 (docs/performance.md), bit for bit the same loss and gradient (tests/test_emit.py)."""
 
     @staticmethod
