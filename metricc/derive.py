@@ -72,10 +72,11 @@ class Derivation:
 
     @property
     def scale_invariant(self) -> bool:
-        """Whether f(λ·CM) = f(CM), read off the expression's structure (ratio metrics such as F1 or MCC):
-        the runtime may then evaluate f at the entries divided by their total, which keeps products and
-        powers of entries in range whatever the scale of the weights."""
-        return self.curve is None and scale_degree(self.metric.expr) == 0
+        """Whether f(λ·CM) = f(CM) (for a curve: its coordinates Y and X), read off the expressions'
+        structure (ratio metrics such as F1 or MCC, TPR and precision): the runtime may then evaluate them
+        at the entries divided by their total, which keeps products and powers of entries in range
+        whatever the scale of the weights."""
+        return all(scale_degree(quantity.expr) == 0 for quantity in self.quantities)
 
     @property
     def partials(self) -> tuple[tuple[str, sympy.Expr], ...]:

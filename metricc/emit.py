@@ -312,7 +312,9 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
     if derivation.curve is not None:
         definition_lines.append(f"    curve={derivation.curve!r},")
     if derivation.scale_invariant:
-        definition_lines.append("    scale_invariant=True,  # f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN)")
+        definition_lines.append("    scale_invariant=True,  # f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN)"
+                                if derivation.curve is None else
+                                "    scale_invariant=True,  # Y and X unchanged by λ·(TP, FN, FP, TN)")
     option_lines = [f"    {key}={value!r}," for key, value in options.as_dict().items()]
     parts = [
         f'"""{_docstring_text(module_docstring(derivation, loss_class, options))}\n"""\n',

@@ -443,10 +443,11 @@ class MetricDefinition:
             curve over the thresholds (``curve_area(Y, X)``, ``curve_sum(Y, X)``), whose ``metric``
             returns ``((Y, Y+, Y-), (X, X+, X-))``: the curve's coordinates per threshold and their
             per-sample derivatives.
-        scale_invariant: whether f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN) (ratio metrics). Such a
-            metric is evaluated at each column's entries divided by their total, and its factors divided by
-            it (∂f/∂x scales as 1/λ): products and powers of entries then stay within the dtype's range
-            whatever the weights' scale (all weights 1e-100 would underflow a square of a product of two).
+        scale_invariant: whether f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN) (ratio metrics; for a
+            curve, both coordinates). Such a metric is evaluated at each column's entries divided by their
+            total, and its factors divided by it (∂f/∂x scales as 1/λ): products and powers of entries then
+            stay within the dtype's range whatever the weights' scale (all weights 1e-100 would underflow
+            a square of a product of two).
     """
 
     def __init__(self, *, name, metric, direction, relaxation, thresholds=(), multiclass_relaxation=None,
@@ -465,7 +466,7 @@ class MetricDefinition:
             self.thresholds = tuple(sorted(set(self.thresholds)))  # the curve runs along ascending thresholds
         self.multiclass_relaxation = multiclass_relaxation
         self.expression = expression
-        self.scale_invariant = bool(scale_invariant) and curve is None
+        self.scale_invariant = bool(scale_invariant)
         self.loss_sign = -1.0 if direction == "maximize" else 1.0
 
     def __repr__(self):
@@ -903,6 +904,12 @@ def _evaluate_curve_floats(plan, table):
     definition = plan.definition
     tp, fn, fp, tn = table[:, 0, :].tolist()
     positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
+    total = positives + negatives if definition.scale_invariant else 0.0  # every threshold's entries sum to it
+    if total > 0 and math.isfinite(total):  # the curve at the rates (see MetricDefinition.scale_invariant)
+        tp, fn, fp, tn = ([v / total for v in row] for row in (tp, fn, fp, tn))
+        positives, negatives = positives / total, negatives / total
+    else:
+        total = 1.0
     points = [(positives, 0.0, negatives, 0.0), *zip(tp, fn, fp, tn), (0.0, positives, 0.0, negatives)]
     curve = []
     try:
@@ -924,7 +931,7 @@ def _evaluate_curve_floats(plan, table):
         value = sum(step * y[k] for k, step in enumerate(steps))
         by_y = steps[1:]
         by_x = [y[k] - y[k - 1] for k in range(1, len(y) - 1)]
-    sign = definition.loss_sign
+    sign = definition.loss_sign / total
     positive = [sign * (a * y_positive[k + 1] + b * x_positive[k + 1]) for k, (a, b) in enumerate(zip(by_y, by_x))]
     negative = [sign * (a * y_negative[k + 1] + b * x_negative[k + 1]) for k, (a, b) in enumerate(zip(by_y, by_x))]
     numbers = (value, *positive, *negative)
@@ -932,7 +939,7 @@ def _evaluate_curve_floats(plan, table):
         return None
     limit = torch.finfo(table.dtype).max  # as in _evaluate_floats
     factors = [[min(max(v, -limit), limit) for v in row] for row in (positive, negative)]
-    loss = 1 - value if sign < 0 else value
+    loss = 1 - value if definition.loss_sign < 0 else value
     return torch.tensor(loss, dtype=table.dtype), torch.tensor(factors, dtype=table.dtype).view(2, 1, -1)
 
 
@@ -950,6 +957,12 @@ def _curve_columns(plan, table):
     likewise), so the backward stays the elementwise one, O(N·T).
     """
     definition = plan.definition
+    finite_entries = torch.isfinite(table).all(0).all(1)  # (C,)
+    total = None
+    if definition.scale_invariant:  # the curve at the rates, its factors divided by the total
+        total = table[:, :, 0].sum(0)  # (C,): every threshold's entries sum to it
+        total = torch.where((total > 0) & finite_entries, total, 1.0)
+        table = table / total.view(1, -1, 1)
     TP, FN, FP, TN = table
     positives, negatives = TP[:, :1] + FN[:, :1], FP[:, :1] + TN[:, :1]
     zeros = torch.zeros_like(positives)
@@ -971,7 +984,8 @@ def _curve_columns(plan, table):
     inner = slice(1, -1)
     factors = torch.stack([by_y * y_positive[:, inner] + by_x * x_positive[:, inner],
                            by_y * y_negative[:, inner] + by_x * x_negative[:, inner]])
-    finite_entries = torch.isfinite(table).all(0).all(1)  # (C,)
+    if total is not None:
+        factors = factors / total.view(1, -1, 1)
     if plan.zero_division is not None:
         # A curve with an undefined point (TPR of a class without positives: no ROC) is undefined.
         undefined = ~(torch.isfinite(value) & torch.isfinite(factors).all(0).all(1)) & finite_entries

@@ -191,3 +191,26 @@ def test_the_cpu_path_on_python_floats_equals_the_tensor_path(name, relaxation):
         torch.testing.assert_close(factors, expected_factors, rtol=tolerance, atol=tolerance * factors.abs().max())
     one_class = runtime.soft_confusion(plan, logits, torch.zeros_like(labels), None)
     assert runtime._evaluate_curve_floats(plan, one_class) is None
+
+
+@pytest.mark.parametrize("name", ["auroc", "average_precision"])
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+def test_a_curve_does_not_depend_on_the_scale_of_the_weights(name, task):
+    """TPR, FPR and precision are ratios: the curve is evaluated at the rates (scale_invariant), so weights
+    of 1e-160 or 1e200 give the loss and gradient of unit weights; on the raw sums average precision's
+    factors underflowed (loss 1, no gradient) or lost precision."""
+    loss_fn = metricc.compile_metric(name, task=task, num_classes=None if task == "binary" else 2)
+    assert "scale_invariant=True" in loss_fn.source
+    generator = torch.Generator().manual_seed(8)
+    shape = (50,) if task == "binary" else (50, 2)
+    logits = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    labels = (torch.rand(*shape, generator=generator) < 0.3).double()
+    results = []
+    for scale in (1.0, 1e-160, 1e200):
+        z = logits.clone().requires_grad_(True)
+        loss = loss_fn(z, labels, torch.full((50,), scale, dtype=torch.float64))
+        loss.backward()
+        results.append((loss.detach(), z.grad))
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-10, atol=0)
