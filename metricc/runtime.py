@@ -1321,20 +1321,47 @@ class _RunningEstimate:
         if table.device != self.rates.device:
             raise ValueError(f"the running estimate is on {self.rates.device} but input is on {table.device}; "
                              "move the loss with loss_fn.to(device)")
+        if table.numel() == 4 and table.device.type == "cpu" and not _is_compiling():
+            return self._update_floats(table)
         batch = table.to(self.rates.dtype)  # the estimate accumulates in float64
         size = batch[:, :1, :1].sum()  # Σ w: every column's four entries add up to it
+        # A batch without weight (every weight 0) carries no rates: it leaves the estimate as it is and is
+        # evaluated as itself, all zeros, so its metric is 0/0 (zero_division), as with the batch estimator.
+        weighed = size != 0
         if self.momentum == 0:
             if self.store:
-                self.rates.copy_(batch / size)
-                self.total.fill_(1.0)
+                self.rates.copy_(torch.where(weighed, batch / size, self.rates))
+                self.total.copy_(torch.where(weighed, 1.0, self.total))
             return table
         share = 1.0 - self.momentum
-        rates = self.rates * self.momentum + batch * (share / size)
-        total = self.total * self.momentum + share
+        rates = torch.where(weighed, self.rates * self.momentum + batch * (share / size), self.rates)
+        total = torch.where(weighed, self.total * self.momentum + share, self.total)
         if self.store:
             self.rates.copy_(rates)
             self.total.copy_(total)
-        return (rates * (size / total)).to(table.dtype)
+        return torch.where(weighed, rates * (size / total), batch).to(table.dtype)
+
+    def _update_floats(self, table):
+        """The same for one column on the CPU, on Python floats (float64, as the buffers): some 13 tensor
+        operations on four numbers would cost more than the batch's sums at small n."""
+        entries = table.view(4).tolist()
+        size = entries[0] + entries[1] + entries[2] + entries[3]
+        if size == 0:
+            return table  # no weight: the estimate stays, the batch is evaluated as itself (see update)
+        if self.momentum == 0:
+            if self.store:
+                self.rates.copy_(torch.tensor([entry / size for entry in entries], dtype=self.rates.dtype)
+                                 .view_as(self.rates))
+                self.total.fill_(1.0)
+            return table
+        share = 1.0 - self.momentum
+        rates = [rate * self.momentum + entry * (share / size)
+                 for rate, entry in zip(self.rates.view(4).tolist(), entries)]
+        total = self.total.item() * self.momentum + share
+        if self.store:
+            self.rates.copy_(torch.tensor(rates, dtype=self.rates.dtype).view_as(self.rates))
+            self.total.fill_(total)
+        return torch.tensor([rate * (size / total) for rate in rates], dtype=table.dtype).view_as(table)
 
 
 # ---------------------------------------------------------------------------------------------

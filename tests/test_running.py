@@ -180,3 +180,26 @@ def test_bad_momentum_and_estimator(momentum, message):
         metricc.compile_metric("f1", estimator="running", momentum=momentum)
     with pytest.raises(ValueError, match="estimator must be one of"):
         metricc.compile_metric("f1", estimator="moving")
+
+
+@pytest.mark.parametrize("options", [{}, {"task": "multilabel", "num_classes": 2}])
+def test_a_batch_without_weight_leaves_the_estimate_and_gets_zero_division(options):
+    """Every weight 0 (a masked-out batch): no rates to mix in. The estimate stays as it was (it used to
+    become NaN for good), the loss is the metric's zero_division value with no gradient, as with the batch
+    estimator, and the next batch continues from the estimate."""
+    loss_fn = metricc.compile_metric("f1", estimator="running", momentum=0.9, **options)
+    reference = metricc.compile_metric("f1", estimator="running", momentum=0.9, **options)
+    generator = torch.Generator().manual_seed(7)
+    shape = (16,) if not options else (16, 2)
+    steps = [(torch.randn(*shape, generator=generator, dtype=torch.float64),
+              (torch.rand(*shape, generator=generator) < 0.4).double()) for _ in range(3)]
+    for z, y in steps[:2]:
+        loss_fn(z, y)
+        reference(z, y)
+    before = loss_fn.running_rates.clone(), loss_fn.running_weight.clone()
+    z = steps[2][0].clone().requires_grad_(True)
+    loss = loss_fn(z, steps[2][1], torch.zeros(16, dtype=torch.float64))
+    loss.backward()
+    assert loss.item() == 1.0 and (z.grad == 0).all()
+    assert torch.equal(loss_fn.running_rates, before[0]) and torch.equal(loss_fn.running_weight, before[1])
+    torch.testing.assert_close(loss_fn(*steps[2]), reference(*steps[2]), rtol=1e-12, atol=0)
