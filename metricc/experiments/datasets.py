@@ -163,18 +163,7 @@ def load_csv(path: str | Path, label_column: str = "label", drop_columns: tuple[
             column without any value.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"no such CSV file: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DatasetError(f"{path} is empty")
-            header = [column.strip() for column in header]
-            rows = [row for row in reader if row]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc})") from None
+    header, rows = read_csv(path)
     if label_column not in header:
         raise DatasetError(f"{path}: no label column {label_column!r}; columns are {', '.join(header)} "
                            "(choose one with --label-column)")
@@ -203,6 +192,22 @@ def load_csv(path: str | Path, label_column: str = "label", drop_columns: tuple[
     if notes:
         description += "; " + "; ".join(notes)
     return Dataset(name or path.stem, X, y, tuple(names), description)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header (names stripped) and the non-empty rows of a UTF-8 CSV file, or a DatasetError that
+    says what is wrong with it."""
+    if not path.is_file():
+        raise DatasetError(f"no such CSV file: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(f"{path} is empty")
+            return [column.strip() for column in header], [row for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc})") from None
 
 
 def csv_files_in(directory: str | Path) -> list[Path]:

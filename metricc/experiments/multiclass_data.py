@@ -14,14 +14,13 @@ cells NaN with an indicator column, imputed per training fold). ``digits`` is sc
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetError, _encode_column
+from .datasets import DatasetError, _encode_column, read_csv
 
 TASKS = ("multiclass", "multilabel")
 LABEL_PREFIX = "label_"
@@ -142,18 +141,7 @@ def load_named(name: str, task: str) -> TaskDataset:
 
 
 def _read_columns(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    if not path.is_file():
-        raise DatasetError(f"no such CSV file: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DatasetError(f"{path} is empty")
-            header = [column.strip() for column in header]
-            rows = [row for row in reader if row]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc})") from None
+    header, rows = read_csv(path)
     if len(set(header)) != len(header):
         raise DatasetError(f"{path}: the header names a column twice")
     for number, row in enumerate(rows, start=2):
