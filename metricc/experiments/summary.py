@@ -317,6 +317,18 @@ def _p(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.3f}" if value >= 0.001 else "<0.001"
 
 
+def _write_tally_table(out, table, rows, baselines, loss_header, loss_label, cell_text) -> None:
+    """One Markdown table of tallies: a row per (model, compiled loss), a column per baseline."""
+    out.write(f"| model | {loss_header} | " + " | ".join(f"vs {b}" for b in baselines) + " |\n")
+    out.write("|---|---|" + "---:|" * len(baselines) + "\n")
+    for model in table.models:
+        for loss in table.compiled:
+            cells = {t.baseline: t for t in rows if t.model == model and t.loss == loss}
+            if cells:
+                out.write(f"| {model} | {loss_label(loss)} | " + " | ".join(
+                    cell_text(cells[b]) if b in cells else "" for b in baselines) + " |\n")
+
+
 def summary_markdown(table: ScoreTable, comparisons: list[Comparison], tie_rule: str, *,
                      command: str | None = None, main_rule: str = "fixed") -> str:
     tallies = tally(comparisons)
@@ -346,28 +358,14 @@ def summary_markdown(table: ScoreTable, comparisons: list[Comparison], tie_rule:
         marker = " (the main tables' rule)" if rule == main_rule else ""
         out.write(f"\n## Compiled loss at the {RULE_TITLES[rule]}{marker}\n\n")
         baselines = list(dict.fromkeys(t.baseline for t in rows))
-        out.write("| model | loss (metric) | " + " | ".join(f"vs {b}" for b in baselines) + " |\n")
-        out.write("|---|---|" + "---:|" * len(baselines) + "\n")
-        for model in table.models:
-            for loss in table.compiled:
-                cells = {t.baseline: t for t in rows if t.model == model and t.loss == loss}
-                if not cells:
-                    continue
-                metric = table.targets[loss]
-                out.write(f"| {model} | {loss} ({table.labels.get(metric, metric)}) | " + " | ".join(
-                    f"{cells[b].cell}" if b in cells else "" for b in baselines) + " |\n")
+        _write_tally_table(out, table, rows, baselines, "loss (metric)",
+                           lambda loss: f"{loss} ({table.labels.get(table.targets[loss], table.targets[loss])})",
+                           lambda cell: cell.cell)
         out.write("\nAnyLoss's form (better mean on X of N datasets), median of the per-dataset mean differences, "
                   "and the Wilcoxon p across datasets:\n\n")
-        out.write("| model | loss | " + " | ".join(f"vs {b}" for b in baselines) + " |\n")
-        out.write("|---|---|" + "---:|" * len(baselines) + "\n")
-        for model in table.models:
-            for loss in table.compiled:
-                cells = {t.baseline: t for t in rows if t.model == model and t.loss == loss}
-                if not cells:
-                    continue
-                out.write(f"| {model} | {loss} | " + " | ".join(
-                    (f"{cells[b].better_mean} of {cells[b].datasets}; {cells[b].median_difference:+.3f}; "
-                     f"p {_p(cells[b].across_p)}") if b in cells else "" for b in baselines) + " |\n")
+        _write_tally_table(out, table, rows, baselines, "loss", str,
+                           lambda cell: (f"{cell.better_mean} of {cell.datasets}; {cell.median_difference:+.3f}; "
+                                         f"p {_p(cell.across_p)}"))
         best = best_of_all(table, rule)
         if table.baselines:
             out.write(f"\nBetter mean than every baseline ({', '.join(table.baselines)}"
