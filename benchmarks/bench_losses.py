@@ -133,24 +133,21 @@ def time_side_by_side(candidates: dict, logits, target, budget_seconds: float) -
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def peak_memory_bytes(spec: dict) -> int:
-    """Peak resident memory of one forward+backward above the level before it (fresh process)."""
+def peak_memory_after(setup: str) -> int:
+    """Peak resident memory of ``fn(logits, target).backward()`` above the level just before it, in a fresh
+    process whose glibc returns every large block on free (so residency follows live tensors). ``setup`` is
+    module-level Python, run first in the benchmarks folder, that defines ``fn``, ``logits`` (requiring grad)
+    and ``target`` and has called ``fn`` once to load its kernels. Shared with bench_multiclass.py."""
     code = f"""
-import json, sys, warnings, torch
+import sys, warnings, torch
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 warnings.simplefilter("ignore")
-from bench_losses import build_candidate, make_batch, forward_backward
 
 def status(field):
     with open("/proc/self/status") as handle:
         return next(int(line.split()[1]) * 1024 for line in handle if line.startswith(field))
 
-spec = json.loads({json.dumps(json.dumps(spec))})
-dtype = getattr(torch, spec["dtype"])
-fn = build_candidate(spec["kind"], spec["metric"], spec["relaxation"], spec["thresholds"])
-forward_backward(fn, *make_batch(1000, dtype))  # load kernels
-logits, target = make_batch(spec["n"], dtype)
-logits.requires_grad_(True)
+{setup}
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as handle:
     handle.write("5")  # reset VmHWM to the current residency
@@ -162,6 +159,20 @@ print(status("VmHWM:") - before)
     if result.returncode:
         raise RuntimeError(result.stderr)
     return int(result.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_bytes(spec: dict) -> int:
+    """Peak resident memory of one forward+backward above the level before it (fresh process)."""
+    return peak_memory_after(f"""
+import json
+from bench_losses import build_candidate, make_batch, forward_backward
+spec = json.loads({json.dumps(json.dumps(spec))})
+dtype = getattr(torch, spec["dtype"])
+fn = build_candidate(spec["kind"], spec["metric"], spec["relaxation"], spec["thresholds"])
+forward_backward(fn, *make_batch(1000, dtype))  # load kernels
+logits, target = make_batch(spec["n"], dtype)
+logits.requires_grad_(True)
+""")
 
 
 def load_previous(directory: str, metric: str, relaxation: str, thresholds: bool):

@@ -25,13 +25,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 
 import torch
 import torch.nn.functional as F
+from bench_losses import peak_memory_after  # this folder: run as python benchmarks/bench_multiclass.py
 
 import metricc
 
@@ -317,32 +317,14 @@ def time_round_robin(names, n, classes, rounds, validate=True) -> dict[str, list
 
 
 def peak_memory_bytes(name: str, n: int, classes: int) -> int:
-    code = f"""
-import sys, warnings, torch
-sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-warnings.simplefilter("ignore")
+    return peak_memory_after(f"""
 torch.set_num_threads(1)
 from bench_multiclass import CASES, build, make_batch, forward_backward
-
-def status(field):
-    with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith(field))
-
 fn = build({name!r}, {classes})
 forward_backward(fn, *make_batch(512, {classes}, CASES[{name!r}][4]))  # load kernels
 logits, target = make_batch({n}, {classes}, CASES[{name!r}][4])
 logits.requires_grad_(True)
-before = status("VmRSS:")
-with open("/proc/self/clear_refs", "w") as handle:
-    handle.write("5")
-fn(logits, target).backward()
-print(status("VmHWM:") - before)
-"""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
-    if result.returncode:
-        raise RuntimeError(result.stderr)
-    return int(result.stdout.strip().splitlines()[-1])
+""")
 
 
 def profile(name: str, n: int, classes: int, repeats: int = 5) -> str:
