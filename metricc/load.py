@@ -26,7 +26,7 @@ from .errors import SaturationWarning
 from .metric import Metric
 from .parse import parse
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
-from .runtime import MetricLoss
+from .runtime import CURVE_NEEDS_SCORES, MetricLoss
 
 _MODULES: dict[str, types.ModuleType] = {}
 _MODULES_LOCK = threading.Lock()
@@ -189,8 +189,7 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
     """
     parsed = parse(metric, params, name=name)
     if task == "multiclass" and curves.is_curve(parsed.expr):
-        raise ValueError("a metric of the threshold curve needs binary scores: use task='binary' or "
-                         "'multilabel' (one curve per label)")
+        raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
                           grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,

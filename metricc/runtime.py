@@ -39,6 +39,8 @@ class CompileFallbackWarning(MetricWarning):
 
 
 CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, C) block processed at once: memory stays O(N·C)
+CURVE_NEEDS_SCORES = ("a metric of the threshold curve needs binary scores: use task='binary' or 'multilabel' "
+                      "(one curve per label)")
 SCALAR_PATH_COLUMNS = 64  # up to this many (class, threshold) columns, CPU metrics use Python floats
 TASKS = ("binary", "multiclass", "multilabel")
 AVERAGES = ("micro", "macro", "weighted")
@@ -492,8 +494,7 @@ class _Plan:
         self.momentum = momentum
         if task == "multiclass":
             if definition.curve is not None:
-                raise ValueError("a metric of the threshold curve needs binary scores: use task='binary' or "
-                                 "'multilabel' (one curve per label)")
+                raise ValueError(CURVE_NEEDS_SCORES)
             if definition.multiclass_relaxation is None:
                 raise ValueError(f"relaxation {definition.relaxation!r} has no multi-class form; compile the metric "
                                  "with relaxation='anyloss' (a softmax amplifier) or 'identity' for task='multiclass'")
