@@ -79,7 +79,9 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
             through = _sign_through_extremum(expr, expand)
             if through != "?":
                 return through
-        return _expanded_sign(expr) if expand and expr.is_polynomial(*CONFUSION_SYMBOLS) else "?"
+        if expand and expr.is_polynomial(*CONFUSION_SYMBOLS):
+            return _expanded_sign(expr)
+        return _sign_over_common_denominator(expr, expand) if expand else "?"
     if expr.is_Mul:
         return _combine_product([sign(a, expand) for a in expr.args])
     if expr.is_Pow:
@@ -117,6 +119,21 @@ def sign(expr: sympy.Expr, expand: bool = True) -> str:
         if sign(1 - argument, expand) in "+0":
             return "-"
     return "?"
+
+
+def _sign_over_common_denominator(expr: sympy.Expr, expand: bool) -> str:
+    """Sign of a sum of rational terms of mixed sign, over their common denominator.
+
+    TP/(TP + FP)**2 − 1/(TP + FP) has terms of both signs, but together it is −FP/(TP + FP)**2: the
+    derivative of precision along a batch, which a penalty such as ``max(0.9 − precision, 0)`` brings
+    into every derivative of the metric.
+    """
+    if not all(a.is_rational_function(*CONFUSION_SYMBOLS) for a in expr.args):
+        return "?"
+    combined = try_within(EXPAND_SECONDS, lambda: sympy.factor_terms(sympy.together(expr)), None)
+    if combined is None or combined.is_Add:
+        return "?"
+    return sign(combined, expand)
 
 
 _MAX_EXTREMUM_ARGS = 32  # beyond this, distributing a sum over min/max costs more than it proves

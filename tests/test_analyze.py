@@ -190,12 +190,22 @@ def test_the_gate_refuses_unbounded_metrics_and_poles_with_a_proof_and_a_fix(tex
                              "removed), which is negative"),
     ("sqrt(TP/n - FP/n)", "root of TP/(FN + FP + TN + TP) - FP/(FN + FP + TN + TP), which is negative"),
     ("TP/(TP - FP + FN)", "division by FN + TP - FP: FN + TP - FP = 0 at"),
-    ("log(1 + TP/n - FP/n)", "logarithm of"),
+    ("log(1/2 + TP/n - FP/n)", "logarithm of 1/2 + TP/(FN + FP + TN + TP) - FP/(FN + FP + TN + TP), which is "
+                               "negative"),
 ])
 def test_poles_and_invalid_arguments_inside_the_domain_are_refused_even_when_the_range_is_finite(text, fragment):
     report = analyze(text)
     assert not report.ok and report.domain_problems
     assert fragment in report.problem(), report.problem()
+
+
+def test_a_logarithm_that_vanishes_only_on_a_face_is_refused_for_its_unbounded_range_not_as_a_pole():
+    # 1 + TP/n - FP/n is (2*TP + FN + TN)/n over a common denominator: >= 0 everywhere, 0 only where every
+    # sample is a false positive; the log then diverges toward that corner, which is what the gate says.
+    report = analyze("log(1 + TP/n - FP/n)")
+    assert not report.ok and not report.domain_problems
+    assert report.range[0] is None and report.direction == "maximize"
+    assert "unbounded below" in report.problem()
 
 
 @pytest.mark.parametrize("text", ["TP/(TP + 1)", "1 + TP/P", "(FP/FP)*TP/(TP+FN)", "TP/P*exp(-FP/N)", "log(1 + TP/P)",
@@ -363,3 +373,10 @@ def test_compiled_loss_carries_its_report():
 def test_bad_prevalence_is_refused():
     with pytest.raises(ValueError, match="min_prevalence"):
         analyze("f1", min_prevalence=0.6)
+
+
+def test_the_penalty_form_of_a_constraint_compiles_with_its_range_and_direction():
+    # recall - 10*max(0.9 - precision, 0): the derivative of precision along a batch is -FP/PP**2 only over
+    # a common denominator; with it the sign structure proves the direction and the corner limits the range.
+    report = analyze("TP/P - 10*max(0.9 - TP/(TP+FP), 0)")
+    assert report.ok and report.direction == "maximize" and report.range == (-9.0, 1.0)
