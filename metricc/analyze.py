@@ -40,7 +40,7 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from . import curves
+from . import curves, groups
 from . import domain as _domain
 from .budget import BudgetExceeded, budgets_available, cpu_time, expirations, time_budget
 from .errors import (
@@ -349,6 +349,10 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
     if curves.is_curve(metric.expr):
         return _analyze_curve(metric, min_prevalence, seconds)
+    if groups.has_group_entries(metric.expr):
+        from .analyze_groups import analyze_group_metric
+
+        return analyze_group_metric(metric, None, min_prevalence, seconds)
     started, started_cpu = time.monotonic(), cpu_time()
     deadline = _Deadline(seconds)
     report = Report(metric=metric, min_prevalence=min_prevalence)

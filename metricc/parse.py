@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import sympy
 
+from . import groups
 from .catalog import closest_names, lookup
 from .curves import CURVE_FUNCTIONS
 from .errors import MetricSyntaxError, Option
@@ -184,7 +185,7 @@ def _convert_text(text: str, params: Mapping[str, float]) -> tuple[sympy.Expr, _
         raise MetricSyntaxError(f"cannot parse the expression: {exc}") from None
     converter = _Converter(text.strip(), params)
     expr = converter.convert(tree.body, depth=0)
-    if not expr.free_symbols & set(CONFUSION_SYMBOLS):
+    if not expr.free_symbols & {*CONFUSION_SYMBOLS, *groups.GROUP_SYMBOLS}:
         written = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
                           and (node.id in _SYMBOLS or node.id in DERIVED_SYMBOLS)})
         if written:  # TP - TP + 1: the symbols are there, and cancel
@@ -328,6 +329,8 @@ class _Converter:
             return DERIVED_SYMBOLS[name]
         if name in FUNCTIONS:
             self.fail(node, f"'{name}' is a function: call it, as in {name}(TP)")
+        if name not in self.params and groups.name_hint(name):
+            self.fail(node, groups.name_hint(name))
         if name.startswith("_"):
             self.fail(node, f"name '{name}' is not allowed: names may not start with an underscore")
         if name in RESERVED_NAMES:
@@ -429,9 +432,12 @@ class _Converter:
         fname = node.func.id
         if fname in CURVE_FUNCTIONS:
             return self._curve(node, fname, depth)
+        if fname in groups.REDUCTIONS:
+            return groups.convert_reduction(self, node, depth)
         if fname not in FUNCTIONS:
             self.fail(node.func, f"function '{fname}' is not allowed; the functions are "
-                                 "sqrt, log, exp, abs, min, max (and curve_area, curve_sum around a whole metric)")
+                                 "sqrt, log, exp, abs, min, max (and curve_area, curve_sum around a whole metric; "
+                                 "max_g, min_g, mean_g, sum_g over groups)")
         if node.keywords:
             self.fail(node.keywords[0].value, f"{fname}() takes no keyword arguments")
         for arg in node.args:
@@ -500,6 +506,13 @@ class _Converter:
         """``value`` with the parameters' values: sqrt(-n/a) is imaginary only once a > 0 is known."""
         values = {parameter_symbol(k): sympy.Rational(v) for k, v in self.params.items()}
         return value.xreplace({s: values[s] for s in value.free_symbols if s in values})
+
+    def _convert_Compare(self, node: ast.Compare, depth: int):
+        self.fail(node, "a comparison is a constraint, not a metric: pass it as constraints=['...'] (command line: "
+                        "--constraint '...'), or write 'metric subject to constraint'")
+
+    def _convert_Subscript(self, node: ast.Subscript, depth: int) -> sympy.Expr:
+        return groups.convert_subscript(self, node)
 
     def _convert_Attribute(self, node: ast.Attribute, depth: int):
         self.fail(node, "attribute access ('.') is not allowed")
