@@ -158,9 +158,14 @@ class DomainWarning(AnalysisWarning):
     or has a pole or an invalid argument inside the domain."""
 
 
+class ConstraintWarning(AnalysisWarning):
+    """A constraint that always holds (it has no effect), or holds only at its metric's extreme value."""
+
+
 class SaturationWarning(MetricWarning):
     """The amplifier is so steep that its slope dŷ/dp underflows to 0 for some p in this dtype."""
 
 
-__all__ = ["AnalysisWarning", "BatchSizeWarning", "CompileFallbackWarning", "DomainWarning", "MetricCheckError",
-           "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "Option", "RangeWarning", "SaturationWarning"]
+__all__ = ["AnalysisWarning", "BatchSizeWarning", "CompileFallbackWarning", "ConstraintWarning", "DomainWarning",
+           "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "Option", "RangeWarning",
+           "SaturationWarning"]

@@ -140,6 +140,13 @@ def reduction_symbol(index: int) -> sympy.Symbol:
 
 def group_form(expr: sympy.Expr) -> GroupForm:
     """Split ``expr`` at its group reductions; equal reductions share one placeholder."""
+    (outer,), reductions = split_reductions([expr])
+    return GroupForm(outer=outer, reductions=reductions)
+
+
+def split_reductions(exprs) -> tuple[list[sympy.Expr], tuple[Reduction, ...]]:
+    """Split several expressions (an objective and its constraints) at their reductions, numbering the distinct
+    reductions across all of them: a TPR spread in the objective and in a constraint is computed once."""
     found: dict[GroupReduction, sympy.Symbol] = {}
     reductions: list[Reduction] = []
 
@@ -150,8 +157,17 @@ def group_form(expr: sympy.Expr) -> GroupForm:
             reductions.append(Reduction(symbol, type(node).kind, node.args[0]))
         return symbol
 
-    outer = expr.replace(lambda node: isinstance(node, GroupReduction), placeholder)
-    return GroupForm(outer=outer, reductions=tuple(reductions))
+    outers = [expr.replace(lambda node: isinstance(node, GroupReduction), placeholder) for expr in exprs]
+    return outers, tuple(reductions)
+
+
+def joint_degree(expr: sympy.Expr):
+    """d with f(λ·table) = λ^d·f(table) when every entry, the batch's and each group's, is scaled by λ; None if f
+    has no such degree. A reduction has its argument's degree."""
+    from .metric import scale_degree
+
+    unreduced = expr.replace(lambda node: isinstance(node, GroupReduction), lambda node: node.args[0])
+    return scale_degree(unreduced.xreplace(FROM_GROUP))
 
 
 def group_entry_symbols(group: int) -> tuple[sympy.Symbol, ...]:
