@@ -246,7 +246,16 @@ def convert_reduction(converter, node: ast.Call, depth: int) -> sympy.Expr:
     if not inner.free_symbols & set(GROUP_SYMBOLS):
         converter.fail(node.args[0], f"{name}() reduces over the groups, but its argument reads no group entry; "
                                      f"{_GROUP_HELP}")
+    if name == "sum_g" and _linear_in_groups(inner):
+        return inner.xreplace(FROM_GROUP)  # sum_g(FP[g]) is FP: the batch's entry, defined on every batch
     return REDUCTIONS[name](inner)
+
+
+def _linear_in_groups(expr: sympy.Expr) -> bool:
+    """A linear combination of group g's entries alone (no constant, nothing of the batch's)."""
+    if expr.free_symbols - set(GROUP_SYMBOLS) or expr.subs({s: 0 for s in GROUP_SYMBOLS}) != 0:
+        return False
+    return all(sympy.diff(expr, s).free_symbols == set() for s in GROUP_SYMBOLS)
 
 
 def name_hint(name: str) -> str | None:

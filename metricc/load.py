@@ -20,9 +20,11 @@ import warnings
 import torch
 
 from . import curves
+from .constraints import split_problem
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
+from .groups import has_group_entries
 from .metric import Metric
 from .parse import parse
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
@@ -147,7 +149,8 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
                    average: str | None = None, class_weights=None, from_logits: bool = True,
                    zero_division: float | None = 0.0, estimator: str = "batch", momentum: float = 0.9,
                    sync: bool = False, process_group=None, grad_average: bool = True, validate: bool = True,
-                   check: bool = True, min_prevalence: float = 0.01, compile: bool = False) -> CompiledLoss:
+                   check: bool = True, min_prevalence: float = 0.01, compile: bool = False, constraints=None,
+                   groups: int | None = None, **multiplier_options) -> CompiledLoss:
     """Compile a confusion-matrix metric into a PyTorch loss module.
 
     Args:
@@ -179,15 +182,38 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
         check: run :func:`metricc.analyze` and refuse metrics that cannot serve as a loss.
         min_prevalence: the smallest batch prevalence the analysis's Lipschitz bound covers.
         compile: run the loss through ``torch.compile`` (input checks stay eager).
+        constraints: constraints on other metrics, e.g. ``["precision >= 0.9"]`` (or write ``"recall subject to
+            precision >= 0.9"``); the loss is then the Lagrangian, with multipliers as module state
+            (docs/constraints.md).
+        groups: G, the number of groups, for metrics and constraints over per-group entries (``TP[g]`` …,
+            ``max_g(...)``); each call then takes ``groups=``, an (N,) tensor of group indices.
+        **multiplier_options: with constraints, ``multiplier_lr`` (η, 0.05), ``max_multiplier`` (100),
+            ``multiplier_update`` (``"auto"``: a step after every training call, or ``"manual"``:
+            ``loss_fn.step_multipliers()``), ``constraint_rates`` (``"hard"``: the proxy-Lagrangian, or
+            ``"relaxed"``).
 
     Returns:
-        A :class:`CompiledLoss` (an ``nn.Module``); ``.source`` holds the generated code.
+        A :class:`CompiledLoss` (an ``nn.Module``); ``.source`` holds the generated code. With constraints or
+        groups a :class:`metricc.load_problem.CompiledConstrainedLoss`.
 
     Raises:
         MetricSyntaxError: the metric text is not in the grammar.
         MetricCheckError: the analysis shows the metric cannot serve as a loss.
     """
+    problem_options = dict(params=params, name=name, relaxation=relaxation, thresholds=thresholds,
+                           direction=direction, task=task, from_logits=from_logits, zero_division=zero_division,
+                           estimator=estimator, momentum=momentum, sync=sync, process_group=process_group,
+                           grad_average=grad_average, validate=validate, check=check, min_prevalence=min_prevalence)
+    if constraints is not None or groups is not None or split_problem(metric, params) is not None:
+        return _compile_problem(metric, constraints, groups, problem_options, multiplier_options, compile,
+                                class_weights, num_classes, average)
     parsed = parse(metric, params, name=name)
+    if has_group_entries(parsed.expr):
+        return _compile_problem(metric, constraints, groups, problem_options, multiplier_options, compile,
+                                class_weights, num_classes, average)
+    if multiplier_options:
+        raise TypeError(f"{', '.join(sorted(multiplier_options))}: compile_metric() takes these only with "
+                        "constraints= (multiplier_lr, max_multiplier, multiplier_update, constraint_rates)")
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
@@ -219,6 +245,20 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
     source = emit(derivation, options)
     return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
                         process_group=process_group, compile=compile)
+
+
+def _compile_problem(metric, constraints, groups, options, multiplier_options, compile, class_weights, num_classes,
+                     average):
+    from .load_problem import MULTIPLIER_OPTIONS, compile_problem
+
+    unknown = sorted(set(multiplier_options) - set(MULTIPLIER_OPTIONS))
+    if unknown:
+        raise TypeError(f"compile_metric() got an unexpected keyword argument {unknown[0]!r}")
+    for what, value in (("compile", compile), ("class_weights", class_weights), ("num_classes", num_classes),
+                        ("average", average)):
+        if value not in (None, False):
+            raise ValueError(f"{what}= does not apply to a loss with constraints or groups (task='binary' only)")
+    return compile_problem(metric, constraints=constraints, groups=groups, **options, **multiplier_options)
 
 
 def _as_list(thresholds):
