@@ -43,6 +43,14 @@ class ProblemOptions:
     multiplier_update: str = "auto"
     constraint_rates: str = "hard"
 
+    def __post_init__(self):
+        from .emit import check_zero_division
+        from .lagrangian import check_multiplier_options
+
+        check_zero_division(self.zero_division)
+        check_multiplier_options(self.multiplier_lr, self.max_multiplier, self.multiplier_update,
+                                 self.constraint_rates)
+
     def as_dict(self) -> dict:
         defaults = ProblemOptions()
         always = ("from_logits", "zero_division", "multiplier_lr")

@@ -384,13 +384,7 @@ class ConstrainedMetricLoss(torch.nn.Module):
             raise ValueError(f"estimator must be one of {_runtime.ESTIMATORS}, got {estimator!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-        for name, value in (("multiplier_lr", multiplier_lr), ("max_multiplier", max_multiplier)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if multiplier_update not in MULTIPLIER_UPDATES:
-            raise ValueError(f"multiplier_update must be one of {MULTIPLIER_UPDATES}, got {multiplier_update!r}")
-        if constraint_rates not in CONSTRAINT_RATES:
-            raise ValueError(f"constraint_rates must be one of {CONSTRAINT_RATES}, got {constraint_rates!r}")
+        check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates)
         self.definition = definition
         self.from_logits, self.zero_division, self.validate = from_logits, zero_division, validate
         self.estimator, self.momentum = estimator, float(momentum)
@@ -520,6 +514,16 @@ class ConstrainedMetricLoss(torch.nn.Module):
             parts.append(f"groups={self.definition.groups}")
         parts += [f"multiplier_lr={self.multiplier_lr}", f"constraint_rates={self.constraint_rates!r}"]
         return ", ".join(parts)
+
+
+def check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates):
+    for name, value in (("multiplier_lr", multiplier_lr), ("max_multiplier", max_multiplier)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if multiplier_update not in MULTIPLIER_UPDATES:
+        raise ValueError(f"multiplier_update must be one of {MULTIPLIER_UPDATES}, got {multiplier_update!r}")
+    if constraint_rates not in CONSTRAINT_RATES:
+        raise ValueError(f"constraint_rates must be one of {CONSTRAINT_RATES}, got {constraint_rates!r}")
 
 
 class _InputPlan:
