@@ -239,8 +239,9 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def table(self, spell: Spelling = Option.python) -> str:
-        """The report as an aligned, readable table (options in problems spelt by ``spell``)."""
+    def table(self, spell: Spelling = Option.python, direction: str | None = None) -> str:
+        """The report as an aligned, readable table (options in problems spelt by ``spell``); an explicit
+        ``direction`` settles an unproved one, as in :meth:`problem_parts`."""
         def show(value):
             if value is None:
                 return "unbounded"
@@ -251,7 +252,8 @@ class Report:
         monotone = ", ".join(f"{k} {'+' if v == 1 else '-' if v == -1 else '0' if v == 0 else '?'}"
                              for k, v in self.monotone.items())
         lipschitz = ("none (gradient unbounded)" if self.lipschitz is None else show(self.lipschitz))
-        problems = self.blocking_problems(spell=spell)
+        problems = self.blocking_problems(direction, spell=spell)
+        given = f" (given: {direction})" if direction and direction != self.direction else ""
         rows = [
             ("metric", f"{self.metric.name} = {self.metric.text()}"),
             ("verdict", "ok: usable as a loss" if not problems else "NOT OK: cannot serve as a loss"),
@@ -261,7 +263,7 @@ class Report:
         rows += [
             ("range", f"[{show(self.range[0])}, {show(self.range[1])}]"
                       f"   (observed [{show(self.observed_range[0])}, {show(self.observed_range[1])}])"),
-            ("direction", f"{self.direction}   (sign along a batch: {monotone})"),
+            ("direction", f"{self.direction}{given}   (sign along a batch: {monotone})"),
             ("lipschitz", f"{lipschitz}   (prevalence in [{self.min_prevalence:g}, {1 - self.min_prevalence:g}])"),
             ("linear-fractional", show(self.linear_fractional)),
             ("scale-invariant", show(self.homogeneous)),

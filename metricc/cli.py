@@ -92,6 +92,38 @@ def _add_metric_arguments(parser: argparse.ArgumentParser, relaxation: bool = Tr
                             help="override the direction (default: the catalog's, else the analysis's)")
 
 
+def _add_problem_arguments(parser: argparse.ArgumentParser, multipliers: bool = False) -> None:
+    parser.add_argument("--constraint", "-c", action="append", default=[], metavar="EXPR",
+                        help="a constraint such as 'precision >= 0.9' (repeatable; or write the metric as "
+                             "'recall subject to precision >= 0.9'); see docs/constraints.md")
+    parser.add_argument("--groups", type=int, default=None, metavar="G",
+                        help="the number of groups, for metrics and constraints over TP[g] ... (max_g, min_g, ...)")
+    if multipliers:
+        parser.add_argument("--multiplier-lr", type=float, default=None, metavar="ETA",
+                            help="the multipliers' step size (default 0.05)")
+        parser.add_argument("--max-multiplier", type=float, default=None, help="the multipliers' bound (default 100)")
+        parser.add_argument("--multiplier-update", choices=("auto", "manual"), default=None,
+                            help="auto (a step after every training call; the default) or manual "
+                                 "(loss_fn.step_multipliers())")
+        parser.add_argument("--constraint-rates", choices=("hard", "relaxed"), default=None,
+                            help="the rates the multipliers ascend: hard predictions (the default, "
+                                 "proxy-Lagrangian) or the relaxed ones")
+
+
+def _problem_options(args) -> dict:
+    """The constraint and group options the user gave (none at all for a plain metric)."""
+    options = {}
+    if args.constraint:
+        options["constraints"] = list(args.constraint)
+    if args.groups is not None:
+        options["groups"] = args.groups
+    for name in ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    return options
+
+
 def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("binary", "multiclass", "multilabel"), default="binary",
                         help="binary (default): logits (N,); multiclass or multilabel: logits (N, C)")
@@ -126,12 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--standalone", action="store_true",
                           help="inline metricc's runtime: a file that imports only torch (default: imports metricc)")
     compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
+    _add_problem_arguments(compile_, multipliers=True)
     compile_.set_defaults(handler=_compile)
 
     derive_ = commands.add_parser("derive", help="print the closed-form gradient of a metric loss")
     _add_metric_arguments(derive_)
     _add_task_arguments(derive_)
     derive_.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    _add_problem_arguments(derive_)
     derive_.set_defaults(handler=_derive)
 
     list_ = commands.add_parser("list", help="list the named metrics of the catalog")
@@ -143,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_.add_argument("--min-prevalence", type=float, default=0.01,
                         help="smallest batch prevalence P/n the Lipschitz bound covers (default 0.01)")
     check_.add_argument("--json", action="store_true", help="print JSON")
+    check_.add_argument("--direction", choices=("maximize", "minimize"), default=None,
+                        help="the direction to check the metric as a loss in (default: the catalog's, else the "
+                             "analysis's); a constraint such as 'precision >= 0.9' needs none")
+    _add_problem_arguments(check_)
     check_.set_defaults(handler=_check)
 
     experiment_ = commands.add_parser("experiment", help="train models with compiled losses and compare to BCE")
@@ -182,7 +220,7 @@ def _compile(args) -> int:
                               num_classes=args.num_classes, average=args.average,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
                               estimator=args.estimator, momentum=args.momentum, sync=args.sync,
-                              check=not args.no_check)
+                              check=not args.no_check, **_problem_options(args))
     for warning in caught:
         print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
     source = loss.standalone_source() if args.standalone else loss.source
@@ -190,7 +228,8 @@ def _compile(args) -> int:
         sys.stdout.write(source)
     else:
         _write_new_file(args.output, source, overwrite=args.force)
-        kind = "standalone, imports only torch" if args.standalone else "imports metricc.runtime"
+        runtime = "metricc.lagrangian" if "from metricc.lagrangian" in source else "metricc.runtime"
+        kind = "standalone, imports only torch" if args.standalone else f"imports {runtime}"
         print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(source.splitlines())} lines, {kind})",
               file=sys.stderr)
     return EXIT_OK
@@ -209,10 +248,19 @@ def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
 
 def _derive(args) -> int:
     from . import derive, parse
+    from .problem import is_problem, make_problem
     from .relax import default_relaxation
 
-    metric = parse(args.metric, dict(args.param))
     relaxation = default_relaxation(args.task) if args.relaxation is None else args.relaxation
+    options = _problem_options(args)
+    if is_problem(args.metric, params=dict(args.param), **options):
+        from .derive_problem import derive_problem
+
+        problem = make_problem(args.metric, params=dict(args.param), **options)
+        derivation = derive_problem(problem, relaxation, direction=args.direction, thresholds=args.thresholds)
+        print(derivation.latex() if args.latex else derivation.text())
+        return EXIT_OK
+    metric = parse(args.metric, dict(args.param))
     derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
     if args.latex:
         print(derivation.latex())
@@ -251,17 +299,59 @@ def _table(rows) -> str:
 
 def _check(args) -> int:
     from .analyze import analyze
+    from .constraints import is_comparison
+    from .errors import render
+    from .problem import check_problem, is_problem, make_problem
 
+    options = _problem_options(args)
+    if is_comparison(args.metric) and not args.constraint:  # metricc check "precision >= 0.9": the constraint
+        return _check_constraints(args, options)
+    if is_problem(args.metric, params=dict(args.param), **options):
+        problem = make_problem(args.metric, params=dict(args.param), **options)
+        report = check_problem(problem, min_prevalence=args.min_prevalence)
+        if args.json:
+            data = report.to_dict()
+            data["problems"] = [render(p, flag) for p in report.problem_parts(args.direction)]
+            print(json.dumps(data, indent=2))
+        else:
+            print(report.table(spell=flag, direction=args.direction))
+        if report.problem_parts(args.direction):
+            return EXIT_ERROR
+        findings = report.objective.warnings or any(check.findings for check in report.constraints)
+        return EXIT_WARNINGS if findings else EXIT_OK
     report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
     if args.json:
         data = report.to_dict()
         data["problems"] = report.blocking_problems(spell=flag)
         print(json.dumps(data, indent=2))
     else:
-        print(report.table(spell=flag))
-    if not report.ok:
+        print(report.table(spell=flag, direction=args.direction))
+    if report.blocking_problems(args.direction):
         return EXIT_ERROR
     return EXIT_WARNINGS if report.warnings else EXIT_OK
+
+
+def _check_constraints(args, options) -> int:
+    """``metricc check "max_g(...) - min_g(...) <= 0.05" --groups 2``: the constraints' checks alone."""
+    from .constraints import parse_constraint
+    from .errors import render
+    from .groups import has_group_entries
+    from .problem import check_constraint
+
+    constraints = parse_constraint(args.metric, dict(args.param))
+    groups = options.get("groups")
+    if groups is None and any(has_group_entries(c.metric.expr) for c in constraints):
+        raise ValueError("the constraint reads group entries (TP[g] …): pass --groups with the number of groups")
+    checks = [check_constraint(c, groups or 1, args.min_prevalence) for c in constraints]
+    if args.json:
+        print(json.dumps([{"constraint": c.constraint.text, "ok": c.ok, "range": list(c.report.range),
+                           "problems": [render(p, flag) for p in c.problems],
+                           "warnings": [render(p, flag) for _, p in c.findings]} for c in checks], indent=2))
+    else:
+        print("\n\n".join(check.table(index, flag) for index, check in enumerate(checks, 1)))
+    if not all(check.ok for check in checks):
+        return EXIT_ERROR
+    return EXIT_WARNINGS if any(check.findings for check in checks) else EXIT_OK
 
 
 def _experiment(args) -> int:

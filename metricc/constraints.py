@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import sympy
 
 from . import groups
-from .catalog import lookup
+from .catalog import closest_names, lookup
 from .errors import MetricSyntaxError
 from .metric import CONFUSION_SYMBOLS, Metric, to_text
 from .parse import _check_params, _check_raw_text, _Converter, _surviving_params, parse
@@ -112,6 +112,16 @@ def parse_constraints(constraints, params: Mapping[str, float] | None = None) ->
     return _named(parsed)
 
 
+def is_comparison(text) -> bool:
+    """Whether ``text`` is one comparison (``precision >= 0.9``), so that a command can take it as a constraint."""
+    if not isinstance(text, str) or ("<=" not in text and ">=" not in text):
+        return False
+    try:
+        return isinstance(ast.parse(text.strip(), mode="eval").body, ast.Compare)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
 def parse_constraint(text: str, params: Mapping[str, float] | None = None) -> list[Constraint]:
     """One comparison (a chain ``a <= x <= b`` gives two constraints)."""
     params = _check_params(params)
@@ -145,15 +155,21 @@ def split_problem(text: str, params: Mapping[str, float] | None = None) -> tuple
     blank = "".join(c if c == "\n" else " " for c in stripped[:match.end()])
     masked = "(" + blank[1:] + rest + "\n)"
     tree = _syntax_tree(masked, stripped)
-    items = tree.elts if isinstance(tree, ast.Tuple) else [tree]
-    if isinstance(tree, ast.BoolOp):
-        if not isinstance(tree.op, ast.And):
-            _fail(stripped, tree, "constraints are joined by ',' or 'and'; 'or' would need a choice between them")
-        items = tree.values
     found: list[Constraint] = []
-    for item in items:
+    for item in _joined(tree, stripped):
         found += _comparisons(item, stripped, params)
     return objective, _named(found)
+
+
+def _joined(node: ast.AST, text: str) -> list[ast.AST]:
+    """The comparisons of ``a, b and c``: a tuple's elements, an 'and''s operands, in order."""
+    if isinstance(node, ast.Tuple):
+        return [item for element in node.elts for item in _joined(element, text)]
+    if isinstance(node, ast.BoolOp):
+        if not isinstance(node.op, ast.And):
+            _fail(text, node, "constraints are joined by ',' or 'and'; 'or' would need a choice between them")
+        return [item for value in node.values for item in _joined(value, text)]
+    return [node]
 
 
 def _syntax_tree(source: str, shown: str) -> ast.AST:
@@ -224,6 +240,11 @@ def _side(node: ast.AST, text: str, params) -> _Side:
             own = {k: v for k, v in params.items() if k in entry.default_params}
             metric = parse(node.id, own)
             return _Side(metric=metric, used=dict(metric.params))
+        hints = closest_names(node.id)
+        if hints and node.id.islower():  # catalog names are lower case; FX is a misspelt entry (the parser says)
+            _fail(text, node, f"'{node.id}' is not a catalog metric (did you mean "
+                              f"{' or '.join(repr(h) for h in hints)}?); see `metricc list`, or write an expression "
+                              "over TP, FN, FP, TN")
     converter = _Converter(text, params)
     expr = converter.convert(node, depth=1)
     if not expr.free_symbols & {*CONFUSION_SYMBOLS, *groups.GROUP_SYMBOLS}:
@@ -242,4 +263,4 @@ def _named(constraints: list[Constraint]) -> tuple[Constraint, ...]:
                  for k, c in enumerate(constraints))
 
 
-__all__ = ["Constraint", "SENSES", "parse_constraint", "parse_constraints", "split_problem"]
+__all__ = ["Constraint", "SENSES", "is_comparison", "parse_constraint", "parse_constraints", "split_problem"]

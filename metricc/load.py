@@ -20,13 +20,12 @@ import warnings
 import torch
 
 from . import curves
-from .constraints import split_problem
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
-from .groups import has_group_entries
 from .metric import Metric
 from .parse import parse
+from .problem import is_problem
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
 from .runtime import CURVE_NEEDS_SCORES, MetricLoss
 
@@ -204,13 +203,10 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
                            direction=direction, task=task, from_logits=from_logits, zero_division=zero_division,
                            estimator=estimator, momentum=momentum, sync=sync, process_group=process_group,
                            grad_average=grad_average, validate=validate, check=check, min_prevalence=min_prevalence)
-    if constraints is not None or groups is not None or split_problem(metric, params) is not None:
+    if is_problem(metric, constraints, groups, params):
         return _compile_problem(metric, constraints, groups, problem_options, multiplier_options, compile,
                                 class_weights, num_classes, average)
     parsed = parse(metric, params, name=name)
-    if has_group_entries(parsed.expr):
-        return _compile_problem(metric, constraints, groups, problem_options, multiplier_options, compile,
-                                class_weights, num_classes, average)
     if multiplier_options:
         raise TypeError(f"{', '.join(sorted(multiplier_options))}: compile_metric() takes these only with "
                         "constraints= (multiplier_lr, max_multiplier, multiplier_update, constraint_rates)")

@@ -88,6 +88,16 @@ def make_problem(metric, *, constraints=None, groups: int | None = None, params=
     return problem
 
 
+def is_problem(metric, constraints=None, groups=None, params=None) -> bool:
+    """Whether ``metric`` (with these options) is more than one metric: constraints, groups, "subject to" in
+    its text, or group entries in it."""
+    if constraints is not None or groups is not None or split_problem(metric, params) is not None:
+        return True
+    if isinstance(metric, Metric):
+        return _groups.has_group_entries(metric.expr)
+    return isinstance(metric, str) and _groups.has_group_entries(parse(metric, params).expr)
+
+
 def _check_groups(groups) -> int | None:
     if groups is None:
         return None
@@ -111,6 +121,27 @@ class ConstraintCheck:
     report: object
     problems: list = dataclasses.field(default_factory=list)
     findings: list = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self, index: int = 1, spell: Spelling = Option.python) -> str:
+        """What was found, as aligned rows (options in problems spelt by ``spell``)."""
+        constraint = self.constraint
+        lo, hi = self.report.range
+        verdict = "ok" if not self.problems else "NOT OK: " + "; ".join(render(p, spell) for p in self.problems)
+        rows = [(f"constraint {index}", constraint.text or constraint.describe()),
+                ("verdict", verdict),
+                ("expression", f"{to_text(constraint.metric.expr)}"
+                               + ("   (g free: one constraint per group)" if constraint.per_group else "")),
+                ("range", f"[{_show(lo)}, {_show(hi)}]"),
+                ("slack", f"h = {to_text(constraint.slack())}, holds where h ≤ 0")]
+        rows += [("singular", s) for s in self.report.singularities]
+        rows += [("proof", p) for p in self.report.proofs]
+        rows += [("warning", f"{render(parts, spell)} ({category.__name__})") for category, parts in self.findings]
+        width = max(len(label) for label, _ in rows)
+        return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
 
 
 @dataclasses.dataclass
@@ -148,22 +179,10 @@ class ProblemReport:
             for category, parts in check.findings:
                 warnings.warn(category((f"constraint '{check.constraint.text}': ", *parts)), stacklevel=stacklevel)
 
-    def table(self, spell: Spelling = Option.python) -> str:
+    def table(self, spell: Spelling = Option.python, direction: str | None = None) -> str:
         """The objective's table, then one section per constraint."""
-        sections = [self.objective.table(spell)]
-        for index, check in enumerate(self.constraints, 1):
-            constraint = check.constraint
-            lo, hi = check.report.range
-            verdict = "ok" if not check.problems else "NOT OK: " + "; ".join(render(p, spell) for p in check.problems)
-            rows = [(f"constraint {index}", constraint.text or constraint.describe()),
-                    ("verdict", verdict),
-                    ("expression", f"{to_text(constraint.metric.expr)}"
-                                   + ("   (g free: one constraint per group)" if constraint.per_group else "")),
-                    ("range", f"[{_show(lo)}, {_show(hi)}]"),
-                    ("slack", f"h = {to_text(constraint.slack())}, holds where h ≤ 0")]
-            rows += [("warning", f"{render(parts, spell)} ({category.__name__})") for category, parts in check.findings]
-            width = max(len(label) for label, _ in rows)
-            sections.append("\n".join(f"{label.ljust(width)}  {value}" for label, value in rows))
+        sections = [self.objective.table(spell, direction)]
+        sections += [check.table(index, spell) for index, check in enumerate(self.constraints, 1)]
         return "\n\n".join(sections)
 
     def to_dict(self) -> dict:
@@ -226,4 +245,5 @@ def check_problem(problem: Problem, min_prevalence: float = 0.01) -> ProblemRepo
     return ProblemReport(problem, objective, checks)
 
 
-__all__ = ["ConstraintCheck", "Problem", "ProblemReport", "check_constraint", "check_problem", "make_problem"]
+__all__ = ["ConstraintCheck", "Problem", "ProblemReport", "check_constraint", "check_problem", "is_problem",
+           "make_problem"]
