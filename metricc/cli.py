@@ -108,6 +108,8 @@ def _add_problem_arguments(parser: argparse.ArgumentParser, multipliers: bool = 
         parser.add_argument("--constraint-rates", choices=("hard", "relaxed"), default=None,
                             help="the rates the multipliers ascend: hard predictions (the default, "
                                  "proxy-Lagrangian) or the relaxed ones")
+        parser.add_argument("--penalty", type=float, default=None, metavar="RHO",
+                            help="augment the Lagrangian with a quadratic penalty of weight RHO (default 0)")
 
 
 def _problem_options(args) -> dict:
@@ -117,7 +119,7 @@ def _problem_options(args) -> dict:
         options["constraints"] = list(args.constraint)
     if args.groups is not None:
         options["groups"] = args.groups
-    for name in ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates"):
+    for name in ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates", "penalty"):
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value

@@ -42,6 +42,7 @@ class ProblemOptions:
     max_multiplier: float = 100.0
     multiplier_update: str = "auto"
     constraint_rates: str = "hard"
+    penalty: float = 0.0
 
     def __post_init__(self):
         from .emit import check_zero_division
@@ -49,7 +50,7 @@ class ProblemOptions:
 
         check_zero_division(self.zero_division)
         check_multiplier_options(self.multiplier_lr, self.max_multiplier, self.multiplier_update,
-                                 self.constraint_rates)
+                                 self.constraint_rates, self.penalty)
 
     def as_dict(self) -> dict:
         defaults = ProblemOptions()

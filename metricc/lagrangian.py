@@ -159,8 +159,12 @@ class Evaluation:
         self.loss, self.factors = loss, factors
 
 
-def evaluate_problem(definition, table, multipliers=None, zero_division=0.0, gradients=True):
-    """The problem at a (4, G, K) table of soft (or hard) confusion entries; see :class:`Evaluation`."""
+def evaluate_problem(definition, table, multipliers=None, zero_division=0.0, gradients=True, penalty=0.0):
+    """The problem at a (4, G, K) table of soft (or hard) confusion entries; see :class:`Evaluation`.
+
+    With ``penalty`` ρ > 0 the Lagrangian is augmented (the method of multipliers): each row adds
+    ψ(h) = (max(0, λ + ρ·h)² − λ²)/(2ρ) instead of λ·h, which pulls a violated constraint back at once (weight
+    λ + ρ·h) and damps the multipliers' oscillation; ρ = 0 is the plain Lagrangian."""
     finite_table = bool(torch.isfinite(table).all())
     total = None
     if definition.scale_invariant:
@@ -214,8 +218,14 @@ def evaluate_problem(definition, table, multipliers=None, zero_division=0.0, gra
         row_lambda = lam[start:start + count].unsqueeze(-1)  # (count, 1)
         value = outputs[0][:count]
         defined = torch.isfinite(value)
-        coefficient = torch.where(defined, row_lambda * sign / columns, 0.0)  # (count, K)
-        loss = loss + torch.where(defined, row_lambda * (sign * (value - quantity.level)), 0.0).sum() / columns
+        slack = sign * (value - quantity.level)
+        if penalty > 0:  # augmented: ψ(h) = (max(0, λ + ρ·h)² − λ²)/(2ρ), ∂ψ/∂h = max(0, λ + ρ·h)
+            weight = torch.clamp(row_lambda + penalty * slack, min=0.0)
+            term = (weight * weight - row_lambda * row_lambda) / (2 * penalty)
+        else:
+            weight, term = row_lambda, row_lambda * slack
+        coefficient = torch.where(defined, weight * sign / columns, 0.0)  # (count, K)
+        loss = loss + torch.where(defined, term, 0.0).sum() / columns
         coefficients.append((coefficient, outputs, quantity.per_group))
         start += count
 
@@ -365,12 +375,15 @@ class ConstrainedMetricLoss(torch.nn.Module):
         multiplier_update: ``"auto"`` (a step after every training call) or ``"manual"`` (call
             :meth:`step_multipliers`, which uses the hard entries of every call since the last step).
         constraint_rates: ``"hard"`` (proxy-Lagrangian) or ``"relaxed"`` rates for the multipliers' step.
+        penalty: ρ ≥ 0; ρ > 0 augments the Lagrangian (the method of multipliers): the model's gradient weighs
+            each constraint by max(0, λ + ρ·h) at the relaxed slack h instead of λ (see evaluate_problem).
         validate: check labels, probabilities and weights as metricc.runtime does.
     """
 
     def __init__(self, definition, *, task="binary", from_logits=True, zero_division=0.0, estimator="batch",
                  momentum=0.9, sync=False, process_group=None, grad_average=True, validate=True,
-                 multiplier_lr=0.05, max_multiplier=100.0, multiplier_update="auto", constraint_rates="hard"):
+                 multiplier_lr=0.05, max_multiplier=100.0, multiplier_update="auto", constraint_rates="hard",
+                 penalty=0.0):
         super().__init__()
         if task != "binary":
             raise ValueError("constraints and groups support task='binary' (one logit per sample) for now; "
@@ -384,13 +397,14 @@ class ConstrainedMetricLoss(torch.nn.Module):
             raise ValueError(f"estimator must be one of {_runtime.ESTIMATORS}, got {estimator!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-        check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates)
+        check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty)
         self.definition = definition
         self.from_logits, self.zero_division, self.validate = from_logits, zero_division, validate
         self.estimator, self.momentum = estimator, float(momentum)
         self.sync, self.process_group, self.grad_average = sync, process_group, grad_average
         self.multiplier_lr, self.max_multiplier = float(multiplier_lr), float(max_multiplier)
         self.multiplier_update, self.constraint_rates = multiplier_update, constraint_rates
+        self.penalty = float(penalty)
         shape = (4, definition.groups, 1)
         self.register_buffer("multipliers", torch.zeros(definition.rows, dtype=torch.float64))
         # The hard (or relaxed) entries since the last multiplier step: a manual step reads them all.
@@ -467,7 +481,8 @@ class ConstrainedMetricLoss(torch.nn.Module):
             if self.estimator == "running" and updating:
                 soft = _RunningRates(self.running_soft_rates, self.running_soft_weight, self.momentum).update(soft)
                 hard = _RunningRates(self.running_hard_rates, self.running_hard_weight, self.momentum).update(hard)
-            evaluation = evaluate_problem(definition, soft, self.multipliers, self.zero_division)
+            evaluation = evaluate_problem(definition, soft, self.multipliers, self.zero_division,
+                                          penalty=self.penalty)
             hard_evaluation = evaluate_problem(definition, hard, None, self.zero_division, gradients=False)
             factors = evaluation.factors * grad_scale if grad_scale != 1.0 else evaluation.factors
         self._last.update(table=soft, objective=evaluation.objective, soft_values=evaluation.constraint_values,
@@ -516,7 +531,9 @@ class ConstrainedMetricLoss(torch.nn.Module):
         return ", ".join(parts)
 
 
-def check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates):
+def check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty=0.0):
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 <= penalty < math.inf:
+        raise ValueError(f"penalty must be a finite number >= 0 (0: the plain Lagrangian), got {penalty!r}")
     for name, value in (("multiplier_lr", multiplier_lr), ("max_multiplier", max_multiplier)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -189,7 +189,7 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
         **multiplier_options: with constraints, ``multiplier_lr`` (η, 0.05), ``max_multiplier`` (100),
             ``multiplier_update`` (``"auto"``: a step after every training call, or ``"manual"``:
             ``loss_fn.step_multipliers()``), ``constraint_rates`` (``"hard"``: the proxy-Lagrangian, or
-            ``"relaxed"``).
+            ``"relaxed"``), ``penalty`` (ρ > 0: the augmented Lagrangian).
 
     Returns:
         A :class:`CompiledLoss` (an ``nn.Module``); ``.source`` holds the generated code. With constraints or

@@ -15,7 +15,7 @@ from .load import _caller_stacklevel, load_module, warn_if_saturating
 from .problem import Problem, check_problem, make_problem
 from .relax import default_relaxation, resolve_relaxation
 
-MULTIPLIER_OPTIONS = ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates")
+MULTIPLIER_OPTIONS = ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates", "penalty")
 
 
 @functools.lru_cache(maxsize=128)
@@ -72,7 +72,7 @@ def compile_problem(metric, *, constraints=None, groups=None, params=None, name=
                     thresholds=None, direction=None, task="binary", from_logits=True, zero_division=0.0,
                     estimator="batch", momentum=0.9, sync=False, process_group=None, grad_average=True,
                     validate=True, check=True, min_prevalence=0.01, multiplier_lr=0.05, max_multiplier=100.0,
-                    multiplier_update="auto", constraint_rates="hard") -> CompiledConstrainedLoss:
+                    multiplier_update="auto", constraint_rates="hard", penalty=0.0) -> CompiledConstrainedLoss:
     """The problem's loss (arguments as :func:`metricc.compile_metric`'s; see its docstring)."""
     if task != "binary":
         raise ValueError("constraints and groups support task='binary' (one logit per sample) for now; "
@@ -82,7 +82,8 @@ def compile_problem(metric, *, constraints=None, groups=None, params=None, name=
     options = ProblemOptions(from_logits=from_logits, zero_division=zero_division, estimator=estimator,
                              momentum=momentum, sync=sync, grad_average=grad_average, validate=validate,
                              multiplier_lr=multiplier_lr, max_multiplier=max_multiplier,
-                             multiplier_update=multiplier_update, constraint_rates=constraint_rates)
+                             multiplier_update=multiplier_update, constraint_rates=constraint_rates,
+                             penalty=penalty)
     report = None
     if check:
         report = check_problem(problem, min_prevalence)
