@@ -19,6 +19,7 @@ from .errors import (
     SaturationWarning,
 )
 from .load import CompiledLoss, compile_metric
+from .load_problem import compile_constraints
 from .metric import Metric
 from .parse import parse
 from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, valid_amplifier_range
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",
     "Metric", "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "RangeWarning",
-    "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive",
+    "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_constraints",
+    "compile_metric", "derive",
     "parse", "valid_amplifier_range",
 ]

@@ -117,7 +117,11 @@ class ProblemDerivation:
         gradient per label and group, and the chain rule."""
         problem = self.problem
         sign = "-" if self.direction == "maximize" else ""
-        lines = [f"objective   f = {to_text(problem.objective.expr)}   ({self.direction}d: loss = {self.loss_text()})"]
+        if problem.has_objective:
+            lines = [f"objective   f = {to_text(problem.objective.expr)}   ({self.direction}d: "
+                     f"loss = {self.loss_text()})"]
+        else:
+            lines = ["objective   none (f = 0): the loss is the constraints' term, to add to your own loss"]
         if problem.objective.params:
             lines.append("parameters  " + ", ".join(f"{k} = {v:g}" for k, v in problem.objective.params))
         for index, constraint in enumerate(problem.constraints, 1):
@@ -237,7 +241,7 @@ def derive_problem(problem: Problem, relaxation="anyloss", *, direction: str | N
     """
     relaxation = resolve_relaxation(relaxation)
     direction = direction or problem.objective.direction
-    if direction is None:
+    if direction is None and problem.has_objective:
         from .problem import analyze_any
 
         direction = analyze_any(problem.objective, problem.groups).direction

@@ -102,4 +102,18 @@ def compile_problem(metric, *, constraints=None, groups=None, params=None, name=
                                    process_group=process_group)
 
 
-__all__ = ["CompiledConstrainedLoss", "compile_problem"]
+
+
+def compile_constraints(constraints, *, groups=None, **options) -> CompiledConstrainedLoss:
+    """The constraints' term alone, Σ_k λ_k·h_k with its multipliers, to add to a loss of your own.
+
+    ``loss = F.binary_cross_entropy_with_logits(z, y) + fair(z, y, groups=sex)`` with
+    ``fair = metricc.compile_constraints(["max_g(TP[g]/P[g]) - min_g(TP[g]/P[g]) <= 0.05"], groups=2)``: the model
+    keeps the loss it trains well with, and the multipliers add the constraints' gradients as much as it takes to
+    meet them (in training mode they step after every call, as for compile_metric). Options as
+    :func:`metricc.compile_metric`'s.
+    """
+    return compile_problem(None, constraints=constraints, groups=groups, **options)
+
+
+__all__ = ["CompiledConstrainedLoss", "compile_constraints", "compile_problem"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import sympy
+
 from . import groups as _groups
 from .constraints import Constraint, parse_constraints, split_problem
 from .errors import ConstraintWarning, MetricCheckError, MetricSyntaxError, Option, Part, Spelling, render
@@ -20,6 +22,10 @@ from .metric import Metric, to_text
 from .parse import parse
 
 MAX_GROUPS = 1024  # a group axis longer than this is a mistake (an id column, not a protected attribute)
+# The objective of compile_constraints: none, so that the loss is the constraints' term alone, to be added to the
+# user's own loss (BCE, cross-entropy, ...): the constraints then regularise a model trained on that loss.
+NO_OBJECTIVE = Metric(expr=sympy.Integer(0), name="constraints", source="", direction="minimize",
+                      description="no objective: the constraints' term, to add to your own loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +41,11 @@ class Problem:
     objective: Metric
     constraints: tuple[Constraint, ...] = ()
     groups: int = 1
+
+    @property
+    def has_objective(self) -> bool:
+        """False for :func:`metricc.compile_constraints`: the loss is the constraints' term alone."""
+        return self.objective is not NO_OBJECTIVE and self.objective != NO_OBJECTIVE
 
     @property
     def grouped(self) -> bool:
@@ -72,7 +83,12 @@ def make_problem(metric, *, constraints=None, groups: int | None = None, params=
         metric, inline = written
     else:
         inline = ()
-    objective = parse(metric, params, name=name)
+    if metric is None:
+        if not constraints:
+            raise MetricSyntaxError("compile_constraints() needs at least one constraint, such as 'precision >= 0.9'")
+        objective = NO_OBJECTIVE
+    else:
+        objective = parse(metric, params, name=name)
     extra = parse_constraints(constraints, params)
     all_constraints = parse_constraints([*inline, *extra])  # numbered in order: the inline ones first
     count = _check_groups(groups)
@@ -153,7 +169,7 @@ class ProblemReport:
     constraints: list[ConstraintCheck]
 
     def problem_parts(self, direction: str | None = None) -> list[tuple[Part, ...]]:
-        parts = [tuple(p) for p in self.objective.problem_parts(direction)]
+        parts = [] if self.objective is None else [tuple(p) for p in self.objective.problem_parts(direction)]
         for check in self.constraints:
             parts += [(f"constraint '{check.constraint.text or check.constraint.describe()}': ", *p)
                       for p in check.problems]
@@ -167,26 +183,29 @@ class ProblemReport:
         problems = self.problem_parts(direction)
         if not problems:
             return None
-        parts: list[Part] = [f"metric {self.problem.objective.name!r} with its constraints cannot serve as a loss: "]
+        owner = f"metric {self.problem.objective.name!r} with its constraints" if self.problem.has_objective else \
+            "the constraints"
+        parts: list[Part] = [f"{owner} cannot serve as a loss: "]
         for index, problem in enumerate(problems):
             parts += (["; "] if index else []) + list(problem)
         parts += ["; pass ", Option("check", False), " to compile it anyway"]
         return MetricCheckError(parts, self)
 
     def warn(self, stacklevel: int = 2, *, zero_division: float | None = None) -> None:
-        self.objective.warn(stacklevel=stacklevel + 1, zero_division=zero_division)
+        if self.objective is not None:
+            self.objective.warn(stacklevel=stacklevel + 1, zero_division=zero_division)
         for check in self.constraints:
             for category, parts in check.findings:
                 warnings.warn(category((f"constraint '{check.constraint.text}': ", *parts)), stacklevel=stacklevel)
 
     def table(self, spell: Spelling = Option.python, direction: str | None = None) -> str:
         """The objective's table, then one section per constraint."""
-        sections = [self.objective.table(spell, direction)]
+        sections = [] if self.objective is None else [self.objective.table(spell, direction)]
         sections += [check.table(index, spell) for index, check in enumerate(self.constraints, 1)]
         return "\n\n".join(sections)
 
     def to_dict(self) -> dict:
-        return {"objective": self.objective.to_dict(), "ok": self.ok,
+        return {"objective": None if self.objective is None else self.objective.to_dict(), "ok": self.ok,
                 "constraints": [{"constraint": c.constraint.text, "expression": to_text(c.constraint.metric.expr),
                                  "sense": c.constraint.sense, "level": c.constraint.level,
                                  "per_group": c.constraint.per_group, "range": list(c.report.range),
@@ -240,7 +259,7 @@ def check_constraint(constraint: Constraint, groups: int, min_prevalence: float 
 
 def check_problem(problem: Problem, min_prevalence: float = 0.01) -> ProblemReport:
     """Analyse the objective and every constraint (see the module)."""
-    objective = analyze_any(problem.objective, problem.groups, min_prevalence)
+    objective = analyze_any(problem.objective, problem.groups, min_prevalence) if problem.has_objective else None
     checks = [check_constraint(c, problem.groups, min_prevalence) for c in problem.constraints]
     return ProblemReport(problem, objective, checks)
 
