@@ -45,7 +45,7 @@ def test_the_group_gap_is_max_minus_min_of_the_groups_rates():
     assert group_gap(y, predicted, groups, 3, "dp") == pytest.approx(2 / 3 - 0.0)
 
 
-def _table(path, n=240, seed=0, protected=False):
+def _table(path, n=160, seed=0, protected=False):
     rng = np.random.default_rng(seed)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -65,7 +65,7 @@ def test_the_constrained_task_writes_records_a_summary_and_a_plot(tmp_path):
     _table(table)
     out = tmp_path / "out"
     code = cli_main(["experiment", "--task", "constrained", "--data", str(table), "--constraint", "precision >= 0.7",
-                     "--losses", "bce", "--folds", "2", "--epochs", "30", "--out", str(out), "-q"])
+                     "--losses", "bce", "--folds", "2", "--epochs", "15", "--out", str(out), "-q"])
     assert code == 0
     records = read_records(out / "constrained_folds.csv")
     rules = {(r.method, r.rule) for r in records}
@@ -81,7 +81,7 @@ def test_the_constrained_task_writes_records_a_summary_and_a_plot(tmp_path):
 
 def test_the_fairness_task_compares_the_lagrangian_with_its_peers(tmp_path):
     table = tmp_path / "people.csv"
-    _table(table, n=300, protected=True)
+    _table(table, n=200, protected=True)
     out = tmp_path / "out"
     methods = ["bce", "lagrangian", "bce+constraints"]
     try:
@@ -91,7 +91,7 @@ def test_the_fairness_task_compares_the_lagrangian_with_its_peers(tmp_path):
     except ImportError:
         pass
     code = cli_main(["experiment", "--task", "fairness", "--data", str(table), "--protected", "sex", "--gap", "eo,dp",
-                     "--levels", "0.05", "--runs", "2", "--epochs", "30", "--methods", ",".join(methods),
+                     "--levels", "0.05", "--runs", "2", "--epochs", "15", "--methods", ",".join(methods),
                      "--out", str(out), "-q"])
     assert code == 0
     records = read_fairness_records(out / "fairness_runs.csv")

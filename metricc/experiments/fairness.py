@@ -252,7 +252,8 @@ def _fit_fairret(config, count, strength, X, y, groups, run):
 
     def loss(z):
         bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y_t)
-        return bce + strength * fairness(z.unsqueeze(-1), sens, y_t.unsqueeze(-1))
+        labels = (y_t.unsqueeze(-1),) if config.gap == "eo" else ()  # the positive rate takes no labels
+        return bce + strength * fairness(z.unsqueeze(-1), sens, *labels)
 
     return _torch_predictor(_train_torch(loss, X_t, config.epochs, config.learning_rate))
 
