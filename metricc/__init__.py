@@ -21,7 +21,7 @@ from .errors import (
 from .load import CompiledLoss, compile_metric
 from .metric import Metric
 from .parse import parse
-from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, valid_amplifier_range
+from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, describe_amplifier_range, valid_amplifier_range
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,5 @@ __all__ = [
     "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",
     "Metric", "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "RangeWarning",
     "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive",
-    "parse", "valid_amplifier_range",
+    "describe_amplifier_range", "parse", "valid_amplifier_range",
 ]

@@ -28,6 +28,7 @@ the time budget" only where a time budget did run out.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import itertools
@@ -344,9 +345,15 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
     return analyze_metric(parse(metric, params), min_prevalence=min_prevalence, seconds=seconds)
 
 
-@functools.lru_cache(maxsize=256)
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
-    """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
+    """:func:`analyze` for a parsed metric. The analysis is cached (compile_metric calls it for every loss);
+    every caller gets its own copy of the report, so that changing one cannot change the next."""
+    report = _analyze_metric_cached(metric, min_prevalence, seconds)
+    return copy.deepcopy(report, {id(report.metric): report.metric})  # the Metric is frozen: shared
+
+
+@functools.lru_cache(maxsize=256)
+def _analyze_metric_cached(metric: Metric, min_prevalence: float, seconds: float) -> Report:
     if curves.is_curve(metric.expr):
         return _analyze_curve(metric, min_prevalence, seconds)
     started, started_cpu = time.monotonic(), cpu_time()
@@ -390,6 +397,9 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     _collect_findings(report)
     report.seconds, report.cpu_seconds = time.monotonic() - started, cpu_time() - started_cpu
     return report
+
+
+analyze_metric.cache_clear = _analyze_metric_cached.cache_clear  # type: ignore[attr-defined]
 
 
 def _analyze_curve(metric: Metric, min_prevalence: float, seconds: float) -> Report:

@@ -102,6 +102,13 @@ class Derivation:
         """The loss in terms of the metric, e.g. ``"1 - f"``."""
         return f"1 - {f}" if self.direction == "maximize" else f
 
+    def threshold_name(self, latex: bool = False) -> str | None:
+        """How the relaxation's threshold is named in text: None (its value) for one threshold; ``t_k``, each
+        threshold of the curve's grid or of the mean, where there are several."""
+        if len(self.thresholds) <= 1:
+            return None
+        return r"t_k\ \text{(each threshold)}" if latex else "t_k (each threshold)"
+
     def text(self, task: str = "binary", average: str | None = None, num_classes: int | None = None) -> str:
         """A plain-text derivation, like the appendix of the AnyLoss paper; for multi-class and multi-label
         tasks followed by the averaged loss and its chain rule."""
@@ -152,7 +159,7 @@ class Derivation:
             "chain rule to the logit z_i (p_i = σ(z_i))",
             "            ∂loss/∂z_i = Σ_t ∂loss/∂ŷ_it · dŷ/dp at t · σ(z_i)·σ(-z_i)" if len(self.thresholds) > 1 else
             "            ∂loss/∂z_i = ∂loss/∂ŷ_i · dŷ/dp · σ(z_i)·σ(-z_i)",
-            f"relaxation  {self.relaxation.formula()}",
+            f"relaxation  {self.relaxation.formula(at=self.threshold_name())}",
             f"            {self.relaxation.derivative_formula()}",
         ]
         if len(self.thresholds) > 1 and self.curve is None:
@@ -179,7 +186,7 @@ class Derivation:
                         rf"{sympy.latex(self.positive_coefficient)}\right)")
             rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=0}} &= {sign}w_i\left("
                         rf"{sympy.latex(self.negative_coefficient)}\right)")
-        rows.append(rf"& {self.relaxation.latex_formula()}")
+        rows.append(rf"& {self.relaxation.latex_formula(at=self.threshold_name(latex=True))}")
         rows.append(rf"\mathcal{{L}} &= {'1 - ' if self.direction == 'maximize' else ''}{sympy.latex(f)}")
         return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
 

@@ -65,16 +65,17 @@ class Relaxation(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def formula(self) -> str:
-        """One line of text describing ŷ(p) for docstrings."""
+    def formula(self, at: str | None = None) -> str:
+        """One line of text describing ŷ(p) for docstrings; ``at`` names the threshold instead of its value
+        (``"each t_k"`` where the loss is evaluated at several thresholds)."""
 
     @abc.abstractmethod
     def derivative_formula(self) -> str:
         """One line of text describing dŷ/dp for docstrings."""
 
     @abc.abstractmethod
-    def latex_formula(self) -> str:
-        """ŷ(p) as LaTeX, for ``metricc derive --latex``."""
+    def latex_formula(self, at: str | None = None) -> str:
+        """ŷ(p) as LaTeX, for ``metricc derive --latex``; ``at`` as in :meth:`formula`, in LaTeX."""
 
     def spec(self) -> str:
         """Text that :func:`resolve_relaxation` reads back to an equal relaxation."""
@@ -113,14 +114,14 @@ class Sigmoid(Relaxation):
         t = self.threshold if t is None else t
         return 1 / (1 + sympy.exp(-sympy.Float(self.L) * (p - t)))
 
-    def formula(self) -> str:
-        return f"ŷ = σ(L·(p − t)) with L = {self.L:g}, t = {self.threshold:g}"
+    def formula(self, at: str | None = None) -> str:
+        return f"ŷ = σ(L·(p − t)) with L = {self.L:g}, t = {at or f'{self.threshold:g}'}"
 
     def derivative_formula(self) -> str:
         return "dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t)"
 
-    def latex_formula(self) -> str:
-        return rf"\hat y = \sigma\big(L\,(p - t)\big),\quad L = {self.L:g},\ t = {self.threshold:g}"
+    def latex_formula(self, at: str | None = None) -> str:
+        return rf"\hat y = \sigma\big(L\,(p - t)\big),\quad L = {self.L:g},\ t = {at or f'{self.threshold:g}'}"
 
     def runtime(self) -> runtime.SigmoidAmplifier:
         return runtime.SigmoidAmplifier(scale=self.L, threshold=self.threshold)
@@ -169,13 +170,13 @@ class Linear(Relaxation):
             (sympy.Rational(1, 2) + (p - t) * (1 - 2 * delta) / (2 * half), True),
         )
 
-    def formula(self) -> str:
-        return (f"ŷ = five-point piecewise-linear Heaviside H^l(p; t, δ) with t = {self.threshold:g}, "
+    def formula(self, at: str | None = None) -> str:
+        return (f"ŷ = five-point piecewise-linear Heaviside H^l(p; t, δ) with t = {at or f'{self.threshold:g}'}, "
                 f"δ = {self.delta:g}")
 
-    def latex_formula(self) -> str:
-        return (rf"\hat y = H^l(p;\,t,\delta)\ \text{{(piecewise linear, eq. 5)}},\quad t = {self.threshold:g},"
-                rf"\ \delta = {self.delta:g}")
+    def latex_formula(self, at: str | None = None) -> str:
+        return (rf"\hat y = H^l(p;\,t,\delta)\ \text{{(piecewise linear, eq. 5)}},"
+                rf"\quad t = {at or f'{self.threshold:g}'},\ \delta = {self.delta:g}")
 
     def derivative_formula(self) -> str:
         return ("dŷ/dp = δ/(t − t_m/2) below t − t_m/2, (1 − 2δ)/t_m between, δ/(1 − t − t_m/2) above "
@@ -202,13 +203,13 @@ class Identity(Relaxation):
     def symbolic(self, p=_p, t=None):
         return p
 
-    def formula(self) -> str:
+    def formula(self, at: str | None = None) -> str:
         return "ŷ = p (probabilistic confusion matrix)"
 
     def derivative_formula(self) -> str:
         return "dŷ/dp = 1"
 
-    def latex_formula(self) -> str:
+    def latex_formula(self, at: str | None = None) -> str:
         return r"\hat y = p"
 
     def runtime(self) -> runtime.Probabilistic:
@@ -263,13 +264,13 @@ class ScoreOriented(Relaxation):
                   else (1 + u + sympy.sin(sympy.pi * u) / sympy.pi) / 2)
         return sympy.Piecewise((0, p <= mu - delta), (1, p >= mu + delta), (inside, True))
 
-    def formula(self) -> str:
-        return (f"ŷ = CDF of a {self.distribution} threshold on [μ − δ, μ + δ] at p, μ = {self.mu:g}, "
+    def formula(self, at: str | None = None) -> str:
+        return (f"ŷ = CDF of a {self.distribution} threshold on [μ − δ, μ + δ] at p, μ = {at or f'{self.mu:g}'}, "
                 f"δ = {self.delta:g}")
 
-    def latex_formula(self) -> str:
+    def latex_formula(self, at: str | None = None) -> str:
         return (rf"\hat y = F_{{\mathrm{{{self.distribution}}}}}(p),\ \tau \sim \mathrm{{{self.distribution}}}"
-                rf"[\mu - \delta, \mu + \delta],\quad \mu = {self.mu:g},\ \delta = {self.delta:g}")
+                rf"[\mu - \delta, \mu + \delta],\quad \mu = {at or f'{self.mu:g}'},\ \delta = {self.delta:g}")
 
     def derivative_formula(self) -> str:
         density = "1/(2δ)" if self.distribution == "uniform" else "(1 + cos(π(p − μ)/δ))/(2δ)"
