@@ -23,7 +23,7 @@ from .metric import Metric
 from .parse import parse
 from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, describe_amplifier_range, valid_amplifier_range
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one source: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = [
     "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",

@@ -162,12 +162,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from . import __version__  # the one source of the version (pyproject reads it too)
 
-        return version("metricc")
-    except Exception:
-        return "unknown"
+    return __version__
 
 
 def _compile(args) -> int:
