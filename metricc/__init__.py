@@ -5,6 +5,7 @@
     >>> report = metricc.analyze("gmean")                         # range, direction, Lipschitz bound, ...
 """
 
+from . import functional
 from .analyze import Report, analyze
 from .derive import Derivation, derive
 from .errors import (
@@ -29,5 +30,5 @@ __all__ = [
     "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",
     "Metric", "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "RangeWarning",
     "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive",
-    "describe_amplifier_range", "parse", "valid_amplifier_range",
+    "describe_amplifier_range", "functional", "parse", "valid_amplifier_range",
 ]
