@@ -47,7 +47,7 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _render(exc: BaseException) -> str:
+def _render(exc: BaseException | Warning | str) -> str:
     """An exception's message with the options it suggests spelt as flags."""
     render = getattr(exc, "render", None)
     return render(flag) if callable(render) else str(exc)

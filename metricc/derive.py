@@ -18,6 +18,7 @@ with ``sympy.cse``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import sympy
 
@@ -214,8 +215,8 @@ def averaging_text(derivation: Derivation, task: str, average: str, num_classes:
     return lines
 
 
-def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None,
-           thresholds=None) -> Derivation:
+def derive(metric: Metric, relaxation: str | Relaxation = "anyloss", *, direction: str | None = None,
+           thresholds: float | Sequence[float] | None = None) -> Derivation:
     """Differentiate a metric and prepare its gradient for code generation.
 
     Args:
@@ -241,7 +242,7 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
     parts = curves.curve_parts(metric.expr)
     if parts is None:
         thresholds = normalize_thresholds(relaxation, thresholds)
-        quantities = (_quantity("f", metric.expr),)
+        quantities: tuple[Quantity, ...] = (_quantity("f", metric.expr),)
     else:
         thresholds = normalize_curve_thresholds(relaxation, thresholds)
         quantities = (_quantity("Y", parts[1]), _quantity("X", parts[2]))

@@ -177,7 +177,7 @@ def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.S
             return expr.name
         return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
 
-    expanded = {}
+    expanded: dict[sympy.Symbol, sympy.Expr] = {}
     for symbol, expr in substitutions:
         full = expr.xreplace(expanded)
         expanded[symbol] = full

@@ -18,6 +18,7 @@ import functools
 import inspect
 import numbers
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -36,7 +37,8 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
                 direction: Direction | None = None, task: Task = "binary", num_classes: int | None = None,
                 average: Average | None = None, class_weights: Sequence[float] | torch.Tensor | None = None,
                 from_logits: bool = True, zero_division: float | None = 0.0, estimator: str = "batch",
-                sync: bool = False, process_group=None, grad_average: bool = True, validate: bool = True,
+                sync: bool = False, process_group: torch.distributed.ProcessGroup | None = None,
+                grad_average: bool = True, validate: bool = True,
                 compile: bool = False) -> torch.Tensor:
     """The loss of a confusion-matrix metric on one batch, without building a module per call.
 
@@ -96,7 +98,7 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
     return loss_fn(input, target, weight)
 
 
-def loss_module(metric: str | Metric, **options) -> CompiledLoss:
+def loss_module(metric: str | Metric, **options: Any) -> CompiledLoss:
     """The cached module :func:`metric_loss` calls for ``metric`` and ``options`` (for its ``per_class``,
     ``last_table`` or ``source``). It is shared by every caller with the same arguments: do not change it."""
     if options.get("estimator", "batch") != "batch":

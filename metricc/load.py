@@ -17,7 +17,7 @@ import threading
 import types
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 import torch
@@ -30,6 +30,9 @@ from .metric import Metric
 from .parse import parse
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
 from .runtime import CURVE_NEEDS_SCORES, MetricLoss
+
+if TYPE_CHECKING:
+    from .analyze import Report
 
 # The names the runtime accepts (metricc.runtime.TASKS, AVERAGES, ESTIMATORS), as types for the API's hints;
 # tests/test_typing.py checks that they list the same names.
@@ -101,8 +104,8 @@ class CompiledLoss(MetricLoss):
         module: the generated module; ``function``: its functional form.
     """
 
-    def __init__(self, source: str, metric: Metric, derivation: Derivation, report=None, *,
-                 emit_options: EmitOptions | None = None, **options):
+    def __init__(self, source: str, metric: Metric, derivation: Derivation, report: Report | None = None, *,
+                 emit_options: EmitOptions | None = None, **options: Any):
         module = load_module(source, metric.name)
         super().__init__(module.DEFINITION, **{**module.OPTIONS, **options})
         self.source = source
@@ -142,7 +145,8 @@ def _caller_stacklevel() -> int:
     """The stacklevel that points a warning at the first frame outside metricc and torch.nn."""
     import os
 
-    frame, level = sys._getframe(1), 1
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
     skipped = (os.path.dirname(__file__), os.path.dirname(torch.nn.__file__))
     while frame is not None and frame.f_code.co_filename.startswith(skipped):
         frame, level = frame.f_back, level + 1
@@ -275,13 +279,13 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         if refusal is not None:
             raise refusal  # its options render as keyword arguments here, as flags in the CLI
         report.warn(stacklevel=3, zero_division=zero_division)
-    direction = direction or parsed.direction or (report.direction if report else None)
-    if direction not in ("maximize", "minimize"):
+    chosen = direction or parsed.direction or (report.direction if report else None)
+    if chosen not in ("maximize", "minimize"):
         from .analyze import infer_direction
 
-        direction = infer_direction(parsed)
+        chosen = infer_direction(parsed)
     derivation = _cached_derivation(parsed, relaxation,
-                                    None if thresholds is None else tuple(_as_list(thresholds)), direction)
+                                    None if thresholds is None else tuple(_as_list(thresholds)), chosen)
     source = emit(derivation, options)
     return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
                         process_group=process_group, compile=compile)

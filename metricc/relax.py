@@ -13,10 +13,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
 from . import runtime
+from .runtime import Probabilistic, SoftmaxAmplifier  # annotations: a method named runtime shadows the module
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Relaxation", "Sigmoid", "Linear", "Identity", "ScoreOriented", "resolve_relaxation",
@@ -57,10 +63,10 @@ class Relaxation(abc.ABC):
         return sympy.diff(self.symbolic(p, t), p)
 
     @abc.abstractmethod
-    def runtime(self):
+    def runtime(self) -> Any:  # each subclass names its runtime class
         """The :mod:`metricc.runtime` object that computes this relaxation (binary and multi-label)."""
 
-    def multiclass_runtime(self):
+    def multiclass_runtime(self) -> SoftmaxAmplifier | Probabilistic | None:
         """The runtime relaxation for ``task="multiclass"``, or None where this relaxation has no multi-class form."""
         return None
 
@@ -80,7 +86,7 @@ class Relaxation(abc.ABC):
     def spec(self) -> str:
         """Text that :func:`resolve_relaxation` reads back to an equal relaxation."""
         fields = ",".join(f"{f.name}={getattr(self, f.name)!r}".replace("'", "")
-                          for f in dataclasses.fields(self))
+                          for f in dataclasses.fields(self))  # type: ignore[arg-type]  # subclasses are dataclasses
         return f"{self.kind}:{fields}" if fields else self.kind
 
 
@@ -110,7 +116,7 @@ class Sigmoid(Relaxation):
     def with_threshold(self, threshold: float) -> Sigmoid:
         return Sigmoid(L=self.L, threshold=threshold)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         t = self.threshold if t is None else t
         return 1 / (1 + sympy.exp(-sympy.Float(self.L) * (p - t)))
 
@@ -126,7 +132,7 @@ class Sigmoid(Relaxation):
     def runtime(self) -> runtime.SigmoidAmplifier:
         return runtime.SigmoidAmplifier(scale=self.L, threshold=self.threshold)
 
-    def multiclass_runtime(self) -> runtime.SoftmaxAmplifier:
+    def multiclass_runtime(self) -> SoftmaxAmplifier:
         """ŷ = softmax(L/2 · p): σ(L·(p₁ − 1/2)) for two classes, the amplifier's multi-class form."""
         return runtime.SoftmaxAmplifier(scale=self.L)
 
@@ -159,7 +165,7 @@ class Linear(Relaxation):
     def with_threshold(self, threshold: float) -> Linear:
         return Linear(threshold=threshold, delta=self.delta)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         t = sympy.Float(self.threshold) if t is None else t
         delta = sympy.Float(self.delta)
         half = sympy.Min(t, 1 - t) / 2
@@ -200,7 +206,7 @@ class Identity(Relaxation):
         raise ValueError("Identity has no threshold, so thresholds= cannot average over it; "
                          "use Sigmoid, Linear or ScoreOriented")
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         return p
 
     def formula(self, at: str | None = None) -> str:
@@ -215,7 +221,7 @@ class Identity(Relaxation):
     def runtime(self) -> runtime.Probabilistic:
         return runtime.Probabilistic()
 
-    def multiclass_runtime(self) -> runtime.Probabilistic:
+    def multiclass_runtime(self) -> Probabilistic:
         """ŷ = softmax(z): the expected confusion matrix of the predicted class distribution."""
         return runtime.Probabilistic()
 
@@ -256,7 +262,7 @@ class ScoreOriented(Relaxation):
     def with_threshold(self, threshold: float) -> ScoreOriented:
         return ScoreOriented(distribution=self.distribution, mu=threshold, delta=self.delta)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         mu = sympy.Float(self.mu) if t is None else t
         delta = sympy.Float(self.delta)
         u = (p - mu) / delta
@@ -280,7 +286,7 @@ class ScoreOriented(Relaxation):
         return runtime.ScoreOriented(distribution=self.distribution, mu=self.mu, delta=self.delta)
 
 
-RELAXATION_NAMES = {
+RELAXATION_NAMES: dict[str, Callable[..., Relaxation]] = {
     "anyloss": lambda **kw: Sigmoid(**{"L": 73.0, "threshold": 0.5, **kw}),
     "sigmoid": Sigmoid,
     "linear": Linear,
@@ -338,7 +344,7 @@ def _mantissa_bits(dtype) -> int:
     return int(round(1 - math.log2(torch.finfo(dtype).eps)))
 
 
-def valid_amplifier_range(precision: float = 1e-3, dtype=None) -> tuple[float, float]:
+def valid_amplifier_range(precision: float = 1e-3, dtype: torch.dtype | None = None) -> tuple[float, float]:
     """Range of L for which σ(L·(p − 0.5)) is a valid amplifier on [t, 1 − t].
 
     Condition 1 (amplifier, AnyLoss eq. 2): ŷ(t) ≤ t, which needs
@@ -367,7 +373,7 @@ def valid_amplifier_range(precision: float = 1e-3, dtype=None) -> tuple[float, f
     return lower, upper
 
 
-def describe_amplifier_range(precision: float = 1e-3, dtype=None) -> str:
+def describe_amplifier_range(precision: float = 1e-3, dtype: torch.dtype | None = None) -> str:
     """:func:`valid_amplifier_range` in words: "valid L in float32 for p in [0.001, 0.999]: 13.84..33.29",
     or that no valid L exists where the lower bound exceeds the upper one (bfloat16, half)."""
     import torch

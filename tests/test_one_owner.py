@@ -20,9 +20,14 @@ CONSTANTS = {"TASKS": runtime.TASKS, "AVERAGES": runtime.AVERAGES, "ESTIMATORS":
 
 
 def _tuple_literals(path):
-    """The string tuples and lists written in a module, with their line numbers."""
+    """The string tuples and lists written in a module, with their line numbers; ``Literal[...]`` types are
+    not counted (tests/test_typing.py checks that they name the runtime's values)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    literal_types = {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)
+                     and isinstance(node.value, ast.Name) and node.value.id == "Literal"}
     for node in ast.walk(tree):
+        if id(node) in literal_types:
+            continue
         if isinstance(node, (ast.Tuple, ast.List)) and node.elts and all(
                 isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
             yield node.lineno, {e.value for e in node.elts}
