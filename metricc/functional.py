@@ -55,7 +55,8 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
         weight: optional per-**sample** weights of shape (N,), non-negative. Not torch's per-class
             ``weight`` of ``F.cross_entropy``: per-class weights are ``class_weights=``.
         estimator: only ``"batch"``; ``"running"`` needs state between calls and is refused.
-        **options: as :func:`metricc.compile_metric`.
+
+    The other keyword options are :func:`metricc.compile_metric`'s.
 
     Returns:
         A 0-dim tensor in the input's dtype (float32 for half-precision input).
