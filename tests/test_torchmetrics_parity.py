@@ -196,3 +196,14 @@ def test_curve_metrics_equal_torchmetrics_at_the_same_thresholds(name, task, ave
     extra = {} if task == "binary" else {"num_labels": CLASSES, "average": average}
     theirs = _torchmetrics(task, name, thresholds=grid, **extra)(scores.float(), target).item()
     assert 1 - loss_fn(scores, target).item() == pytest.approx(theirs, abs=TOLERANCE)
+
+
+def test_a_class_absent_from_targets_and_predictions_counts_in_the_macro_mean_as_in_scikit_learn():
+    """torchmetrics leaves such a class out of its macro mean; metricc, like scikit-learn, gives it zero_division."""
+    target, predicted = torch.tensor([0, 1, 0, 1, 0, 1]), torch.tensor([0, 1, 1, 1, 0, 0])  # class 2 absent
+    logits = torch.nn.functional.one_hot(predicted, 3).to(torch.float64) * 12
+    loss_fn = metricc.compile_metric("f1", task="multiclass", num_classes=3, average="macro", relaxation="anyloss")
+    per_present = [2 / 3, 2 / 3]  # F1 of classes 0 and 1
+    assert 1 - loss_fn(logits, target).item() == pytest.approx(sum(per_present) / 3, abs=1e-9)
+    theirs = tmc.MulticlassF1Score(num_classes=3, average="macro")(predicted, target).item()
+    assert theirs == pytest.approx(sum(per_present) / 2, abs=TOLERANCE)
