@@ -18,7 +18,7 @@ CASES = [
     ("f1", {}, (16,), lambda g: torch.randint(0, 2, (16,), generator=g)),
     ("fbeta", {"params": {"beta": 2.0}, "thresholds": [0.3, 0.5, 0.7]}, (16,),
      lambda g: torch.randint(0, 2, (16,), generator=g)),
-    ("mcc", {"task": "multiclass", "num_classes": 3, "average": "weighted"}, (12, 3),
+    ("recall", {"task": "multiclass", "num_classes": 3, "average": "weighted"}, (12, 3),
      lambda g: torch.randint(0, 3, (12,), generator=g)),
     ("f1", {"task": "multiclass", "num_classes": 3, "class_weights": [0.5, 1.0, 2.0]}, (12, 3),
      lambda g: torch.randint(0, 3, (12,), generator=g)),

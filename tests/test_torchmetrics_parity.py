@@ -59,6 +59,11 @@ def _quiet():
         yield
 
 
+def _compile(metric, **options):
+    """The loss, without the analysis gate (tests/test_analyze.py covers it; here only values count)."""
+    return metricc.compile_metric(metric, check=False, **options)
+
+
 def _torchmetrics(task, name, **options):
     prefix = {"binary": "Binary", "multilabel": "Multilabel", "multiclass": "Multiclass"}[task]
     label, extra = SAME_NAME.get(name, (CURVES.get(name), {}))
@@ -93,7 +98,7 @@ def test_every_catalog_metric_is_compared_or_says_why():
 
 @pytest.mark.parametrize("name", sorted(SAME_NAME))
 def test_binary_metrics_equal_torchmetrics(name):
-    loss_fn = metricc.compile_metric(name)
+    loss_fn = _compile(name)
     for batch, logits, target in _binary_batches():
         ours = _metric(name, loss_fn(logits, target).item())
         theirs = _torchmetrics("binary", name)((logits > 0).long(), target).item()
@@ -112,7 +117,7 @@ def test_multilabel_metrics_equal_torchmetrics(name, average):
     g = torch.Generator().manual_seed(1)
     target = torch.randint(0, 2, (150, CLASSES), generator=g)
     logits = _sharp(target.double(), torch.rand(150, CLASSES, generator=g) < 0.7, g)
-    loss_fn = metricc.compile_metric(name, task="multilabel", num_classes=CLASSES, average=average)
+    loss_fn = _compile(name, task="multilabel", num_classes=CLASSES, average=average)
     theirs = _torchmetrics("multilabel", name, num_labels=CLASSES, average=average)((logits > 0).long(), target)
     assert _metric(name, loss_fn(logits, target).item()) == pytest.approx(theirs.item(), abs=TOLERANCE)
 
@@ -121,7 +126,7 @@ def test_multilabel_micro_mcc_is_torchmetrics_multilabel_mcc():
     g = torch.Generator().manual_seed(2)
     target = torch.randint(0, 2, (150, CLASSES), generator=g)
     logits = _sharp(target.double(), torch.rand(150, CLASSES, generator=g) < 0.7, g)
-    ours = 1 - metricc.compile_metric("mcc", task="multilabel", num_classes=CLASSES, average="micro")(logits, target)
+    ours = 1 - _compile("mcc", task="multilabel", num_classes=CLASSES, average="micro")(logits, target)
     theirs = tmc.MultilabelMatthewsCorrCoef(num_labels=CLASSES)((logits > 0).long(), target)
     assert ours.item() == pytest.approx(theirs.item(), abs=TOLERANCE)
 
@@ -137,7 +142,7 @@ def _multiclass_batch():
 
 
 def _multiclass_loss(name, average, logits, target):
-    loss_fn = metricc.compile_metric(name, task="multiclass", num_classes=CLASSES, average=average,
+    loss_fn = _compile(name, task="multiclass", num_classes=CLASSES, average=average,
                                      relaxation="anyloss")
     return _metric(name, loss_fn(logits, target).item())
 
@@ -191,7 +196,7 @@ def test_curve_metrics_equal_torchmetrics_at_the_same_thresholds(name, task, ave
     """A step sharp against the grid's spacing (L = 5000); torchmetrics binned at the grid with its ends."""
     scores, target = _curve_batch(task)
     options = {} if task == "binary" else {"task": task, "num_classes": CLASSES, "average": average}
-    loss_fn = metricc.compile_metric(name, relaxation=metricc.Sigmoid(L=5000.0), from_logits=False, **options)
+    loss_fn = _compile(name, relaxation=metricc.Sigmoid(L=5000.0), from_logits=False, **options)
     grid = torch.tensor([0.0] + [round(0.05 * k, 2) for k in range(1, 20)] + [1.0])
     extra = {} if task == "binary" else {"num_labels": CLASSES, "average": average}
     theirs = _torchmetrics(task, name, thresholds=grid, **extra)(scores.float(), target).item()
@@ -202,7 +207,7 @@ def test_a_class_absent_from_targets_and_predictions_counts_in_the_macro_mean_as
     """torchmetrics leaves such a class out of its macro mean; metricc, like scikit-learn, gives it zero_division."""
     target, predicted = torch.tensor([0, 1, 0, 1, 0, 1]), torch.tensor([0, 1, 1, 1, 0, 0])  # class 2 absent
     logits = torch.nn.functional.one_hot(predicted, 3).to(torch.float64) * 12
-    loss_fn = metricc.compile_metric("f1", task="multiclass", num_classes=3, average="macro", relaxation="anyloss")
+    loss_fn = _compile("f1", task="multiclass", num_classes=3, average="macro", relaxation="anyloss")
     per_present = [2 / 3, 2 / 3]  # F1 of classes 0 and 1
     assert 1 - loss_fn(logits, target).item() == pytest.approx(sum(per_present) / 3, abs=1e-9)
     theirs = tmc.MulticlassF1Score(num_classes=3, average="macro")(predicted, target).item()

@@ -1,6 +1,7 @@
 """Type hints: the public API is annotated, its Literal types list the runtime's names, and mypy passes on the
 package (configuration in pyproject.toml; skipped only where mypy is not installed)."""
 
+import hashlib
 import importlib.util
 import inspect
 import subprocess
@@ -59,7 +60,9 @@ def test_the_package_is_marked_typed():
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install -e '.[test]')")
 def test_mypy_passes_on_the_package():
     # A cache outside the checkout, kept between runs: about 12 s cold on 2 cores, under a second warm.
-    cache = Path(tempfile.gettempdir()) / f"metricc-mypy-cache-py{sys.version_info[0]}{sys.version_info[1]}"
+    # One cache per checkout and Python: checkouts side by side must not share one.
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"metricc-mypy-cache-{checkout}-py{sys.version_info[0]}{sys.version_info[1]}"
     result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache), "--no-error-summary"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
