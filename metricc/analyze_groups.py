@@ -23,6 +23,7 @@ import dataclasses
 import math
 import time
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy
@@ -30,6 +31,9 @@ import sympy
 from . import groups as _groups
 from .budget import cpu_time
 from .metric import CONFUSION_SYMBOLS, Metric, parameter_symbol, to_text
+
+if TYPE_CHECKING:
+    from .analyze import Report
 
 UNKNOWN = "unknown"
 
@@ -93,9 +97,10 @@ def _multiply(a: _Bound, b: _Bound) -> _Bound:
         return _scale(a, b.lo)
     if None in (a.lo, a.hi, b.lo, b.hi):
         if a.lo is not None and b.lo is not None and a.lo >= 0 and b.lo >= 0:
-            hi = None if (a.hi is None and b.hi != 0) or (b.hi is None and a.hi != 0) else 0
+            hi = None if (a.hi is None and b.hi != 0) or (b.hi is None and a.hi != 0) else Fraction(0)
             return _Bound(a.lo * b.lo, hi, *_product_signs(a, b))
         raise _CannotBound("a product of factors with an unbounded range")
+    assert a.lo is not None and a.hi is not None and b.lo is not None and b.hi is not None
     corners = [a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]
     return _Bound(min(corners), max(corners), *_product_signs(a, b))
 
@@ -186,7 +191,7 @@ class _Composer:
         self.group_count = group_count
         self.min_prevalence = min_prevalence
         self.seconds = seconds
-        self.pieces: dict[sympy.Expr, object] = {}  # piece (over TP … TN) → its Report
+        self.pieces: dict[sympy.Expr, tuple[str, Report]] = {}  # piece (over TP … TN) → whose, its Report
         self.proofs: list[str] = []
         self.values = {parameter_symbol(k): sympy.Rational(repr(v)) for k, v in metric.params}
 
@@ -243,8 +248,9 @@ class _Composer:
             inner = self.bound(node.args[0])
             if inner.lo is None or inner.hi is None:
                 raise _CannotBound(f"the spread of {to_text(node.args[0])} over the groups is unbounded")
-            spread = _Bound(Fraction(0), inner.hi - inner.lo)
-            self.proofs.append(f"max_g(h) - min_g(h) with h = {to_text(node.args[0])} lies in [0, {float(spread.hi):g}]"
+            width = inner.hi - inner.lo
+            spread = _Bound(Fraction(0), width)
+            self.proofs.append(f"max_g(h) - min_g(h) with h = {to_text(node.args[0])} lies in [0, {float(width):g}]"
                                " (h's spread over the groups)")
             total = _add(total, _scale(spread, Fraction(str(coefficient))))
             terms.remove(term)

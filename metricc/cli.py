@@ -257,8 +257,8 @@ def _derive(args) -> int:
         from .derive_problem import derive_problem
 
         problem = make_problem(args.metric, params=dict(args.param), **options)
-        derivation = derive_problem(problem, relaxation, direction=args.direction, thresholds=args.thresholds)
-        print(derivation.latex() if args.latex else derivation.text())
+        lagrangian = derive_problem(problem, relaxation, direction=args.direction, thresholds=args.thresholds)
+        print(lagrangian.latex() if args.latex else lagrangian.text())
         return EXIT_OK
     metric = parse(args.metric, dict(args.param))
     derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
@@ -308,16 +308,17 @@ def _check(args) -> int:
         return _check_constraints(args, options)
     if is_problem(args.metric, params=dict(args.param), **options):
         problem = make_problem(args.metric, params=dict(args.param), **options)
-        report = check_problem(problem, min_prevalence=args.min_prevalence)
+        checked = check_problem(problem, min_prevalence=args.min_prevalence)
         if args.json:
-            data = report.to_dict()
-            data["problems"] = [render(p, flag) for p in report.problem_parts(args.direction)]
+            data = checked.to_dict()
+            data["problems"] = [render(p, flag) for p in checked.problem_parts(args.direction)]
             print(json.dumps(data, indent=2))
         else:
-            print(report.table(spell=flag, direction=args.direction))
-        if report.problem_parts(args.direction):
+            print(checked.table(spell=flag, direction=args.direction))
+        if checked.problem_parts(args.direction):
             return EXIT_ERROR
-        findings = report.objective.warnings or any(check.findings for check in report.constraints)
+        objective_findings = checked.objective is not None and bool(checked.objective.warnings)
+        findings = objective_findings or any(check.findings for check in checked.constraints)
         return EXIT_WARNINGS if findings else EXIT_OK
     report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
     if args.json:

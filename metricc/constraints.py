@@ -23,6 +23,7 @@ import ast
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 import sympy
 
@@ -183,13 +184,15 @@ def _syntax_tree(source: str, shown: str) -> ast.AST:
         raise MetricSyntaxError(f"cannot parse the constraint: {exc}") from None
 
 
-def _fail(text: str, node: ast.AST, message: str):
+def _fail(text: str, node: ast.AST, message: str) -> NoReturn:
     _Converter(text, {}).fail(node, message)
+    raise AssertionError("unreachable: fail() raises")
 
 
 def _comparisons(node: ast.AST, text: str, params: Mapping[str, float]) -> list[Constraint]:
     if not isinstance(node, ast.Compare):
         _fail(text, node, "a constraint is a comparison with <= or >=, such as 'precision >= 0.9'")
+    assert isinstance(node, ast.Compare)
     sides = [node.left, *node.comparators]
     found = []
     for index, operator in enumerate(node.ops):
@@ -202,22 +205,20 @@ def _comparisons(node: ast.AST, text: str, params: Mapping[str, float]) -> list[
 def _one(left: ast.AST, sense: str, right: ast.AST, text: str, params) -> Constraint:
     """``left sense right``, written as ``expression sense level``."""
     left_side, right_side = _side(left, text, params), _side(right, text, params)
-    written = " ".join((ast.get_source_segment(text, left) + f" {sense} " + ast.get_source_segment(text, right))
-                       .split())
-    entries = [side for side in (left_side, right_side) if side.symbolic]
-    if not entries:
-        _fail(text, right, "this constraint compares two constants: one side must depend on the confusion entries")
-    if len(entries) == 2:  # a <= b: a - b <= 0
+    left_text, right_text = (ast.get_source_segment(text, node) or "" for node in (left, right))
+    written = " ".join(f"{left_text} {sense} {right_text}".split())
+    if left_side.metric is not None and right_side.metric is not None:  # a <= b: a - b <= 0
         expr = left_side.metric.expr - right_side.metric.expr
         used = {**left_side.used, **right_side.used}
         domain = tuple(dict.fromkeys(left_side.metric.domain + right_side.metric.domain))
-        source = f"{ast.get_source_segment(text, left)} - ({ast.get_source_segment(text, right)})"
-        metric = Metric(expr=expr, params=_surviving_params(used, expr, domain), source=source, domain=domain)
+        metric = Metric(expr=expr, params=_surviving_params(used, expr, domain), source=f"{left_text} - ({right_text})",
+                        domain=domain)
         return Constraint(metric, sense, 0.0, written)
-    symbolic, constant = (left_side, right_side) if left_side.symbolic else (right_side, left_side)
-    if symbolic is not left_side:
-        sense = _FLIPPED[sense]  # 0.9 <= precision is precision >= 0.9
-    return Constraint(symbolic.metric, sense, constant.value, written)
+    if left_side.metric is not None:
+        return Constraint(left_side.metric, sense, right_side.value, written)
+    if right_side.metric is not None:  # 0.9 <= precision is precision >= 0.9
+        return Constraint(right_side.metric, _FLIPPED[sense], left_side.value, written)
+    _fail(text, right, "this constraint compares two constants: one side must depend on the confusion entries")
 
 
 @dataclasses.dataclass

@@ -198,9 +198,9 @@ class ProblemDerivation:
             operator = rf"\{reduction.kind}" if reduction.kind in ("max", "min") else rf"\mathrm{{{reduction.kind}}}"
             rows.append(rf"{reduction.symbol} &= {operator}_g\, {tex(reduction.inner)}")
         for quantity in (*self.terms, self.objective, *self.constraints):
-            base, _, index = quantity.name.partition("_")
-            name = f"{base}_{{{index}}}" if index else base
-            grouped = f"{base}_{{{index + ',' if index else ''}g}}"
+            base, _, number = quantity.name.partition("_")
+            name = f"{base}_{{{number}}}" if number else base
+            grouped = f"{base}_{{{number + ',' if number else ''}g}}"
             rows.append(rf"{name}^{{+}} &= {tex(quantity.positive)}")
             rows.append(rf"{name}^{{-}} &= {tex(quantity.negative)}")
             if quantity.group_positive != 0 or quantity.group_negative != 0:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import typing
 from pathlib import Path
 
 import sympy
 
 from . import groups as _groups
+from .derive import Derivation
 from .derive_problem import ProblemDerivation, QuantityDerivation
 from .emit import GENERATOR, _docstring_text, _LocalNames, _temporary_names, loss_names, print_python, runtime_source
 from .metric import to_text
@@ -45,10 +47,10 @@ class ProblemOptions:
     penalty: float = 0.0
 
     def __post_init__(self):
-        from .emit import check_zero_division
         from .lagrangian import check_multiplier_options
+        from .runtime import _check_zero_division
 
-        check_zero_division(self.zero_division)
+        _check_zero_division(self.zero_division)
         check_multiplier_options(self.multiplier_lr, self.max_multiplier, self.multiplier_update,
                                  self.constraint_rates, self.penalty)
 
@@ -84,7 +86,7 @@ def quantity_function_source(quantity: QuantityDerivation, function_name: str, r
     renamed = types.SimpleNamespace(
         common_subexpressions=tuple((s, e.xreplace(rename)) for s, e in quantity.common_subexpressions),
         outputs=tuple(e.xreplace(rename) for e in quantity.outputs))
-    temporaries = _temporary_names(renamed, local)
+    temporaries = _temporary_names(typing.cast(Derivation, renamed), local)
     rename.update({symbol: sympy.Symbol(name, real=True) for symbol, name in temporaries.items()})
     for symbol, expr in quantity.common_subexpressions:
         lines.append(f"{temporaries[symbol]} = {print_python(expr.xreplace(rename))}")

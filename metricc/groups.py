@@ -214,6 +214,7 @@ def convert_subscript(converter, node: ast.Subscript) -> sympy.Expr:
         converter.fail(index, f"only the group index g may appear in brackets: {_GROUP_HELP}")
     if not isinstance(node.value, ast.Name):
         converter.fail(node.value, f"only a confusion symbol or a catalog metric can be indexed by g: {_GROUP_HELP}")
+    assert isinstance(node.value, ast.Name)  # fail() raised otherwise
     name = node.value.id
     entries = {symbol.name: TO_GROUP[symbol] for symbol in CONFUSION_SYMBOLS}
     if name in entries:
@@ -233,6 +234,7 @@ def convert_subscript(converter, node: ast.Subscript) -> sympy.Expr:
 
 def convert_reduction(converter, node: ast.Call, depth: int) -> sympy.Expr:
     """``max_g(expr)`` and its kin: one argument, reading group g's entries, no reduction inside."""
+    assert isinstance(node.func, ast.Name)  # the converter dispatches on the called name
     name = node.func.id
     if node.keywords:
         converter.fail(node.keywords[0].value, f"{name}() takes no keyword arguments")

@@ -185,7 +185,10 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
                    sync: bool = False, process_group: torch.distributed.ProcessGroup | None = None,
                    grad_average: bool = True, validate: bool = True, check: bool = True,
                    min_prevalence: float = 0.01, compile: bool = False, constraints: str | Sequence[str] | None = None,
-                   groups: int | None = None, **multiplier_options: Any) -> CompiledLoss:
+                   groups: int | None = None, multiplier_lr: float | None = None,
+                   max_multiplier: float | None = None, multiplier_update: Literal["auto", "manual"] | None = None,
+                   constraint_rates: Literal["hard", "relaxed"] | None = None,
+                   penalty: float | None = None) -> CompiledLoss:
     """Compile a confusion-matrix metric into a PyTorch loss module.
 
     The module is called as ``loss_fn(input, target, weight=None)``, input first as ``torch.nn``
@@ -228,7 +231,8 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
             (docs/constraints.md).
         groups: G, the number of groups, for metrics and constraints over per-group entries (``TP[g]`` …,
             ``max_g(...)``); each call then takes ``groups=``, an (N,) tensor of group indices.
-        **multiplier_options: with constraints, ``multiplier_lr`` (η, 0.05), ``max_multiplier`` (100),
+        multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty: with constraints,
+            ``multiplier_lr`` (η, 0.05), ``max_multiplier`` (100),
             ``multiplier_update`` (``"auto"``: a step after every training call, or ``"manual"``:
             ``loss_fn.step_multipliers()``), ``constraint_rates`` (``"hard"``: the proxy-Lagrangian, or
             ``"relaxed"``), ``penalty`` (ρ > 0: the augmented Lagrangian).
@@ -269,6 +273,9 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         >>> [round(v, 4) for v in macro.per_class.tolist()]   # for logging
         [0.644, 0.6221, 0.6633]
     """
+    given = dict(multiplier_lr=multiplier_lr, max_multiplier=max_multiplier, multiplier_update=multiplier_update,
+                 constraint_rates=constraint_rates, penalty=penalty)
+    multiplier_options = {name: value for name, value in given.items() if value is not None}
     problem_options = dict(params=params, name=name, relaxation=relaxation, thresholds=thresholds,
                            direction=direction, task=task, from_logits=from_logits, zero_division=zero_division,
                            estimator=estimator, momentum=momentum, sync=sync, process_group=process_group,
@@ -279,7 +286,7 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
     parsed = parse(metric, params, name=name)
     if multiplier_options:
         raise TypeError(f"{', '.join(sorted(multiplier_options))}: compile_metric() takes these only with "
-                        "constraints= (multiplier_lr, max_multiplier, multiplier_update, constraint_rates)")
+                        "constraints= (multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty)")
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)

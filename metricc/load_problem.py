@@ -7,12 +7,16 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
 
 from .derive_problem import ProblemDerivation, derive_problem
 from .emit_problem import ProblemOptions, emit_problem
 from .lagrangian import ConstrainedMetricLoss
 from .load import _caller_stacklevel, load_module, warn_if_saturating
-from .problem import Problem, check_problem, make_problem
+from .problem import Problem, ProblemReport, check_problem, make_problem
 from .relax import default_relaxation, resolve_relaxation
 
 MULTIPLIER_OPTIONS = ("multiplier_lr", "max_multiplier", "multiplier_update", "constraint_rates", "penalty")
@@ -44,7 +48,7 @@ class CompiledConstrainedLoss(ConstrainedMetricLoss):
         self.module = module
         self.options = options or ProblemOptions()
         self._overrides = overrides
-        self._dtypes_checked = set()
+        self._dtypes_checked: set[torch.dtype] = set()
 
     def standalone_source(self) -> str:
         """The same module with metricc's runtime and lagrangian inlined: a file that imports only torch."""
@@ -84,14 +88,15 @@ def compile_problem(metric, *, constraints=None, groups=None, params=None, name=
                              multiplier_lr=multiplier_lr, max_multiplier=max_multiplier,
                              multiplier_update=multiplier_update, constraint_rates=constraint_rates,
                              penalty=penalty)
-    report = None
+    report: ProblemReport | None = None
     if check:
         report = check_problem(problem, min_prevalence)
         refusal = report.error(direction or problem.objective.direction)
         if refusal is not None:
             raise refusal
         report.warn(stacklevel=_caller_stacklevel(), zero_division=zero_division)
-    direction = direction or problem.objective.direction or (report.objective.direction if report else None)
+    analysed = report.objective if report is not None else None
+    direction = direction or problem.objective.direction or (analysed.direction if analysed is not None else None)
     if direction not in ("maximize", "minimize"):
         direction = None
     thresholds = None if thresholds is None else tuple(thresholds if not isinstance(thresholds, (int, float))
@@ -104,7 +109,8 @@ def compile_problem(metric, *, constraints=None, groups=None, params=None, name=
 
 
 
-def compile_constraints(constraints, *, groups=None, **options) -> CompiledConstrainedLoss:
+def compile_constraints(constraints: str | Sequence[str], *, groups: int | None = None,
+                        **options: Any) -> CompiledConstrainedLoss:
     """The constraints' term alone, Σ_k λ_k·h_k with its multipliers, to add to a loss of your own.
 
     ``loss = F.binary_cross_entropy_with_logits(z, y) + fair(z, y, groups=sex)`` with

@@ -331,8 +331,9 @@ class _Converter:
             return DERIVED_SYMBOLS[name]
         if name in FUNCTIONS:
             self.fail(node, f"'{name}' is a function: call it, as in {name}(TP)")
-        if name not in self.params and groups.name_hint(name):
-            self.fail(node, groups.name_hint(name))
+        hint = None if name in self.params else groups.name_hint(name)
+        if hint:
+            self.fail(node, hint)
         if name.startswith("_"):
             self.fail(node, f"name '{name}' is not allowed: names may not start with an underscore")
         if name in RESERVED_NAMES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -20,6 +21,9 @@ from .constraints import Constraint, parse_constraints, split_problem
 from .errors import ConstraintWarning, MetricCheckError, MetricSyntaxError, Option, Part, Spelling, render
 from .metric import Metric, to_text
 from .parse import parse
+
+if TYPE_CHECKING:
+    from .analyze import Report
 
 MAX_GROUPS = 1024  # a group axis longer than this is a mistake (an id column, not a protected attribute)
 # The objective of compile_constraints: none, so that the loss is the constraints' term alone, to be added to the
@@ -134,7 +138,7 @@ class ConstraintCheck:
     """
 
     constraint: Constraint
-    report: object
+    report: Report
     problems: list = dataclasses.field(default_factory=list)
     findings: list = dataclasses.field(default_factory=list)
 
@@ -165,7 +169,7 @@ class ProblemReport:
     """The objective's report and each constraint's check."""
 
     problem: Problem
-    objective: object
+    objective: Report | None
     constraints: list[ConstraintCheck]
 
     def problem_parts(self, direction: str | None = None) -> list[tuple[Part, ...]]:
