@@ -142,6 +142,11 @@ def plot_constrained(records: list[Record], path: Path) -> None:
     plt.close(figure)
 
 
+def _level_key(level: float):
+    """A level as a grouping key: NaN (a method without one) equals itself."""
+    return "none" if math.isnan(level) else level
+
+
 def fairness_summary(records, command: str = "") -> str:
     from .fairness import GAP_NAMES
     from .fairness import HOLD_TOLERANCE as FAIR_TOLERANCE
@@ -158,8 +163,9 @@ def fairness_summary(records, command: str = "") -> str:
                   "|---|---:|---:|---:|---:|---:|---:|"]
         groups = collections.defaultdict(list)
         for r in chosen:
-            groups[(r.method, r.level)].append(r)
-        for (method, level), runs in groups.items():
+            groups[(r.method, _level_key(r.level))].append(r)
+        for (method, _), runs in groups.items():
+            level = runs[0].level
             accuracy = [r.test_accuracy for r in runs]
             gap = [r.test_gap for r in runs]
             holds = f"{100 * np.mean([r.holds for r in runs]):.0f} %" if math.isfinite(level) and \
@@ -186,11 +192,10 @@ def plot_fairness(records, path: Path) -> None:
     for axis, key in zip(axes[0], keys):
         chosen = [r for r in records if (r.protected, r.gap) == key]
         for method in dict.fromkeys(r.method for r in chosen):
-            levels = list(dict.fromkeys(r.level for r in chosen if r.method == method))
+            levels = list(dict.fromkeys(_level_key(r.level) for r in chosen if r.method == method))
             x, y, xe, ye = [], [], [], []
             for level in levels:
-                runs = [r for r in chosen if r.method == method and (r.level == level or (math.isnan(level)
-                                                                                         and math.isnan(r.level)))]
+                runs = [r for r in chosen if r.method == method and _level_key(r.level) == level]
                 x.append(np.mean([r.test_gap for r in runs]))
                 y.append(np.mean([r.test_accuracy for r in runs]))
                 xe.append(np.std([r.test_gap for r in runs]))
