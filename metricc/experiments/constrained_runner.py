@@ -91,11 +91,38 @@ def run_from_args(args) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if args.summary_from:
+            return _summary_only(args, out, command)
         if args.task == "constrained":
             return _constrained(args, out, command, progress)
         return _fairness(args, out, command, progress)
     except (ValueError, FileExistsError, OSError) as exc:
         return _error(str(exc))
+
+
+def _summary_only(args, out: Path, command: str) -> int:
+    """``--summary-from DIR ...``: the summary and plot of earlier runs' records, training nothing."""
+    from .constrained import read_records
+    from .constrained_report import constrained_summary, fairness_summary, plot_constrained, plot_fairness
+    from .fairness import read_fairness_records
+
+    constrained = args.task == "constrained"
+    name = "constrained_folds.csv" if constrained else "fairness_runs.csv"
+    records = []
+    for directory in args.summary_from:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ValueError(f"--summary-from: no {name} in {directory}")
+        records += read_records(path) if constrained else read_fairness_records(path)
+    stem = "constrained" if constrained else "fairness"
+    paths = [out / f"{stem}_summary.md", out / f"{stem}.png"]
+    _writable(paths, args.force)
+    paths[0].write_text((constrained_summary if constrained else fairness_summary)(records, command),
+                        encoding="utf-8")
+    (plot_constrained if constrained else plot_fairness)(records, paths[1])
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK
 
 
 def _constrained(args, out: Path, command: str, progress) -> int:

@@ -178,12 +178,14 @@ def run_fairness(data: FairnessData, config: FairnessConfig, progress=None) -> l
                     predict = fit(X_train, y_train, g_train, run)
                 seconds = time.perf_counter() - start
                 on_train, on_test = predict(X_train, g_train), predict(X_test, g_test)
+                label = method if method not in ("lagrangian", "bce+constraints") or config.relaxation == "anyloss" \
+                    else f"{method}@{config.relaxation}"
                 record = FairnessRecord(
-                    config.protected, config.gap, method, level, run, float((on_train == y_train).mean()),
+                    config.protected, config.gap, label, level, run, float((on_train == y_train).mean()),
                     group_gap(y_train, on_train, g_train, count, config.gap), float((on_test == y_test).mean()),
                     group_gap(y_test, on_test, g_test, count, config.gap), seconds)
                 records.append(record)
-                say(f"[{data.name} {config.protected} {config.gap}] run {run + 1}/{config.runs} {method} level "
+                say(f"[{data.name} {config.protected} {config.gap}] run {run + 1}/{config.runs} {label} level "
                     f"{level:g}: test accuracy {record.test_accuracy:.4f}, gap {record.test_gap:.4f} "
                     f"({seconds:.1f} s)")
     return records
