@@ -193,20 +193,22 @@ def run_settings(dataset: SegmentationSet, spec: SegmentationLoss, learning_rate
             "reduce": config.reduce, "widths": list(config.widths), "torch": torch.__version__.split("+")[0]}
 
 
-def _run_path(store: Path, settings: dict) -> Path:
+def _run_paths(store: Path, settings: dict) -> tuple[Path, Path]:
+    """The run's JSON record and its packed test predictions."""
     slug = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in settings["loss"])
-    return store / settings["variant"] / slug / f"lr{settings['learning_rate']:g}_seed{settings['seed']}"
+    stem = store / settings["variant"] / slug / f"lr{settings['learning_rate']:g}_seed{settings['seed']}"
+    return stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.npz"
 
 
 def stored_or_trained(dataset: SegmentationSet, spec: SegmentationLoss, learning_rate: float, seed: int,
                       config: SegmentationConfig, store: Path | None,
                       say: Callable[[str], None]) -> tuple[RunRecord, np.ndarray]:
     settings = run_settings(dataset, spec, learning_rate, seed, config)
-    path = _run_path(store, settings) if store is not None else None
-    if path is not None and path.with_suffix(".json").is_file() and path.with_suffix(".npz").is_file():
-        stored = json.loads(path.with_suffix(".json").read_text())
+    record_path, predictions_path = _run_paths(store, settings) if store is not None else (None, None)
+    if record_path is not None and record_path.is_file() and predictions_path.is_file():
+        stored = json.loads(record_path.read_text())
         if stored.get("settings") == settings:
-            with np.load(path.with_suffix(".npz")) as archive:
+            with np.load(predictions_path) as archive:
                 shape = tuple(archive["shape"])
                 predictions = np.unpackbits(archive["bits"])[:int(np.prod(shape))].reshape(shape).astype(bool)
             return RunRecord(**stored), predictions
@@ -215,11 +217,11 @@ def stored_or_trained(dataset: SegmentationSet, spec: SegmentationLoss, learning
     say(f"[{dataset.name}] {spec.name:<18} lr {learning_rate:<6g} seed {seed}: val Dice {record.val_score:.3f}, "
         f"test Dice {np.mean(record.test_dice):.3f} IoU {np.mean(record.test_iou):.3f} "
         f"({record.cpu_seconds:.0f} s CPU){'; ' + record.failed if record.failed else ''}")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path.with_suffix(".npz"), bits=np.packbits(predictions.reshape(-1)),
+    if record_path is not None:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(predictions_path, bits=np.packbits(predictions.reshape(-1)),
                             shape=np.array(predictions.shape))
-        path.with_suffix(".json").write_text(json.dumps(dataclasses.asdict(record)))
+        record_path.write_text(json.dumps(dataclasses.asdict(record)))
     return record, predictions
 
 
