@@ -28,8 +28,8 @@ def test_non_editable_install_ships_the_catalog(tmp_path):
 
 
 def test_import_does_not_pull_in_optional_or_test_dependencies():
-    script = ("import sys, metricc; "
-              "print(' '.join(m for m in ('sklearn', 'matplotlib', 'hypothesis', 'pandas', 'scipy') "
+    script = ("import sys, metricc, metricc.cli; metricc.cli.build_parser(); "
+              "print(' '.join(m for m in ('sklearn', 'matplotlib', 'hypothesis', 'pandas', 'scipy', 'monai') "
               "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
