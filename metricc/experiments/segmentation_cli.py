@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from .runner import _positive_int
+
 VARIANTS = ("full", "rare")  # as in segmentation_data.py, which imports torch
 REDUCTIONS = ("image", "batch")  # as in segmentation_losses.py
 DEFAULTS = {"image_size": 64, "steps": 400, "lr_grid": (1e-3, 3e-3, 1e-2)}  # as in segmentation_protocol.py
@@ -35,16 +37,6 @@ def _rates(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(rates)))
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"needs a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"needs a positive number, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "segmentation (--task segmentation; docs/segmentation.md)",
@@ -55,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--variants", type=_variants, default=list(VARIANTS), metavar="NAMES",
                        help="full (whole images reduced to --image-size) and/or rare (crops where nuclei cover "
                             "0.5-5 %% of the pixels); default full,rare")
-    group.add_argument("--image-size", type=_count, default=DEFAULTS["image_size"], metavar="S",
+    group.add_argument("--image-size", type=_positive_int, default=DEFAULTS["image_size"], metavar="S",
                        help=f"images are S×S pixels, a multiple of 8 (default {DEFAULTS['image_size']})")
-    group.add_argument("--steps", type=_count, default=DEFAULTS["steps"],
+    group.add_argument("--steps", type=_positive_int, default=DEFAULTS["steps"],
                        help=f"optimisation steps per run (default {DEFAULTS['steps']})")
     group.add_argument("--lr-grid", type=_rates, default=DEFAULTS["lr_grid"], metavar="R1,R2,...",
                        help="learning rates tried for every loss; the best validation Dice wins (default "
@@ -65,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reduce", choices=REDUCTIONS, default="image",
                        help="Dice-type losses per image, then averaged (MONAI's batch=False; default), or over "
                             "the whole batch (batch=True)")
-    group.add_argument("--limit-images", type=_count, default=None, metavar="N",
+    group.add_argument("--limit-images", type=_positive_int, default=None, metavar="N",
                        help="use only the first N images of each source split (quick runs)")
 
 
