@@ -164,6 +164,26 @@ def test_learning_rate_rule():
     assert protocol.choose_learning_rate({1e-3: 0.5, 1e-2: float("nan")}) == 1e-3  # a failed run never wins
 
 
+def test_paired_difference_needs_the_images_and_every_seed_to_agree():
+    from metricc.experiments.segmentation_report import paired_difference
+
+    def result(name, dice):  # dice: (seeds, test images)
+        runs = [protocol.RunRecord("v", name, 1e-3, seed, [], [], list(row), list(row), 1.0, 0.0)
+                for seed, row in enumerate(dice)]
+        return protocol.LossResult(losses.SegmentationLoss(name, "bce"), 1e-3, {1e-3: runs[0]}, runs)
+
+    sources = np.array([0, 0, 1, 2])
+    base = np.array([[0.8, 0.7, 0.9, 0.6]] * 3)
+    lift = np.array([[0.02], [0.03], [0.01]])
+    d = paired_difference(result("a", base + lift), result("b", base), "dice", sources)
+    assert d["mean"] == pytest.approx(0.02) and d["seed_sd"] == pytest.approx(0.01) and d["verdict"] == "better"
+    assert d["low"] == pytest.approx(0.02) and d["high"] == pytest.approx(0.02)  # the same lift on every image
+    mixed = paired_difference(result("a", base + lift * [[1], [1], [-0.5]]), result("b", base), "dice", sources)
+    assert mixed["low"] > 0 and mixed["verdict"] == "tie"  # one seed disagrees
+    worse = paired_difference(result("b", base), result("a", base + lift), "iou", sources)
+    assert worse["verdict"] == "worse"
+
+
 # --- command line ----------------------------------------------------------------------------------------------
 
 def test_cli_end_to_end_and_resumed(tmp_path, capsys, monkeypatch):
