@@ -24,7 +24,6 @@ from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
 RUNTIME_PATH = Path(__file__).with_name("runtime.py")
-TASKS = ("binary", "multiclass", "multilabel")
 
 # Common subexpressions that are sums users know by name (the grammar's P N PP PN n).
 _NAMED_SUMS = {TP + FN: "P", FP + TN: "N", TP + FP: "PP", FN + TN: "PN", TP + FN + FP + TN: "n",
@@ -113,8 +112,9 @@ class EmitOptions:
         for name in ("from_logits", "sync", "grad_average", "validate"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_zero_division(self.zero_division)
-        runtime._check_task(self.task, self.num_classes, self.average, None)  # the runtime's own messages
+        # The runtime owns these checks (a standalone module must carry them): its own messages.
+        runtime._check_zero_division(self.zero_division)
+        runtime._check_task(self.task, self.num_classes, self.average, None)
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
@@ -122,14 +122,6 @@ class EmitOptions:
         always = ("from_logits", "zero_division", "task")
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name in always or getattr(self, f.name) != getattr(defaults, f.name)}
-
-
-def check_zero_division(value) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"zero_division must be a finite number (the metric's value on batches where it is "
-                         f"undefined) or None (let NaN through), got {value!r}")
 
 
 def loss_names(metric_name: str) -> tuple[str, str]:
@@ -185,7 +177,7 @@ def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.S
             return expr.name
         return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
 
-    expanded = {}
+    expanded: dict[sympy.Symbol, sympy.Expr] = {}
     for symbol, expr in substitutions:
         full = expr.xreplace(expanded)
         expanded[symbol] = full
@@ -354,8 +346,11 @@ def {function_name}(input, target, weight=None, **options):
 def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptions = EmitOptions()) -> str:
     metric = derivation.metric
     thresholds = derivation.thresholds
-    if len(thresholds) > 1:
-        threshold_line = "mean of the loss over thresholds " + ", ".join(f"{t:g}" for t in thresholds)
+    if derivation.curve is not None:
+        threshold_line = (f"the curve's {len(thresholds)} points t_k = " + ", ".join(f"{t:g}" for t in thresholds)
+                          + ", between its ends at thresholds 0 and 1")
+    elif len(thresholds) > 1:
+        threshold_line = "mean of the loss over thresholds t_k = " + ", ".join(f"{t:g}" for t in thresholds)
     elif thresholds:
         threshold_line = f"{thresholds[0]:g}"
     else:
@@ -372,7 +367,7 @@ def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptio
         header.append(f"About        {metric.description}")
     header += [
         f"Direction    {derivation.direction}: loss = {derivation.loss_text(metric.name)}",
-        f"Relaxation   {derivation.relaxation.formula()}",
+        f"Relaxation   {derivation.relaxation.formula(at=derivation.threshold_name())}",
         f"Thresholds   {threshold_line}",
     ]
     if options.task != "binary":

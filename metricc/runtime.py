@@ -1539,6 +1539,23 @@ class MetricLoss(torch.nn.Module):
             summing them yourself (False).
         validate: check targets, probabilities and weights at every call.
         compile: run the loss through ``torch.compile`` (input checks stay eager).
+
+    ``weight`` (call time) is per **sample**, not per class as torch's ``CrossEntropyLoss(weight=)``;
+    per-class weights are ``class_weights``.
+
+    Shape:
+        - ``input``: (N,) or (N, 1) (binary), (N, C) (multiclass, multilabel).
+        - ``target``: N 0/1 labels (binary), (N,) class indices or (N, C) rows (multiclass), (N, C) 0/1
+          (multilabel); ``weight``: (N,). Output: ``()``.
+
+    Example::
+
+        >>> import torch, metricc
+        >>> loss_fn = metricc.compile_metric("f1")   # a MetricLoss over a generated module's DEFINITION
+        >>> isinstance(loss_fn, MetricLoss), type(loss_fn.module.F1Loss()).__mro__[1] is MetricLoss
+        (True, True)
+        >>> round(loss_fn(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1, 0, 1, 1])).item(), 4)
+        0.2
     """
 
     def __init__(self, definition, *, task="binary", num_classes=None, average=None, class_weights=None,

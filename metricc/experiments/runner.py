@@ -12,14 +12,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..runtime import ESTIMATORS, TASKS
+
 EXIT_OK, EXIT_ERROR = 0, 2
 DTYPES = ("float64", "float32")
 MODELS = ("slp", "mlp", "resnet")  # as in models.py, which imports torch
 TIE_RULES = ("se", "wilcoxon")  # as in summary.py
-ESTIMATORS = ("batch", "running")  # as in metricc.runtime
 RESETS = ("never", "epoch")  # as in protocol.py
 DEFAULT_MOMENTUM = 0.9  # as in metricc.compile_metric
-TASKS = ("binary", "multiclass", "multilabel", "segmentation")
+EXPERIMENT_TASKS = (*TASKS, "segmentation")  # the runtime's tasks, and the U-Net experiment (segmentation_cli.py)
 
 
 def _positive_int(text: str) -> int:
@@ -171,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="torch CPU threads (default 1: these small models gain nothing from more, and "
                                "per-epoch timings stay stable on a shared machine)")
     tasks = parser.add_argument_group("multi-class and multi-label (docs/multiclass.md)")
-    tasks.add_argument("--task", choices=TASKS, default="binary",
+    tasks.add_argument("--task", choices=EXPERIMENT_TASKS, default="binary",
                        help="binary (default); multiclass: CSV files with an integer label column 0..C-1 (or "
                             "--datasets digits, all ten digits); multilabel: CSV files with 0/1 label_* columns. "
                             "A 'split' column (train/test) is used as the split. Losses: ce, wce (multiclass), "
