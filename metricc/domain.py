@@ -330,10 +330,5 @@ def fix_for(family: Family, f: sympy.Expr, degree, text: str) -> str:
 
 
 def proved_nonnegative(argument: sympy.Expr) -> bool:
-    """``argument`` ≥ 0 wherever it is defined, by its sign structure, as written or over one common
-    denominator: ``1 - TP/(TP + a*FP + b*FN)`` (focal Tversky's root) has mixed signs term by term, but
-    is ``(a*FP + b*FN)/(TP + a*FP + b*FN)``."""
-    if sign(argument) in ("+", "0"):
-        return True
-    combined = sympy.together(argument)
-    return combined != argument and sign(combined) in ("+", "0")
+    """``argument`` ≥ 0 wherever it is defined, by its sign structure."""
+    return sign(argument) in ("+", "0")
