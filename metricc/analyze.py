@@ -826,12 +826,25 @@ def _pole_problem(what, argument, factor, witness, source) -> tuple[str, ...]:
             f"stand in (it covers only faces: batches without positives, without predicted positives, ...); {fix}",)
 
 
+def _root_argument_proved_nonnegative(argument, what) -> bool:
+    """``argument`` ≥ 0 by its sign structure; a root's also over one common denominator: focal Tversky's
+    ``1 - TP/(TP + a*FP + b*FN)`` mixes signs term by term but is ``(a*FP + b*FN)/(TP + a*FP + b*FN)``. A
+    logarithm's argument is not combined: where it vanishes the metric is not a number (``log(1 + TP/n -
+    FP/n)`` stays refused)."""
+    if _domain.proved_nonnegative(argument):
+        return True
+    if what != "root":  # a logarithm, or a root or logarithm that simplification removed
+        return False
+    combined = sympy.together(argument)
+    return combined != argument and _domain.proved_nonnegative(combined)
+
+
 def _check_sign(what, argument, defined, deadline, report, written_as: str | None = None) -> bool:
     """A root or logarithm of ``argument``: it must be ≥ 0 wherever the metric is otherwise defined.
 
     Returns True when proved; otherwise adds the problem (with a negative batch where one is found).
     """
-    if deadline.run(1.0, lambda: _domain.proved_nonnegative(argument), False):
+    if deadline.run(1.0, lambda: _root_argument_proved_nonnegative(argument, what), False):
         return True
     name = "logarithm" if what == "log" else "root"
     head = written_as or f"{name} of {to_text(argument)}"

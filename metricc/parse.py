@@ -16,6 +16,7 @@ import keyword
 import math
 import numbers
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import NoReturn
 
 import sympy
@@ -119,6 +120,14 @@ def parse(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None 
         raise MetricSyntaxError(_unused_params_message(unused, used))
     return Metric(expr=expr, params=_surviving_params(used, expr, domain), name=name or "metric", source=metric,
                   domain=domain)
+
+
+def _simple_rational(value: float) -> sympy.Rational:
+    """``value`` as the simplest fraction (denominator ≤ 10⁶) whose float it is, else its decimal."""
+    simple = Fraction(value).limit_denominator(10**6)
+    if float(simple) == float(value):
+        return sympy.Rational(simple.numerator, simple.denominator)
+    return sympy.Rational(repr(float(value)))
 
 
 def _surviving_params(used: Mapping[str, float], expr: sympy.Expr,
@@ -401,9 +410,11 @@ class _Converter:
     def _power(self, node: ast.BinOp, depth: int) -> sympy.Expr:
         base = self.convert(node.left, depth + 1)
         exponent = self.convert(node.right, depth + 1)
+        if exponent.free_symbols & set(CONFUSION_SYMBOLS):
+            self.fail(node.right, "exponents must be numbers or parameters (e.g. TP**2, TP**(1/2), "
+                                  "x**(1/gamma)), not expressions of confusion entries")
         if exponent.free_symbols:
-            self.fail(node.right, "exponents must be numbers (e.g. TP**2 or TP**(1/2)), not expressions "
-                                  "of symbols or parameters")
+            exponent = self._parameters_fixed(exponent)
         if abs(exponent.evalf()) > MAX_EXPONENT:
             self.fail(node.right, f"exponent {exponent} is larger than {MAX_EXPONENT} in magnitude")
         if exponent.is_negative and base.free_symbols and not base.free_symbols & set(CONFUSION_SYMBOLS) \
@@ -422,6 +433,13 @@ class _Converter:
         elif exponent.is_negative:
             self.require(node, base, "nonzero")
         return self._check_real(node, base ** exponent)
+
+    def _parameters_fixed(self, exponent: sympy.Expr) -> sympy.Expr:
+        """An exponent over parameters with their values put in: the analysis and the derivation need a
+        numeric exponent, so a parameter there (focal Tversky's ``**(1/gamma)``) takes its value when the
+        metric is read. A value that is a float of a simple fraction (``4/3``) counts as that fraction."""
+        values = {parameter_symbol(k): _simple_rational(v) for k, v in self.params.items()}
+        return exponent.xreplace(values)
 
     def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
         if isinstance(node.func, ast.Attribute):

@@ -54,7 +54,8 @@ def _choices(parser, *path, option):
 @pytest.mark.parametrize(("command", "option", "constant"), [
     ("compile", "--task", runtime.TASKS), ("compile", "--average", runtime.AVERAGES),
     ("compile", "--estimator", runtime.ESTIMATORS), ("derive", "--task", runtime.TASKS),
-    ("experiment", "--estimator", runtime.ESTIMATORS), ("experiment", "--task", runtime.TASKS),
+    ("experiment", "--estimator", runtime.ESTIMATORS),
+    ("experiment", "--task", (*runtime.TASKS, "segmentation")),  # and the U-Net experiment, segmentation_cli.py
 ])
 def test_the_command_line_offers_the_runtime_choices(command, option, constant):
     assert _choices(build_parser(), command, option=option) == constant

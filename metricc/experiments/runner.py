@@ -20,6 +20,7 @@ MODELS = ("slp", "mlp", "resnet")  # as in models.py, which imports torch
 TIE_RULES = ("se", "wilcoxon")  # as in summary.py
 RESETS = ("never", "epoch")  # as in protocol.py
 DEFAULT_MOMENTUM = 0.9  # as in metricc.compile_metric
+EXPERIMENT_TASKS = (*TASKS, "segmentation")  # the runtime's tasks, and the U-Net experiment (segmentation_cli.py)
 
 
 def _positive_int(text: str) -> int:
@@ -171,11 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="torch CPU threads (default 1: these small models gain nothing from more, and "
                                "per-epoch timings stay stable on a shared machine)")
     tasks = parser.add_argument_group("multi-class and multi-label (docs/multiclass.md)")
-    tasks.add_argument("--task", choices=TASKS, default="binary",
+    tasks.add_argument("--task", choices=EXPERIMENT_TASKS, default="binary",
                        help="binary (default); multiclass: CSV files with an integer label column 0..C-1 (or "
                             "--datasets digits, all ten digits); multilabel: CSV files with 0/1 label_* columns. "
                             "A 'split' column (train/test) is used as the split. Losses: ce, wce (multiclass), "
-                            "bce, bce-pw, sigmoidf1 (multilabel), [macro-|micro-|weighted-]<metric>[@relaxation]")
+                            "bce, bce-pw, sigmoidf1 (multilabel), [macro-|micro-|weighted-]<metric>[@relaxation]; "
+                            "segmentation: a U-Net on nuclei images (options below)")
     tasks.add_argument("--repeats", type=_positive_int, default=3,
                        help="--task multiclass/multilabel: training runs on a table's own train/test split "
                             "(different initial weights and batch orders; default 3)")
@@ -184,6 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tasks.add_argument("--probe", action="store_true",
                        help="--task multiclass: record how near each metric loss's soft confusion matrix is to "
                             "the argmax one along training")
+    from .segmentation_cli import add_arguments as add_segmentation_arguments
+
+    add_segmentation_arguments(parser)
     evaluation = parser.add_argument_group("evaluation and output")
     evaluation.add_argument("--threshold", type=_threshold, default=0.5, metavar="T|compiled|tuned",
                             help="threshold on σ(logit) for the main tables' hard predictions (default 0.5); "
@@ -274,6 +279,10 @@ def run_from_args(args) -> int:
         import sklearn  # noqa: F401
     except ImportError as exc:
         return _error(f"experiments need the optional extra: pip install 'metricc[experiments]' ({exc})")
+    if args.task == "segmentation":
+        from .segmentation_cli import run_from_args as run_segmentation_from_args
+
+        return run_segmentation_from_args(args)
     if args.task != "binary":
         from .multiclass_protocol import run_task_from_args
 
