@@ -25,8 +25,15 @@ from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
 from .metric import Metric
 from .parse import parse
-from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
-from .runtime import CURVE_NEEDS_SCORES, MetricLoss
+from .relax import (
+    Relaxation,
+    Sigmoid,
+    default_relaxation,
+    describe_amplifier_range,
+    multiclass_relaxation_for,
+    resolve_relaxation,
+)
+from .runtime import CURVE_NEEDS_SCORES, MetricLoss, _check_num_labels
 
 _MODULES: dict[str, types.ModuleType] = {}
 _MODULES_LOCK = threading.Lock()
@@ -144,10 +151,12 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
 
 def compile_metric(metric, *, params=None, name: str | None = None, relaxation=None, thresholds=None,
                    direction: str | None = None, task: str = "binary", num_classes: int | None = None,
-                   average: str | None = None, class_weights=None, from_logits: bool = True,
-                   zero_division: float | None = 0.0, estimator: str = "batch", momentum: float = 0.9,
-                   sync: bool = False, process_group=None, grad_average: bool = True, validate: bool = True,
-                   check: bool = True, min_prevalence: float = 0.01, compile: bool = False) -> CompiledLoss:
+                   num_labels: int | None = None, average: str | None = None, class_weights=None,
+                   reduce: str = "batch", reduction: str = "mean", ignore_index: int | None = None,
+                   from_logits: bool = True, zero_division: float | None = 0.0, estimator: str = "batch",
+                   momentum: float = 0.9, sync: bool = False, process_group=None, grad_average: bool = True,
+                   validate: bool = True, check: bool = True, min_prevalence: float = 0.01,
+                   compile: bool = False) -> CompiledLoss:
     """Compile a confusion-matrix metric into a PyTorch loss module.
 
     Args:
@@ -162,11 +171,18 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
         thresholds: thresholds to average the metric over (soft-set paper: 0.1, ..., 0.9).
         direction: ``"maximize"`` (loss = 1 − metric) or ``"minimize"`` (loss = metric); by
             default the catalog's, else the analysis's.
-        task: ``"binary"`` (default), ``"multiclass"`` (logits (N, C), one class per sample) or
-            ``"multilabel"`` (logits (N, C), C independent 0/1 labels).
-        num_classes: C, for multiclass and multilabel.
+        task: ``"binary"`` (default; logits (N,), (N, d1, ...) or (N, 1, d1, ...)), ``"multiclass"`` (logits
+            (N, C) or (N, C, d1, ...) as F.cross_entropy's, one class per sample or pixel) or ``"multilabel"``
+            (logits (N, C, ...), C independent 0/1 labels).
+        num_classes: C, for multiclass and multilabel; ``num_labels`` is the same for multilabel.
         average: ``"macro"`` (default), ``"micro"`` or ``"weighted"``, as scikit-learn's ``average=``.
-        class_weights: one weight per class for the mean of per-class metrics.
+        class_weights: one weight per class for the mean of per-class metrics; or ``"inverse_square"``: each
+            class's entries weighted by 1/support² and summed (generalized Dice, Sudre et al. 2017).
+        reduce: ``"batch"`` (entries summed over the whole batch; MONAI's ``batch=True``) or ``"image"``
+            (per sample over its pixels, metric per image, then averaged; MONAI's default).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the loss per class, and per image with
+            reduce="image"), as torch.nn losses.
+        ignore_index: a target value whose pixels contribute nothing (class indices, binary labels).
         from_logits: whether the loss takes logits (default) or probabilities.
         zero_division: the metric's value on batches where it is undefined; None lets NaN through.
         estimator: ``"batch"`` (default) or ``"running"``: the metric of a running estimate of the
@@ -190,10 +206,15 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
     parsed = parse(metric, params, name=name)
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
+    named = relaxation is not None
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
+    num_classes = _check_num_labels(task, num_classes, num_labels)
+    rule = class_weights if isinstance(class_weights, str) else None
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
                           grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,
-                          average=average, estimator=estimator, momentum=momentum)
+                          average=average, class_weights=rule, reduce=reduce, reduction=reduction,
+                          ignore_index=ignore_index, estimator=estimator, momentum=momentum,
+                          multiclass_relaxation=multiclass_relaxation_for(relaxation, named))
     if task == "multiclass" and relaxation.multiclass_runtime() is None:
         raise ValueError(f"relaxation {relaxation.spec()!r} has no multi-class form; for task='multiclass' use "
                          "'anyloss' (a softmax amplifier, metricc.Sigmoid(L=...)) or 'identity'")
@@ -217,8 +238,9 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
     derivation = _cached_derivation(parsed, relaxation,
                                     None if thresholds is None else tuple(_as_list(thresholds)), direction)
     source = emit(derivation, options)
-    return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
-                        process_group=process_group, compile=compile)
+    per_class = {} if rule is not None else {"class_weights": class_weights}  # a rule is baked into the module
+    return CompiledLoss(source, parsed, derivation, report, emit_options=options, process_group=process_group,
+                        compile=compile, **per_class)
 
 
 def _as_list(thresholds):
