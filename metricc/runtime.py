@@ -186,6 +186,21 @@ class _ElementwiseRelaxation:
         slope is symmetric about 1/2. In place in grad."""
         return grad.mul_(self.slope_(tail, threshold))
 
+    def soft_rows(self, input, threshold, from_logits, rows):
+        """(ŷ, 1 − ŷ) as one new (2, ...) buffer. ``rows`` holds the constants (0, 1) and (1, −1) shaped to
+        broadcast over it: (p, q) = σ(±z) from logits in one product and one sigmoid, or (p, 1 − p) from
+        probabilities in one addcmul; then the relaxation on each row, in place."""
+        offsets, signs = rows
+        pair = _pair_buffer(input)
+        if from_logits:
+            torch.mul(input, signs, out=pair).sigmoid_()
+        else:
+            torch.addcmul(offsets, signs, input, out=pair)
+        predicted, complement = self.soft_pair_(pair[0], pair[1], threshold)
+        _into(pair[0], predicted)
+        _into(pair[1], complement)
+        return pair
+
     # The same as values, for torch.compile, which fuses them into its loops instead of storing buffers.
 
     def soft_pair(self, p, q, threshold):
@@ -228,6 +243,17 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         complement = torch.neg(a, out=q) if q is not None else torch.neg(a)
         return a.sigmoid_(), complement.sigmoid_()
 
+    def soft_rows(self, input, threshold, from_logits, rows):
+        """σ(a) and σ(−a), a = L·(p − t): (a, −a) = (−L·t, L·t) + (L, −L)·p in one addcmul (−a rounded as a
+        is, with FMA or without), then one sigmoid over both rows."""
+        key = ("rows", threshold, rows[1].dtype, rows[1].device, rows[1].dim())
+        constants = self._constants.get(key)
+        if constants is None:
+            scale = rows[1] * self.scale
+            constants = self._constants[key] = (scale * -threshold, scale)
+        p = torch.sigmoid(input) if from_logits else input
+        return torch.addcmul(constants[0], constants[1], p, out=_pair_buffer(input)).sigmoid_()
+
     def slope_(self, p, threshold):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
         where σ(a)·(1 − σ(a)) would round to 0 and stop learning (AnyLoss's "No More Update")."""
@@ -265,6 +291,12 @@ def _sigmoid_pair(x):
     small = u * large
     positive = x >= 0
     return torch.where(positive, large, small), torch.where(positive, small, large)
+
+
+def _pair_buffer(like):
+    """A contiguous (2, *like.shape) buffer: its rows flatten to the matrix the table's product reads, whatever
+    like's layout (channels-last, a crop)."""
+    return like.new_empty((2, *like.shape))  # new_empty is always contiguous
 
 
 def _mul_sigmoid_slope_(grad, s, out=None):
@@ -585,10 +617,11 @@ class _Batch:
     class-score targets) or class indices (N, d1, ...); ``weight`` None or broadcastable to the input:
     (N, 1, ...) per sample, (N, 1, d1, ...) per element; ``shape`` the input's shape as the caller passed it."""
 
-    __slots__ = ("input", "target", "weight", "dtype", "shape")
+    __slots__ = ("input", "target", "weight", "dtype", "shape", "saved")
 
-    def __init__(self, input, target, weight, dtype, shape):
+    def __init__(self, input, target, weight, dtype, shape, saved=()):
         self.input, self.target, self.weight, self.dtype, self.shape = input, target, weight, dtype, shape
+        self.saved = saved  # what a path's table keeps for its gradient (the softmax of class paths)
 
     @property
     def reduce_dims(self):
@@ -617,6 +650,7 @@ class _Path:
         self.per_sample = per_sample
         self.relaxation = plan.relaxation
         self.thresholds = plan.thresholds
+        self._row_constants = {}
 
     def __repr__(self):
         return f"<metricc path {self.name}{', per sample' if self.per_sample else ''}>"
@@ -654,27 +688,27 @@ def _label_pair(target, weight, shape, dtype):
     return labels
 
 
-def _contract(pred, labels, per_sample):
-    """Σ pred[i]·labels[j] over the reduced axes, for pred and labels (2, N, C, d...) contiguous buffers:
-    (2, 2, S', C). Matrix products where the summed axis is long and contiguous (one pass, no temporary),
-    products and sums where it is short (a flat multi-label (N, C) batch)."""
+def _contract(labels, pred, per_sample):
+    """The table (4, S', C, 1) from the labels (w·y, w·(1 − y)) and the predictions (ŷ, 1 − ŷ), each a contiguous
+    (2, N, C, d...) buffer: Σ labels[i]·pred[j] over the reduced axes is row i, column j of labels @ predᵀ, so
+    TP, FN, FP, TN come out in the table's order. Matrix products where the summed axis is long and contiguous
+    (one pass, no temporary), products and sums where it is short (a flat multi-label (N, C) batch)."""
     _, n, classes = pred.shape[:3]
     inner = math.prod(pred.shape[3:])
     if not per_sample and classes == 1:
-        return torch.mm(pred.view(2, -1), labels.view(2, -1).t()).view(2, 2, 1, 1)
+        return torch.mm(labels.view(2, -1), pred.view(2, -1).t()).view(4, 1, 1, 1)
     if per_sample or inner >= 16:
-        a = pred.view(2, n * classes, inner).transpose(0, 1)
-        b = labels.view(2, n * classes, inner).permute(1, 2, 0)
-        sums = torch.bmm(a, b).view(n, classes, 2, 2).permute(2, 3, 0, 1)
-        return sums if per_sample else sums.sum(2, keepdim=True)
+        a = labels.view(2, n * classes, inner).transpose(0, 1)
+        b = pred.view(2, n * classes, inner).permute(1, 2, 0)
+        sums = torch.bmm(a, b).view(n, classes, 4).permute(2, 0, 1)
+        return (sums if per_sample else sums.sum(1, keepdim=True)).unsqueeze(-1)
     dims = tuple(d for d in range(pred.dim() - 1) if d != 1)  # the sample and spatial axes of one row
-    return torch.stack([torch.stack([(pred[i] * labels[j]).sum(dims) for j in range(2)]) for i in range(2)]
-                       ).unsqueeze(2)
+    return torch.stack([(labels[i] * pred[j]).sum(dims) for i in range(2) for j in range(2)]).view(4, 1, classes, 1)
 
 
 def _entries(sums):
-    """(2 predictions, 2 labels, ...) sums -> the table (4, ...): TP, FN, FP, TN."""
-    return torch.stack([sums[0, 0], sums[1, 0], sums[0, 1], sums[1, 1]])
+    """(2 labels, 2 predictions, ...) sums -> the table (4, ...): TP, FN, FP, TN."""
+    return sums.reshape(4, *sums.shape[2:])
 
 
 def _sum(tensor, dims):
@@ -737,14 +771,24 @@ class ElementwisePath(_Path):
 
     def table(self, batch):
         input = batch.input
-        pred = torch.empty((2, *input.shape), dtype=input.dtype, device=input.device)
-        relaxation = self.relaxation
-        _probabilities_into(input, pred[0], pred[1], self.plan.from_logits, relaxation.needs_complement)
-        predicted, complement = relaxation.soft_pair_(pred[0], pred[1], self.thresholds[0])
-        _into(pred[0], predicted)
-        _into(pred[1], complement)
-        labels = _label_pair(batch.target, batch.weight, input.shape, input.dtype)
-        return _entries(_contract(pred, labels, self.per_sample)).unsqueeze(-1)
+        rows = self._rows(input)
+        pred = self.relaxation.soft_rows(input, self.thresholds[0], self.plan.from_logits, rows)
+        labels = torch.addcmul(rows[0], rows[1], batch.target, out=_pair_buffer(input))  # (y, 1 − y)
+        if batch.weight is not None:
+            labels.mul_(batch.weight)
+        return _contract(labels, pred, self.per_sample)
+
+    def _rows(self, like):
+        """The constants (0, 1) and (1, −1) as (2, 1, ...) tensors in like's dtype, device and rank, made once."""
+        key = (like.dtype, like.device, like.dim())
+        rows = self._row_constants.get(key)
+        if rows is None:
+            shape = (2, *([1] * like.dim()))
+            rows = self._row_constants[key] = (torch.tensor([0.0, 1.0], dtype=like.dtype, device=like.device)
+                                               .view(shape),
+                                               torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device)
+                                               .view(shape))
+        return rows
 
     def gradient(self, batch, factors):
         if isinstance(factors, FloatFactors):
@@ -834,8 +878,8 @@ class ThresholdPath(_Path):
             _into(out[0], predicted)
             _into(out[1], complement)
             labels = _label_pair(target[rows], None if weight is None else weight[rows], block.shape, block.dtype)
-            blocks.append(torch.stack([torch.stack([_sum(labels[j] * out[i], dims) for j in range(2)])
-                                       for i in range(2)]))  # (2, 2, T, [rows,] C)
+            blocks.append(torch.stack([torch.stack([_sum(labels[i] * out[j], dims) for j in range(2)])
+                                       for i in range(2)]))  # (2 labels, 2 predictions, T, [rows,] C)
         if not blocks:  # an empty batch (another rank holds the samples under sync)
             return input.new_zeros((4, 0 if self.per_sample else 1, input.shape[1], count))
         sums = torch.cat(blocks, dim=3) if self.per_sample else torch.stack(blocks).sum(0).unsqueeze(3)
@@ -948,20 +992,26 @@ def _shared_exponential_gradient(plan, batch, factors, centre, column_factors):
     return grad if batch.weight is None else grad.mul_(batch.weight)
 
 
-def _softmax_pair(plan, input):
-    """ŷ over the class axis 1 of logits (or probabilities): softmax(z), or the amplifier softmax(L/2·p)."""
+def _softmax_pair(plan, batch):
+    """ŷ over the class axis 1 of logits (or probabilities): softmax(z), or the amplifier softmax(L/2·p). The
+    softmax of logits is kept in ``batch.saved`` for the gradient (one softmax fewer per call; CE keeps one too)."""
     relaxation = plan.relaxation
-    p = torch.softmax(input, 1) if plan.from_logits else input
+    input = batch.input
+    if plan.from_logits:
+        p = torch.softmax(input, 1)
+        batch.saved = (p,)
+    else:
+        p = input
     if isinstance(relaxation, Probabilistic):
-        return p if plan.from_logits else p.clone()
+        return p
     return torch.softmax(p * (relaxation.scale / 2), 1)
 
 
-def _softmax_chain(plan, input, grad):
+def _softmax_chain(plan, batch, grad):
     """∂loss/∂input from ∂loss/∂ŷ through the softmax Jacobian(s), s ⊙ (g − ⟨s, g⟩) along the class axis:
     O(N·C), never N·C·C; autograd's own softmax backward kernel."""
     relaxation = plan.relaxation
-    p = torch.softmax(input, 1) if plan.from_logits else input
+    p = batch.saved[0] if plan.from_logits else batch.input
     if not isinstance(relaxation, Probabilistic):
         amplified = torch.softmax(p * (relaxation.scale / 2), 1)
         grad = torch._softmax_backward_data(grad, amplified, 1, grad.dtype).mul_(relaxation.scale / 2)
@@ -996,9 +1046,9 @@ class ClassIndexPath(_Path):
     def table(self, batch):
         input, indices, weight = batch.input, batch.target, batch.weight
         classes = input.shape[1]
-        predicted = _softmax_pair(self.plan, input)
+        predicted = _softmax_pair(self.plan, batch)
         if weight is not None:
-            predicted = predicted.mul_(weight) if predicted is not input else predicted * weight
+            predicted = predicted * weight
         n = input.shape[0]
         if input.dim() == 2:  # (N, C): rows
             if self.per_sample:
@@ -1035,13 +1085,13 @@ class ClassIndexPath(_Path):
         grad.scatter_(1, own, own_factor)
         if weight is not None:
             grad.mul_(weight)
-        return _in_layout(_softmax_chain(self.plan, input, grad), input)
+        return _in_layout(_softmax_chain(self.plan, batch, grad), input)
 
     def compiled_table(self, batch):
         """For torch.compile: M from one-hot rows by a matrix product (a loop over images would unroll)."""
         input, indices, weight = batch.input, batch.target, batch.weight
         n, classes = input.shape[:2]
-        predicted = _softmax_pair(self.plan, input)
+        predicted = _softmax_pair(self.plan, batch)
         if weight is not None:
             predicted = predicted * weight
         one_hot = _one_hot(indices, classes, input)
@@ -1060,7 +1110,7 @@ class ClassIndexPath(_Path):
         grad = torch.where(own, positive, negative)  # exact: no 0·x + 1·y
         if weight is not None:
             grad = grad * weight
-        return _softmax_chain(self.plan, input, grad)
+        return _softmax_chain(self.plan, batch, grad)
 
 
 def _one_hot(indices, classes, like):
@@ -1088,7 +1138,7 @@ class ClassScorePath(_Path):
     def table(self, batch):
         input, target, weight = batch.input, batch.target, batch.weight
         n, classes = input.shape[:2]
-        predicted = _softmax_pair(self.plan, input)
+        predicted = _softmax_pair(self.plan, batch)
         if weight is not None:
             predicted = predicted * weight
         truth = target.reshape(n, classes, -1)
@@ -1109,7 +1159,7 @@ class ClassScorePath(_Path):
         grad = _select_by_label(target, positive, negative, out=torch.empty_like(input))
         if weight is not None:
             grad.mul_(weight)
-        return _in_layout(_softmax_chain(self.plan, input, grad), input)
+        return _in_layout(_softmax_chain(self.plan, batch, grad), input)
 
     compiled_table = table
 
@@ -1119,7 +1169,7 @@ class ClassScorePath(_Path):
         grad = target * positive + (1 - target) * negative  # exact for 0/1 labels: one term is 0
         if weight is not None:
             grad = grad * weight
-        return _softmax_chain(self.plan, input, grad)
+        return _softmax_chain(self.plan, batch, grad)
 
 
 def _compiled_flavour(path):
@@ -1155,7 +1205,8 @@ class FloatFactors(tuple):
         return torch.tensor(self, dtype=like.dtype, device=like.device).view(2, 1, 1, 1)
 
     def __mul__(self, scale):
-        return FloatFactors(value * float(scale) for value in self)
+        scale = float(scale)
+        return FloatFactors((self[0] * scale, self[1] * scale))
 
 
 def _support(table):
@@ -1505,18 +1556,25 @@ def _global_mean_over_images(plan, loss, factors, images):
 
 
 def _backward(route, batch, segments, factors, grad_loss):
-    with torch.no_grad(), torch.autocast(batch.input.device.type, enabled=False):
-        if isinstance(factors, FloatFactors):
-            factors = factors * grad_loss.item()
-        elif grad_loss.dim() == 0:
-            factors = factors * grad_loss
-        else:  # reduction='none': one gradient per (segment, class) entry
-            entries = grad_loss.reshape(factors.shape[1], -1)
-            factors = factors * entries.unsqueeze(0).unsqueeze(-1)
-        grad = route.path.gradient(batch, segments.sample_factors(factors))
-    if torch.is_grad_enabled() and batch.input.requires_grad:  # create_graph=True, or a torch.func transform
-        grad = _FirstDerivativeOnly.apply(grad, batch.input)
-    return grad
+    if torch.is_autocast_enabled(batch.input.device.type):  # the gradient in the compute dtype, as the forward
+        with torch.autocast(batch.input.device.type, enabled=False):
+            return _backward(route, batch, segments, factors, grad_loss)
+    if torch.is_grad_enabled():  # create_graph=True, or a torch.func transform
+        with torch.no_grad():
+            grad = _gradient(route, batch, segments, factors, grad_loss)
+        return _FirstDerivativeOnly.apply(grad, batch.input) if batch.input.requires_grad else grad
+    return _gradient(route, batch, segments, factors, grad_loss)
+
+
+def _gradient(route, batch, segments, factors, grad_loss):
+    if isinstance(factors, FloatFactors):
+        factors = factors * grad_loss.item()
+    elif grad_loss.dim() == 0:
+        factors = factors * grad_loss
+    else:  # reduction='none': one gradient per (segment, class) entry
+        entries = grad_loss.reshape(factors.shape[1], -1)
+        factors = factors * entries.unsqueeze(0).unsqueeze(-1)
+    return route.path.gradient(batch, segments.sample_factors(factors))
 
 
 class _MetricLossFunction(torch.autograd.Function):
@@ -1527,32 +1585,32 @@ class _MetricLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(input, target, weight, route, segments, running):
         batch = _Batch(input, target, weight, input.dtype, input.shape)
-        return _forward(route, batch, segments, running)
+        return (*_forward(route, batch, segments, running), *batch.saved)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, target, weight, route, segments, _ = inputs
-        _, table, factors = output
+        _, table, factors, *saved = output
         ctx.route, ctx.segments = route, segments
         ctx.set_materialize_grads(False)  # no zero tensors for the outputs that take no gradient
         if isinstance(factors, torch.Tensor):
             ctx.float_factors = None
-            ctx.save_for_backward(input, target, weight, factors)
-            ctx.mark_non_differentiable(table, factors)
+            ctx.save_for_backward(input, target, weight, factors, *saved)
+            ctx.mark_non_differentiable(table, factors, *saved)
         else:
             ctx.float_factors = factors
-            ctx.save_for_backward(input, target, weight)
-            ctx.mark_non_differentiable(table)
+            ctx.save_for_backward(input, target, weight, *saved)
+            ctx.mark_non_differentiable(table, *saved)
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_table, grad_factors):
+    def backward(ctx, grad_loss, *_):
         if grad_loss is None:  # only outputs that take no gradient were differentiated
             return None, None, None, None, None, None
         if ctx.float_factors is None:
-            input, target, weight, factors = ctx.saved_tensors
+            input, target, weight, factors, *saved = ctx.saved_tensors
         else:
-            (input, target, weight), factors = ctx.saved_tensors, ctx.float_factors
-        batch = _Batch(input, target, weight, input.dtype, input.shape)
+            (input, target, weight, *saved), factors = ctx.saved_tensors, ctx.float_factors
+        batch = _Batch(input, target, weight, input.dtype, input.shape, tuple(saved))
         return _backward(ctx.route, batch, ctx.segments, factors, grad_loss), None, None, None, None, None
 
     @staticmethod
@@ -1735,6 +1793,7 @@ class _Route:
                              f"{_shape(input.shape)} has no spatial axes (each image would be one pixel): pass dense "
                              "input (N, C, d1, ...), or use reduce='batch'")
         self.path = _choose_path(plan, self.index_targets, plan.reduce == "image", compiled)
+        self._check_cache = {}
 
     # -- per call: shapes, dtypes, ignore_index and the value checks --------------------------------
 
@@ -1783,7 +1842,7 @@ class _Route:
             kept = kept.unsqueeze(1) if self.index_targets else kept
             weight = kept if weight is None else weight * kept
         if validate:
-            canonical = self._validate(canonical, labels, weight)
+            canonical, weight = self._validate(canonical, labels, weight)
         if self.index_targets:
             labels = labels.long()
         else:
@@ -1828,6 +1887,51 @@ class _Route:
         raise ValueError(f"weight must have shape ({n},), one per sample{per_element}, got {_shape(weight.shape)}; "
                          "a weight per class is class_weights=")
 
+    def _checks(self, labels_dtype, weighted):
+        """The value checks of this kind of input, fixed once: (statistic, lower, upper, NaN passes, message)."""
+        plan = self.plan
+        checks = []
+        if self.index_targets:
+            ignore = "" if plan.ignore_index is None else f" or ignore_index={plan.ignore_index}"
+            checks.append(("labels", 0, plan.num_classes - 1, False,
+                           f"target must hold class indices in [0, {plan.num_classes - 1}]{ignore}"))
+        elif labels_dtype != torch.bool:
+            checks.append(("labels", 0, 1, False, "target must hold labels in [0, 1]"))
+        tolerance = self._tolerance(plan.num_classes)
+        if plan.task == "multiclass" and not self.index_targets:
+            checks.append(("label rows", 1 - tolerance if labels_dtype.is_floating_point else 1,
+                           1 + tolerance if labels_dtype.is_floating_point else 1, False,
+                           "target rows (one-hot or probabilities over the class axis 1) must each sum to 1, the "
+                           "distribution over classes this loss's entries assume; multi-hot rows are "
+                           "task='multilabel'"))
+        if not plan.from_logits:
+            checks.append(("input", 0, 1, False,
+                           "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True"))
+            if plan.task == "multiclass":
+                checks.append(("input rows", 1 - tolerance, 1 + tolerance, False,
+                               "from_logits=False expects class probabilities that sum to 1 over the class axis 1 "
+                               "(a softmax's output); pass logits with from_logits=True"))
+        if weighted:
+            checks.append(("weight", 0, None, True, "weight must be non-negative"))
+        return checks
+
+    def _rescaled(self, weight, largest, elements):
+        """Weights so large that their sum over the batch would overflow the dtype (float32 weights of 3e38)
+        divided by a power of two, exactly, where the metric does not depend on their scale (a ratio metric);
+        the loss and gradient are unchanged, the table is in the rescaled units. Not under sync: ranks would
+        rescale differently."""
+        limit = torch.finfo(weight.dtype).max / 16
+        if not (math.isfinite(largest) and largest * elements > limit) or self.plan.sync \
+                or not self.plan.definition.scale_invariant:
+            return weight
+        return weight * 2.0 ** -math.ceil(math.log2(largest * elements / limit))
+
+    def _tolerance(self, classes):
+        """How far from 1 a sum over the class axis may be: rounding (a few units in the last place per class of
+        the caller's dtype), and at least 1e-3, which lets finite differences (gradcheck) probe near the simplex
+        while logits, scores or multi-hot rows passed as distributions are refused."""
+        return max(1e-3, 16 * classes * torch.finfo(self.source_dtype).eps)
+
     def _validate(self, input, labels, weight):
         """Labels in [0, 1] (0/1, or soft labels) or class indices in [0, C); one-hot/probability target rows
         and probability input rows that sum to 1 (multi-class); probabilities in [0, 1]; weights non-negative.
@@ -1835,67 +1939,53 @@ class _Route:
         does and AMP's GradScaler needs. ±inf logits make the loss NaN (the returned input).
 
         Every bound is read in one transfer; under torch.compile the checks are compiled in (_assert_async)."""
-        plan = self.plan
-        checks = []  # (statistics, lower bound, upper bound, NaN passes, message, message with the position)
-        if self.index_targets:
-            if labels.numel():
-                ignore = "" if plan.ignore_index is None else f" or ignore_index={plan.ignore_index}"
-                checks.append((torch.aminmax(labels), 0, plan.num_classes - 1, False,
-                               f"target must hold class indices in [0, {plan.num_classes - 1}]{ignore}",
-                               lambda: self._index_message(labels)))
-        elif labels.dtype != torch.bool and labels.numel():
-            checks.append((torch.aminmax(labels), 0, 1, False, "target must hold labels in [0, 1]",
-                           lambda: self._label_message(labels)))
-        if plan.task == "multiclass" and not self.index_targets and labels.numel():
-            tolerance = self._tolerance(labels)
-            text = ("target rows (one-hot or probabilities over the class axis 1) must each sum to 1, the "
-                    "distribution over classes this loss's entries assume; multi-hot rows are task='multilabel'")
-            checks.append((torch.aminmax(labels.sum(1, dtype=self.compute)), 1 - tolerance, 1 + tolerance, False,
-                           text, None))
-        if not plan.from_logits and input.numel():
-            text = "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True"
-            checks.append((torch.aminmax(input), 0, 1, False, text, None))
-            if plan.task == "multiclass":
-                tolerance = self._tolerance(input)
-                text = ("from_logits=False expects class probabilities that sum to 1 over the class axis 1 (a "
-                        "softmax's output); pass logits with from_logits=True")
-                checks.append((torch.aminmax(input.sum(1)), 1 - tolerance, 1 + tolerance, False, text, None))
-        if weight is not None and weight.numel():
-            checks.append(((weight.min(),), 0, None, True, "weight must be non-negative", None))
-        logit_sum = input.sum() if plan.from_logits and input.numel() else None
+        key = (labels.dtype, weight is not None)
+        checks = self._check_cache.get(key)
+        if checks is None:
+            checks = self._check_cache[key] = self._checks(*key)
+        statistics = []
+        for name, *_ in checks:
+            if name == "labels":
+                statistics.append(torch.aminmax(labels) if labels.numel() else None)
+            elif name == "label rows":
+                statistics.append(torch.aminmax(labels.sum(1, dtype=self.compute)) if labels.numel() else None)
+            elif name == "input":
+                statistics.append(torch.aminmax(input) if input.numel() else None)
+            elif name == "input rows":
+                statistics.append(torch.aminmax(input.sum(1)) if input.numel() else None)
+            else:
+                statistics.append(torch.aminmax(weight) if weight.numel() else None)
+        logit_sum = input.sum() if self.plan.from_logits and input.numel() else None
         if self.compiled:
-            for statistics, lower, upper, nan_passes, text, _ in checks:
-                low, high = statistics[0], statistics[-1]
-                fine = ~(low < lower) if nan_passes else low >= lower
-                if upper is not None:
-                    fine = fine & (high <= upper)
-                torch._assert_async(fine, text)
-            return input if logit_sum is None else input + (input - input)
-        flat = [value for check in checks for value in check[0]]
+            for (_, lower, upper, nan_passes, text), values in zip(checks, statistics):
+                if values is not None:
+                    low, high = values[0], values[-1]
+                    fine = ~(low < lower) if nan_passes else low >= lower
+                    torch._assert_async(fine if upper is None else fine & (high <= upper), text)
+            return (input if logit_sum is None else input + (input - input)), weight
+        flat = [value for values in statistics if values is not None for value in values]
         if logit_sum is not None:
             flat.append(logit_sum)
         values = torch.stack(flat).tolist() if flat else []
         position = 0
-        for statistics, lower, upper, nan_passes, text, detailed in checks:
-            low, high = values[position], values[position + len(statistics) - 1]
-            position += len(statistics)
-            fine = not low < lower if nan_passes else low >= lower
-            if not fine or (upper is not None and not high <= upper):
-                raise ValueError(text if detailed is None else detailed())
+        for (name, lower, upper, nan_passes, text), statistic in zip(checks, statistics):
+            if statistic is None:
+                continue
+            low, high = values[position], values[position + len(statistic) - 1]
+            position += len(statistic)
+            if (not low < lower if nan_passes else low >= lower) and (upper is None or high <= upper):
+                continue
+            if name == "labels":
+                raise ValueError(self._index_message(labels) if self.index_targets else self._label_message(labels))
+            raise ValueError(text)
+        if weight is not None and weight.numel():
+            weight = self._rescaled(weight, values[position - 1], input.numel() // input.shape[1])
         if logit_sum is not None and not math.isfinite(values[-1]) and bool(torch.isinf(input).any()):
             # ±inf logits: σ would take them as certain predictions and the loss would stay finite. x + (x − x)
             # is x where x is finite and NaN where it is not, with gradient 1: the loss and its gradient are
             # NaN, as with NaN input (and as AMP's GradScaler needs to skip the step).
             input = input + (input - input)
-        return input
-
-    def _tolerance(self, tensor):
-        """How far from 1 a sum over the class axis may be: rounding (a few units in the last place per class of
-        the caller's dtype), and at least 1e-3, which lets finite differences (gradcheck) probe near the simplex
-        while logits, scores or multi-hot rows passed as distributions are refused."""
-        if not tensor.is_floating_point():
-            return 0.0  # integer one-hot rows sum exactly
-        return max(1e-3, 16 * tensor.shape[1] * torch.finfo(self.source_dtype).eps)
+        return input, weight
 
     def _label_message(self, labels):
         bad = (labels < 0) | (labels > 1)
@@ -2052,7 +2142,7 @@ class MetricLoss(torch.nn.Module):
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
-        loss, table, _ = _apply(batch.input, batch.target, batch.weight, route, segments, running)
+        loss, table = _apply(batch.input, batch.target, batch.weight, route, segments, running)[:2]
         self._last["table"] = table
         if plan.reduction == "none" and plan.reduce == "batch":
             loss = loss[0]
