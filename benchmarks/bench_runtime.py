@@ -96,10 +96,33 @@ def plain_dense_dice(logits, labels, per_image=False):
     return (1 - 2 * tp / (2 * tp + fp + fn)).mean()
 
 
-def plain_binary_dice(logits, target):
-    yhat = torch.sigmoid(73.0 * (torch.sigmoid(logits) - 0.5))
+def plain_binary_dice(logits, target, amplifier=True):
+    yhat = torch.sigmoid(logits)
+    if amplifier:
+        yhat = torch.sigmoid(73.0 * (yhat - 0.5))
     tp, fp, fn = (target * yhat).sum(), ((1 - target) * yhat).sum(), (target * (1 - yhat)).sum()
     return 1 - 2 * tp / (2 * tp + fp + fn)
+
+
+def plain_binary_dice_identity(logits, target):
+    return plain_binary_dice(logits, target, amplifier=False)
+
+
+def with_runtime(loss_fn, **constants):
+    """loss_fn with module-level runtime settings changed during the call: what a twin or shortcut saves."""
+    runtime = metricc.runtime
+
+    def call(z, y):
+        saved = {name: getattr(runtime, name) for name in constants}
+        for name, value in constants.items():
+            setattr(runtime, name, value)
+        try:
+            return loss_fn(z, y)
+        finally:
+            for name, value in saved.items():
+                setattr(runtime, name, value)
+
+    return call
 
 
 def load_previous(directory, name):
@@ -157,6 +180,13 @@ def cases(previous_dir, names):
                             "plain formula": plain_f1,
                             **({"floor: minimal F1 Function": MinimalF1.apply} if n < 1000 else {}),
                             "previous runtime": old("f1"),
+                            "without the float evaluation": with_runtime(metricc.compile_metric("f1"),
+                                                                         SCALAR_PATH_COLUMNS=0),
+                            "with the other batch size's forms": with_runtime(
+                                metricc.compile_metric("f1"), SMALL_ELEMENTS=1 << 62 if n > 1000 else 0),
+                            "through Function.apply": with_runtime(
+                                metricc.compile_metric("f1"),
+                                _FAST_APPLY=metricc.runtime._MetricLossFunction.apply),
                         }, plain_f1))
             out.append((f"binary F1, n = {label}, compile=True",
                         "≤ 1.0× BCE" if n > 1000 else "≤ torch.compile(plain)",
@@ -207,7 +237,7 @@ def cases(previous_dir, names):
         out.append(("dense binary Dice (8, 1, 512, 512)", "≤ 1.2× BCE", lambda: binary_batch((8, 1, 512, 512)), {
             "BCE": bce,
             "metricc": metricc.compile_metric("dice"),
-            "metricc, identity": metricc.compile_metric("dice", relaxation="identity"),
+            "metricc, identity": (metricc.compile_metric("dice", relaxation="identity"), plain_binary_dice_identity),
             "MONAI DiceLoss(sigmoid=True)": monai(sigmoid=True) if monai else None,
             "plain formula": plain_binary_dice,
         }, plain_binary_dice))
@@ -265,6 +295,7 @@ def peak_buffers(case_title, candidate, setup):
 from bench_runtime import cases
 case = next(c for c in cases(None, {{"dense"}}) if c[0] == {case_title!r})
 fn = case[3][{candidate!r}]
+fn = fn[0] if isinstance(fn, tuple) else fn
 logits, target = case[2]()
 fn(logits.clone().requires_grad_(True), target).backward()
 logits.requires_grad_(True)
@@ -290,10 +321,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(count)
         for title, target, make, candidates, oracle in cases(args.previous, names):
             candidates = {k: v for k, v in candidates.items() if v is not None}
+            own = {k: v[1] for k, v in candidates.items() if isinstance(v, tuple)}  # a candidate's own oracle
+            candidates = {k: v[0] if isinstance(v, tuple) else v for k, v in candidates.items()}
             logits, labels = make()
             for name, fn in candidates.items():
                 if name.startswith(("metricc", "previous")):
-                    check(f"{title}: {name}", fn, oracle, logits, labels)
+                    check(f"{title}: {name}", fn, own.get(name, oracle), logits, labels)
             for name, (seconds, ratio) in time_case(candidates, make, args.rounds, args.block).items():
                 table.setdefault((title, target), {}).setdefault(name, {})[count] = (seconds, ratio)
             print(f"[{count} thread{'s' if count > 1 else ''}] {title}: done", file=sys.stderr)
@@ -314,7 +347,7 @@ def main(argv=None) -> int:
                       "dense macro Dice (8, 4, 256, 256), reduce='image'", "dense binary Dice (8, 1, 512, 512)"):
             case = next(c for c in cases(None, {"dense"}) if c[0] == title)
             for candidate, fn in case[3].items():
-                if fn is not None and not candidate.startswith("previous"):
+                if fn is not None and not candidate.startswith(("previous", "plain")):
                     print(f"| {title} | {candidate} | {peak_buffers(title, candidate, setup):.2f} |")
     return 0
 

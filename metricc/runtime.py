@@ -34,12 +34,22 @@ evaluated by itself before the loss averages them:
 A path (below) computes the table either for the whole batch or per sample (``per_sample=True``,
 shape (4, N, C, T)); :class:`Segments` then folds per-sample tables into S segments with one
 ``index_add`` over the sample axis, and its backward gathers each sample's factors back with
-``index_select`` (:meth:`Segments.sample_factors`). To plug groups in: build
-``Segments(count=G, index=group_ids, local=False)`` in :meth:`MetricLoss.forward` and give
-:func:`evaluate` an evaluator that consumes the group axis (max_g/min_g of per-group rates):
-it receives the (4, G, C, T) table and must return the loss and factors of shape (2, G, C, T).
-Nothing else changes: the paths, the autograd Function, ``sync`` (one all-reduce of a global
-segment table) and the running estimator (S = 1 only) stay as they are.
+``index_select`` (:meth:`Segments.sample_factors`), so every element's gradient uses its
+segment's factors. To plug groups in:
+
+1. ``MetricLoss._per_sample`` is True when groups are in use (routes then build per-sample paths);
+2. ``MetricLoss._segments(batch)`` returns ``Segments(count=G, index=group_ids, local=False)``, the
+   ids a (N,) integer tensor given at call time (one per sample; a per-pixel id would fold a
+   (4, N·d, C, T) table the same way, at that memory);
+3. :func:`evaluate` receives the (4, G, C, T) table; a metric that consumes the group axis (max_g or
+   min_g of per-group rates) evaluates it whole and returns the loss and factors (2, G, C, T), each
+   group's factors being ∂loss/∂(its entries), as the per-column metrics do now.
+
+Nothing else changes: the paths, the autograd Function, ``sync`` (one all-reduce of the global
+(4, G, C, T) table, as for the batch) and the running estimator (S = 1 only) stay as they are.
+One cost to know: the multi-class path on flat (N, C) rows builds a (N, C, C) matrix per sample
+when per_sample is on (fine for images, whose rows are pixels; for many flat samples with groups,
+fold inside the path with ``index_add`` on ``group·C + class`` instead).
 
 Paths: one per kind of input, chosen once
 -----------------------------------------
@@ -78,6 +88,8 @@ class CompileFallbackWarning(MetricWarning):
 CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, ...) block of several thresholds: memory stays O(N·C)
 CURVE_NEEDS_SCORES = ("a metric of the threshold curve needs binary scores: use task='binary' or 'multilabel' "
                       "(one curve per label)")
+SMALL_ELEMENTS = 1 << 14  # below, the elementwise path builds its buffers with one broadcast op each (launches
+# dominate); above, with plain passes (broadcast kernels are slower per element): docs/performance.md
 SCALAR_PATH_COLUMNS = 64  # up to this many (segment, class, threshold) columns, CPU metrics use Python floats
 TASKS = ("binary", "multiclass", "multilabel")
 AVERAGES = ("micro", "macro", "weighted")
@@ -186,16 +198,20 @@ class _ElementwiseRelaxation:
         slope is symmetric about 1/2. In place in grad."""
         return grad.mul_(self.slope_(tail, threshold))
 
-    def soft_rows(self, input, threshold, from_logits, rows):
+    def soft_rows(self, input, threshold, from_logits, rows, small):
         """(ŷ, 1 − ŷ) as one new (2, ...) buffer. ``rows`` holds the constants (0, 1) and (1, −1) shaped to
         broadcast over it: (p, q) = σ(±z) from logits in one product and one sigmoid, or (p, 1 − p) from
-        probabilities in one addcmul; then the relaxation on each row, in place."""
+        probabilities (one addcmul for a ``small`` batch, a copy and a subtraction otherwise); then the
+        relaxation on each row, in place."""
         offsets, signs = rows
         pair = _pair_buffer(input)
         if from_logits:
             torch.mul(input, signs, out=pair).sigmoid_()
-        else:
+        elif small:
             torch.addcmul(offsets, signs, input, out=pair)
+        else:
+            pair[0].copy_(input)
+            torch.sub(1, input, out=pair[1])
         predicted, complement = self.soft_pair_(pair[0], pair[1], threshold)
         _into(pair[0], predicted)
         _into(pair[1], complement)
@@ -243,16 +259,25 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         complement = torch.neg(a, out=q) if q is not None else torch.neg(a)
         return a.sigmoid_(), complement.sigmoid_()
 
-    def soft_rows(self, input, threshold, from_logits, rows):
-        """σ(a) and σ(−a), a = L·(p − t): (a, −a) = (−L·t, L·t) + (L, −L)·p in one addcmul (−a rounded as a
-        is, with FMA or without), then one sigmoid over both rows."""
-        key = ("rows", threshold, rows[1].dtype, rows[1].device, rows[1].dim())
-        constants = self._constants.get(key)
-        if constants is None:
-            scale = rows[1] * self.scale
-            constants = self._constants[key] = (scale * -threshold, scale)
-        p = torch.sigmoid(input) if from_logits else input
-        return torch.addcmul(constants[0], constants[1], p, out=_pair_buffer(input)).sigmoid_()
+    def soft_rows(self, input, threshold, from_logits, rows, small):
+        """σ(a) and σ(−a), a = L·(p − t), then one sigmoid over both rows. For a ``small`` batch
+        (a, −a) = (−L·t, L·t) + (L, −L)·p in one addcmul; otherwise a in one pass and −a in another (−a is
+        rounded as a is, with FMA or without, in both)."""
+        pair = _pair_buffer(input)
+        if small:
+            key = ("rows", threshold, rows[1].dtype, rows[1].device, rows[1].dim())
+            constants = self._constants.get(key)
+            if constants is None:
+                scale = rows[1] * self.scale
+                constants = self._constants[key] = (scale * -threshold, scale)
+            p = torch.sigmoid(input) if from_logits else input
+            return torch.addcmul(constants[0], constants[1], p, out=pair).sigmoid_()
+        if from_logits:
+            torch.sigmoid(input, out=pair[0])
+        else:
+            pair[0].copy_(input)
+        torch.neg(self._argument_(pair[0], threshold), out=pair[1])
+        return pair.sigmoid_()
 
     def slope_(self, p, threshold):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
@@ -688,22 +713,42 @@ def _label_pair(target, weight, shape, dtype):
     return labels
 
 
-def _contract(labels, pred, per_sample):
-    """The table (4, S', C, 1) from the labels (w·y, w·(1 − y)) and the predictions (ŷ, 1 − ŷ), each a contiguous
-    (2, N, C, d...) buffer: Σ labels[i]·pred[j] over the reduced axes is row i, column j of labels @ predᵀ, so
-    TP, FN, FP, TN come out in the table's order. Matrix products where the summed axis is long and contiguous
-    (one pass, no temporary), products and sums where it is short (a flat multi-label (N, C) batch)."""
+def _contract(pred, target, weight, rows, per_sample, small):
+    """The table (4, S', C, 1) from the predictions (ŷ, 1 − ŷ), a contiguous (2, N, C, d...) buffer, and the
+    labels: Σ w·y·ŷ, Σ w·y·(1 − ŷ), Σ w·(1 − y)·ŷ, Σ w·(1 − y)·(1 − ŷ) over the reduced axes, in the table's order.
+
+    Matrix products where the summed axis is long and contiguous (one pass, no temporary): for one binary
+    column of a small batch one (2, n) @ (n, 2) product with the label rows (y, 1 − y) built by one broadcast
+    addcmul; of a large batch (TP, FN) = pred @ w·y, then pred − y·pred in place (exactly 0 or ŷ for 0/1
+    labels; for soft labels ŷ·(1 − y) to within an ulp of ŷ) and (FP, TN) = pred @ w: no label buffer, the
+    fewest fresh pages per call. Otherwise one product per side, with y and 1 − y; products and sums where the
+    summed axis is short (a flat multi-label (N, C) batch)."""
     _, n, classes = pred.shape[:3]
     inner = math.prod(pred.shape[3:])
     if not per_sample and classes == 1:
-        return torch.mm(labels.view(2, -1), pred.view(2, -1).t()).view(4, 1, 1, 1)
+        flat = pred.view(2, -1)
+        if small:
+            labels = torch.addcmul(rows[0], rows[1], target, out=_pair_buffer(target))  # (y, 1 − y)
+            if weight is not None:
+                labels.mul_(weight)
+            return torch.mm(labels.view(2, -1), flat.t()).view(4, 1, 1, 1)
+        y = target.reshape(-1)
+        w = None if weight is None else weight.expand_as(target).reshape(-1)
+        positive = torch.mv(flat, y if w is None else y * w)  # TP, FN
+        negative = flat.addcmul_(y, flat, value=-1)
+        negative = negative.sum(1) if w is None else torch.mv(negative, w)  # FP, TN
+        return torch.cat([positive, negative]).view(4, 1, 1, 1)
+    positives = target if weight is None else target * weight
+    negatives = torch.sub(1, target) if weight is None else torch.sub(1, target).mul_(weight)
     if per_sample or inner >= 16:
-        a = labels.view(2, n * classes, inner).transpose(0, 1)
-        b = pred.view(2, n * classes, inner).permute(1, 2, 0)
-        sums = torch.bmm(a, b).view(n, classes, 4).permute(2, 0, 1)
+        a = pred.view(2, n * classes, inner).transpose(0, 1)  # (N·C, 2, d)
+        sums = torch.stack([torch.bmm(a, side.expand_as(pred[0]).reshape(n * classes, inner, 1))
+                            for side in (positives, negatives)])  # (2 labels, N·C, 2 predictions, 1)
+        sums = sums.view(2, n, classes, 2).permute(0, 3, 1, 2).reshape(4, n, classes)
         return (sums if per_sample else sums.sum(1, keepdim=True)).unsqueeze(-1)
     dims = tuple(d for d in range(pred.dim() - 1) if d != 1)  # the sample and spatial axes of one row
-    return torch.stack([(labels[i] * pred[j]).sum(dims) for i in range(2) for j in range(2)]).view(4, 1, classes, 1)
+    return torch.stack([(side * pred[j]).sum(dims) for side in (positives, negatives) for j in range(2)]
+                       ).view(4, 1, classes, 1)
 
 
 def _entries(sums):
@@ -771,12 +816,10 @@ class ElementwisePath(_Path):
 
     def table(self, batch):
         input = batch.input
+        small = input.numel() < SMALL_ELEMENTS
         rows = self._rows(input)
-        pred = self.relaxation.soft_rows(input, self.thresholds[0], self.plan.from_logits, rows)
-        labels = torch.addcmul(rows[0], rows[1], batch.target, out=_pair_buffer(input))  # (y, 1 − y)
-        if batch.weight is not None:
-            labels.mul_(batch.weight)
-        return _contract(labels, pred, self.per_sample)
+        pred = self.relaxation.soft_rows(input, self.thresholds[0], self.plan.from_logits, rows, small)
+        return _contract(pred, batch.target, batch.weight, rows, self.per_sample, small)
 
     def _rows(self, like):
         """The constants (0, 1) and (1, −1) as (2, 1, ...) tensors in like's dtype, device and rank, made once."""
@@ -796,18 +839,26 @@ class ElementwisePath(_Path):
         else:
             positive, negative = (_factor_view(f, batch.input) for f in factors[..., 0])
         grad = _elementwise_input_gradient(self.plan, self.relaxation, self.thresholds[0], batch.input, batch.target,
-                                           positive, negative)
+                                           positive, negative, batch.input.numel() < SMALL_ELEMENTS)
         return grad if batch.weight is None else grad.mul_(batch.weight)
 
     compiled_table, compiled_gradient = _fused_table, _fused_gradient
 
 
-def _elementwise_input_gradient(plan, relaxation, threshold, input, target, positive, negative):
+def _elementwise_input_gradient(plan, relaxation, threshold, input, target, positive, negative, small=False):
     """(y·positive + (1 − y)·negative)·dŷ/dp·dp/dz in few in-place passes: label factors first, into the one
     new buffer, then dp/dz and the relaxation's slope multiplied in, each in one pass."""
     if not plan.from_logits:
         grad = relaxation.slope_(input.clone(), threshold)
         return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
+    if small and not isinstance(negative, torch.Tensor) and relaxation.slope_symmetric_at(threshold) \
+            and math.isfinite((positive - negative) * relaxation.tail_slope_scale):
+        # One broadcast lerp instead of three passes: lerp(n, p, y) is n + y·(p − n) below y = 1/2 and
+        # p − (1 − y)·(p − n) above, so exactly n at y = 0 and p at y = 1 (p − n finite).
+        scale = relaxation.tail_slope_scale
+        tail = _tail_probability(input)
+        grad = torch.lerp(_scalar(negative * scale, tail), _scalar(positive * scale, tail), target)
+        return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     tail = _tail_probability(input)
     if relaxation.slope_symmetric_at(threshold):
         # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
@@ -819,6 +870,11 @@ def _elementwise_input_gradient(plan, relaxation, threshold, input, target, posi
         return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
     return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
+
+
+def _scalar(value, like):
+    """A 0-dim tensor of like's dtype and device (lerp takes tensors)."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
 def _tail_probability(input, out=None):
@@ -1620,8 +1676,8 @@ class _MetricLossFunction(torch.autograd.Function):
                            "losses")
 
 
-# Function.apply binds a setup_context-style forward's arguments with inspect.signature on every call, some
-# 30 µs that a small batch cannot afford (docs/performance.md); without torch.func transforms and outside
+# Function.apply binds a setup_context-style forward's arguments with inspect.signature on every call, which
+# a small batch cannot afford (docs/performance.md says how much); without torch.func transforms and outside
 # torch.compile's tracing, the C++ apply underneath it does the same work.
 _FAST_APPLY = super(torch.autograd.Function, _MetricLossFunction).apply
 
@@ -1747,7 +1803,7 @@ class _Route:
     torch.compile is tracing), decided when the kind first appears: the path, whether the evaluation may run
     on Python floats, and which layout checks each call still needs."""
 
-    def __init__(self, plan, input, target, weight, compiled):
+    def __init__(self, plan, input, target, weight, compiled, per_sample):
         _check_tensor(input, "input")
         _check_tensor(target, "target")
         kind = "logits" if plan.from_logits else "probabilities"
@@ -1792,7 +1848,7 @@ class _Route:
             raise ValueError(f"reduce='image' evaluates the metric per sample over its pixels, but input of shape "
                              f"{_shape(input.shape)} has no spatial axes (each image would be one pixel): pass dense "
                              "input (N, C, d1, ...), or use reduce='batch'")
-        self.path = _choose_path(plan, self.index_targets, plan.reduce == "image", compiled)
+        self.path = _choose_path(plan, self.index_targets, per_sample, compiled)
         self._check_cache = {}
 
     # -- per call: shapes, dtypes, ignore_index and the value checks --------------------------------
@@ -2131,14 +2187,23 @@ class MetricLoss(torch.nn.Module):
                None if weight is None else (getattr(weight, "dtype", None), getattr(weight, "device", None)))
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = _Route(self.plan, input, target, weight, compiled)
+            route = self._routes[key] = _Route(self.plan, input, target, weight, compiled, self._per_sample)
         return route
+
+    @property
+    def _per_sample(self):
+        """Whether the paths compute a table per sample (then folded into segments): per image; groups too."""
+        return self.plan.reduce == "image"
+
+    def _segments(self, batch):
+        """The segment axis of this call (the extension point for groups; see the module docstring)."""
+        return Segments(batch.input.shape[0], local=True) if self.plan.reduce == "image" else _WHOLE_BATCH
 
     def _call(self, input, target, weight, route):
         plan = self.plan
         allow_empty = plan.sync and _world_size(plan.process_group) > 1  # other ranks may hold the batch
         batch = route.prepare(input, target, weight, self.validate, allow_empty)
-        segments = Segments(batch.input.shape[0], local=True) if plan.reduce == "image" else _WHOLE_BATCH
+        segments = self._segments(batch)
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)

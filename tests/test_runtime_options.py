@@ -184,3 +184,29 @@ def test_the_running_estimate_stays_float64_and_refuses_a_corrupt_or_foreign_sta
     torch.save(loss_fn.state_dict(), buffer)
     buffer.seek(0)
     fresh.load_state_dict(torch.load(buffer))
+
+
+@pytest.mark.parametrize("relaxation", ["anyloss", "linear", "identity", "sol"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_small_and_large_batch_forms_of_the_elementwise_path_agree(relaxation, weighted, monkeypatch):
+    """Below SMALL_ELEMENTS the elementwise path builds its buffers with one broadcast op each (launches
+    dominate), above with plain passes; both must give the loss and gradient, and exact zeros on a
+    single-class batch."""
+    logits, target = logits_and_labels((64,), seed=6)
+    logits[:4] = torch.tensor([-40.0, 35.0, -0.2, 0.1], dtype=torch.float64)
+    weight = torch.rand(64, generator=torch.Generator().manual_seed(7), dtype=torch.float64) if weighted else None
+    loss_fn = metricc.compile_metric("mcc", relaxation=relaxation, check=False)
+    results = []
+    for small in (1 << 30, 0):
+        monkeypatch.setattr(metricc.runtime, "SMALL_ELEMENTS", small)
+        for labels in (target, torch.zeros(64, dtype=torch.float64)):
+            z = logits.clone().requires_grad_(True)
+            loss = loss_fn(z, labels, weight)
+            loss.backward()
+            results.append((loss.detach(), z.grad, loss_fn.last_table.clone()))
+    for (loss_a, grad_a, table_a), (loss_b, grad_b, table_b) in zip(results[:2], results[2:]):
+        torch.testing.assert_close(loss_a, loss_b, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-11, atol=1e-300)
+        torch.testing.assert_close(table_a, table_b, rtol=1e-13, atol=0)
+    assert results[1][2][0].sum() == 0 and results[3][2][0].sum() == 0  # no positives: TP exactly 0 both ways
+    assert results[1][2][1].sum() == 0 and results[3][2][1].sum() == 0  # and FN
