@@ -642,11 +642,12 @@ class _Batch:
     class-score targets) or class indices (N, d1, ...); ``weight`` None or broadcastable to the input:
     (N, 1, ...) per sample, (N, 1, d1, ...) per element; ``shape`` the input's shape as the caller passed it."""
 
-    __slots__ = ("input", "target", "weight", "dtype", "shape", "saved")
+    __slots__ = ("input", "target", "weight", "dtype", "shape", "saved", "poison")
 
-    def __init__(self, input, target, weight, dtype, shape, saved=()):
+    def __init__(self, input, target, weight, dtype, shape, saved=(), poison=None):
         self.input, self.target, self.weight, self.dtype, self.shape = input, target, weight, dtype, shape
         self.saved = saved  # what a path's table keeps for its gradient (the softmax of class paths)
+        self.poison = poison  # compiled checks: 0, or NaN where a logit is ±inf (see _Route._validate)
 
     @property
     def reduce_dims(self):
@@ -1639,13 +1640,16 @@ class _MetricLossFunction(torch.autograd.Function):
     Function.apply's per-call argument binding (see _apply)."""
 
     @staticmethod
-    def forward(input, target, weight, route, segments, running):
+    def forward(input, target, weight, poison, route, segments, running):
         batch = _Batch(input, target, weight, input.dtype, input.shape)
-        return (*_forward(route, batch, segments, running), *batch.saved)
+        loss, table, factors = _forward(route, batch, segments, running)
+        if poison is not None:  # 0, or NaN where a logit is ±inf (compiled code; see _Route._validate)
+            loss, factors = loss + poison, factors + poison
+        return loss, table, factors, *batch.saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, weight, route, segments, _ = inputs
+        input, target, weight, _, route, segments, _ = inputs
         _, table, factors, *saved = output
         ctx.route, ctx.segments = route, segments
         ctx.set_materialize_grads(False)  # no zero tensors for the outputs that take no gradient
@@ -1661,13 +1665,13 @@ class _MetricLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, *_):
         if grad_loss is None:  # only outputs that take no gradient were differentiated
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         if ctx.float_factors is None:
             input, target, weight, factors, *saved = ctx.saved_tensors
         else:
             (input, target, weight, *saved), factors = ctx.saved_tensors, ctx.float_factors
         batch = _Batch(input, target, weight, input.dtype, input.shape, tuple(saved))
-        return _backward(ctx.route, batch, ctx.segments, factors, grad_loss), None, None, None, None, None
+        return _backward(ctx.route, batch, ctx.segments, factors, grad_loss), None, None, None, None, None, None
 
     @staticmethod
     def vmap(info, in_dims, *args):
@@ -1682,13 +1686,13 @@ class _MetricLossFunction(torch.autograd.Function):
 _FAST_APPLY = super(torch.autograd.Function, _MetricLossFunction).apply
 
 
-def _apply(input, target, weight, route, segments, running):
+def _apply(input, target, weight, poison, route, segments, running):
     if torch.is_autocast_enabled(input.device.type):  # the table's matrix products stay in the compute dtype
         with torch.autocast(input.device.type, enabled=False):
-            return _apply(input, target, weight, route, segments, running)
+            return _apply(input, target, weight, poison, route, segments, running)
     if route.compiled or _under_functorch():
-        return _MetricLossFunction.apply(input, target, weight, route, segments, running)
-    return _FAST_APPLY(input, target, weight, route, segments, running)
+        return _MetricLossFunction.apply(input, target, weight, poison, route, segments, running)
+    return _FAST_APPLY(input, target, weight, poison, route, segments, running)
 
 
 class _FirstDerivativeOnly(torch.autograd.Function):
@@ -1897,15 +1901,16 @@ class _Route:
             kept = (~ignored).to(compute)
             kept = kept.unsqueeze(1) if self.index_targets else kept
             weight = kept if weight is None else weight * kept
+        poison = None
         if validate:
-            canonical, weight = self._validate(canonical, labels, weight)
+            canonical, weight, poison = self._validate(canonical, labels, weight)
         if self.index_targets:
             labels = labels.long()
         else:
             labels = labels.to(compute)
         if weight is not None:
             weight = weight.to(compute)
-        return _Batch(canonical, labels, weight, input.dtype, shape)
+        return _Batch(canonical, labels, weight, input.dtype, shape, poison=poison)
 
     def _target_message(self, target, shape, spatial):
         plan = self.plan
@@ -2018,7 +2023,11 @@ class _Route:
                     low, high = values[0], values[-1]
                     fine = ~(low < lower) if nan_passes else low >= lower
                     torch._assert_async(fine if upper is None else fine & (high <= upper), text)
-            return (input if logit_sum is None else input + (input - input)), weight
+            # ±inf logits would be taken as certain predictions: a 0-dim poison, 0 or NaN, added to the loss and
+            # the factors makes both NaN (not x + (x − x), a new input the compiled graph would have to store)
+            # (explicit: the compiler may fold x·0 to 0)
+            return input, weight, (None if logit_sum is None else
+                                   torch.where(torch.isfinite(logit_sum), 0.0, math.nan).to(input.dtype))
         flat = [value for values in statistics if values is not None for value in values]
         if logit_sum is not None:
             flat.append(logit_sum)
@@ -2041,7 +2050,7 @@ class _Route:
             # is x where x is finite and NaN where it is not, with gradient 1: the loss and its gradient are
             # NaN, as with NaN input (and as AMP's GradScaler needs to skip the step).
             input = input + (input - input)
-        return input, weight
+        return input, weight, None
 
     def _label_message(self, labels):
         bad = (labels < 0) | (labels > 1)
@@ -2207,7 +2216,7 @@ class MetricLoss(torch.nn.Module):
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
-        loss, table = _apply(batch.input, batch.target, batch.weight, route, segments, running)[:2]
+        loss, table = _apply(batch.input, batch.target, batch.weight, batch.poison, route, segments, running)[:2]
         self._last["table"] = table
         if plan.reduction == "none" and plan.reduce == "batch":
             loss = loss[0]

@@ -210,3 +210,19 @@ def test_the_small_and_large_batch_forms_of_the_elementwise_path_agree(relaxatio
         torch.testing.assert_close(table_a, table_b, rtol=1e-13, atol=0)
     assert results[1][2][0].sum() == 0 and results[3][2][0].sum() == 0  # no positives: TP exactly 0 both ways
     assert results[1][2][1].sum() == 0 and results[3][2][1].sum() == 0  # and FN
+
+
+def test_compile_true_compiles_the_checks_and_infinite_logits_still_make_the_loss_and_gradient_nan():
+    """The whole call is one graph: ±inf logits poison the loss and the gradient (for AMP's GradScaler) without a
+    host read, and a bad label is still refused with the eager ValueError and its position."""
+    loss_fn = metricc.compile_metric("f1", compile=True)
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    z = torch.tensor([1.0, float("inf"), -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    loss = loss_fn(z, target)
+    loss.backward()
+    assert torch.isnan(loss) and torch.isnan(z.grad).all()
+    z = torch.tensor([1.0, 3.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    expected = metricc.compile_metric("f1")(z.detach(), target)
+    torch.testing.assert_close(loss_fn(z, target), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"target\[1\] = 2"):
+        loss_fn(z, torch.tensor([1.0, 2.0, 1.0, 0.0], dtype=torch.float64))
