@@ -5,6 +5,7 @@
     >>> report = metricc.analyze("gmean")                         # range, direction, Lipschitz bound, ...
 """
 
+from . import functional
 from .analyze import Report, analyze
 from .derive import Derivation, derive
 from .errors import (
@@ -21,13 +22,13 @@ from .errors import (
 from .load import CompiledLoss, compile_metric
 from .metric import Metric
 from .parse import parse
-from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, valid_amplifier_range
+from .relax import Identity, Linear, Relaxation, ScoreOriented, Sigmoid, describe_amplifier_range, valid_amplifier_range
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one source: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = [
     "BatchSizeWarning", "CompileFallbackWarning", "CompiledLoss", "Derivation", "DomainWarning", "Identity", "Linear",
     "Metric", "MetricCheckError", "MetricSyntaxError", "MetricWarning", "NonLipschitzWarning", "RangeWarning",
     "Relaxation", "Report", "SaturationWarning", "ScoreOriented", "Sigmoid", "analyze", "compile_metric", "derive",
-    "parse", "valid_amplifier_range",
+    "describe_amplifier_range", "functional", "parse", "valid_amplifier_range",
 ]

@@ -28,6 +28,7 @@ the time budget" only where a time budget did run out.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import itertools
@@ -35,6 +36,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from fractions import Fraction
 
 import numpy as np
@@ -197,7 +199,8 @@ class Report:
         parts += ["; pass ", Option("check", False), " to compile it anyway"]
         return MetricCheckError(parts, self)
 
-    def warn(self, stacklevel: int = 2, *, zero_division: float | None = None, categories=None) -> None:
+    def warn(self, stacklevel: int = 2, *, zero_division: float | None = None,
+             categories: tuple[type[MetricWarning], ...] | None = None) -> None:
         """Emit the findings as warnings, each of its own class under :class:`metricc.MetricWarning`.
 
         ``NonLipschitzWarning`` (gradient bound), ``RangeWarning`` (range: the loss's
@@ -327,7 +330,8 @@ class _Deadline:
         return f"; not proved within the time budget ({self.seconds:g} s of CPU time in all, less for each step)"
 
 
-def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
+def analyze(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None = None, *,
+            min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
     """Analyse a metric: range, direction, where it is defined, Lipschitz bound, singular batches.
 
     Args:
@@ -344,9 +348,15 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
     return analyze_metric(parse(metric, params), min_prevalence=min_prevalence, seconds=seconds)
 
 
-@functools.lru_cache(maxsize=256)
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
-    """:func:`analyze` for a parsed metric (cached: compile_metric calls it for every loss)."""
+    """:func:`analyze` for a parsed metric. The analysis is cached (compile_metric calls it for every loss);
+    every caller gets its own copy of the report, so that changing one cannot change the next."""
+    report = _analyze_metric_cached(metric, min_prevalence, seconds)
+    return copy.deepcopy(report, {id(report.metric): report.metric})  # the Metric is frozen: shared
+
+
+@functools.lru_cache(maxsize=256)
+def _analyze_metric_cached(metric: Metric, min_prevalence: float, seconds: float) -> Report:
     if curves.is_curve(metric.expr):
         return _analyze_curve(metric, min_prevalence, seconds)
     started, started_cpu = time.monotonic(), cpu_time()
@@ -392,6 +402,9 @@ def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float 
     return report
 
 
+analyze_metric.cache_clear = _analyze_metric_cached.cache_clear  # type: ignore[attr-defined]
+
+
 def _analyze_curve(metric: Metric, min_prevalence: float, seconds: float) -> Report:
     """A metric of the curve over the thresholds, curve_area(Y, X) or curve_sum(Y, X) (docs/curves.md).
 
@@ -403,7 +416,7 @@ def _analyze_curve(metric: Metric, min_prevalence: float, seconds: float) -> Rep
     with Y, so it takes Y's direction. Otherwise nothing is claimed and the gate refuses it.
     """
     started, started_cpu = time.monotonic(), cpu_time()
-    kind, y, x = curves.curve_parts(metric.expr)
+    kind, y, x = curves.curve_parts(metric.expr) or (None, None, None)  # a curve: analyze_metric checked
     report = Report(metric=metric, min_prevalence=min_prevalence)
     parts = {}
     for name, expr in (("Y", y), ("X", x)):
@@ -518,7 +531,7 @@ class _Samples:
         self.f = f
         self.written = written
         self._functions: dict = {}
-        self._defined = None
+        self._defined: np.ndarray | None = None
 
     def with_scales(self, scales) -> _Samples:
         scaled = _Samples.__new__(_Samples)
@@ -756,7 +769,8 @@ def _check_domain(f, written, deadline, report) -> tuple[list[frozenset], list[t
     arguments = _domain.singular_arguments(f)
     for entry in written:
         source = written_sources.get(entry)
-        if source is not None and source.needs == "positive":  # a root or logarithm that simplification removed
+        # a root or logarithm that simplification removed (its argument must be > 0)
+        if source is not None and source.needs == "positive" and source.argument is not None:
             argument = _exact(source.argument.subs(report.metric.param_symbols))
             arguments.append(("written root", argument, source))
         else:
@@ -976,7 +990,7 @@ def _range(f, written, faces, zeros, tp_status, fp_status, samples, deadline, re
 
 
 def _range_problems(f, bounds, tried, ran_out: str, report) -> list[tuple[str, ...]]:
-    problems = []
+    problems: list[tuple[str, ...]] = []
     unbounded = [side for side in (1, 0) if bounds[side] is None]
     if unbounded:
         text = report.metric.text()

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from .errors import NO_VALUE, Option
+from .runtime import AVERAGES, CLASS_WEIGHT_RULES, ESTIMATORS, REDUCES, REDUCTIONS, TASKS
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 
@@ -46,7 +47,7 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _render(exc: BaseException) -> str:
+def _render(exc: BaseException | Warning | str) -> str:
     """An exception's message with the options it suggests spelt as flags."""
     render = getattr(exc, "render", None)
     return render(flag) if callable(render) else str(exc)
@@ -93,13 +94,13 @@ def _add_metric_arguments(parser: argparse.ArgumentParser, relaxation: bool = Tr
 
 
 def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("binary", "multiclass", "multilabel"), default="binary",
+    parser.add_argument("--task", choices=TASKS, default="binary",
                         help="binary (default): logits (N,); multiclass or multilabel: logits (N, C)")
     parser.add_argument("--num-classes", type=int, default=None, metavar="C",
                         help="number of classes or labels, for --task multiclass or multilabel")
     parser.add_argument("--num-labels", type=int, default=None, metavar="L",
                         help="number of labels, for --task multilabel (the same as --num-classes)")
-    parser.add_argument("--average", choices=("macro", "micro", "weighted"), default=None,
+    parser.add_argument("--average", choices=AVERAGES, default=None,
                         help="how per-class metrics combine (default macro), as scikit-learn's average=")
 
 
@@ -122,17 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="metric value on batches where it is undefined (default 0; 'none' lets NaN through)")
     compile_.add_argument("--sync", action="store_true",
                           help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
-    compile_.add_argument("--reduce", choices=("batch", "image"), default="batch",
+    compile_.add_argument("--reduce", choices=REDUCES, default="batch",
                           help="sum the entries over the whole batch (default; MONAI batch=True) or per image, "
                                "averaging the per-image metric (MONAI's default)")
-    compile_.add_argument("--reduction", choices=("mean", "sum", "none"), default="mean",
+    compile_.add_argument("--reduction", choices=REDUCTIONS, default="mean",
                           help="as torch.nn losses: mean (default), sum, or none (the loss per class [and image])")
     compile_.add_argument("--ignore-index", type=int, default=None, metavar="VALUE",
                           help="a target value whose pixels contribute nothing (e.g. 255)")
-    compile_.add_argument("--class-weights", choices=("inverse_square", "inverse"), default=None,
+    compile_.add_argument("--class-weights", choices=tuple(CLASS_WEIGHT_RULES), default=None,
                           help="weigh each class's entries by 1/support**2 (generalized Dice) or 1/support, "
                                "summed over classes")
-    compile_.add_argument("--estimator", choices=("batch", "running"), default="batch",
+    compile_.add_argument("--estimator", choices=ESTIMATORS, default="batch",
                           help="'running': the metric of a running estimate across steps, for small batches")
     compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
     compile_.add_argument("--standalone", action="store_true",
@@ -173,12 +174,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from . import __version__  # the one source of the version (pyproject reads it too)
 
-        return version("metricc")
-    except Exception:
-        return "unknown"
+    return __version__
 
 
 def _compile(args) -> int:

@@ -18,6 +18,7 @@ with ``sympy.cse``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import sympy
 
@@ -102,6 +103,13 @@ class Derivation:
         """The loss in terms of the metric, e.g. ``"1 - f"``."""
         return f"1 - {f}" if self.direction == "maximize" else f
 
+    def threshold_name(self, latex: bool = False) -> str | None:
+        """How the relaxation's threshold is named in text: None (its value) for one threshold; ``t_k``, each
+        threshold of the curve's grid or of the mean, where there are several."""
+        if len(self.thresholds) <= 1:
+            return None
+        return r"t_k\ \text{(each threshold)}" if latex else "t_k (each threshold)"
+
     def text(self, task: str = "binary", average: str | None = None, num_classes: int | None = None) -> str:
         """A plain-text derivation, like the appendix of the AnyLoss paper; for multi-class and multi-label
         tasks followed by the averaged loss and its chain rule."""
@@ -152,7 +160,7 @@ class Derivation:
             "chain rule to the logit z_i (p_i = σ(z_i))",
             "            ∂loss/∂z_i = Σ_t ∂loss/∂ŷ_it · dŷ/dp at t · σ(z_i)·σ(-z_i)" if len(self.thresholds) > 1 else
             "            ∂loss/∂z_i = ∂loss/∂ŷ_i · dŷ/dp · σ(z_i)·σ(-z_i)",
-            f"relaxation  {self.relaxation.formula()}",
+            f"relaxation  {self.relaxation.formula(at=self.threshold_name())}",
             f"            {self.relaxation.derivative_formula()}",
         ]
         if len(self.thresholds) > 1 and self.curve is None:
@@ -179,7 +187,7 @@ class Derivation:
                         rf"{sympy.latex(self.positive_coefficient)}\right)")
             rows.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial \hat y_i}}\Big|_{{y_i=0}} &= {sign}w_i\left("
                         rf"{sympy.latex(self.negative_coefficient)}\right)")
-        rows.append(rf"& {self.relaxation.latex_formula()}")
+        rows.append(rf"& {self.relaxation.latex_formula(at=self.threshold_name(latex=True))}")
         rows.append(rf"\mathcal{{L}} &= {'1 - ' if self.direction == 'maximize' else ''}{sympy.latex(f)}")
         return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
 
@@ -207,8 +215,8 @@ def averaging_text(derivation: Derivation, task: str, average: str, num_classes:
     return lines
 
 
-def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None,
-           thresholds=None) -> Derivation:
+def derive(metric: Metric, relaxation: str | Relaxation = "anyloss", *, direction: str | None = None,
+           thresholds: float | Sequence[float] | None = None) -> Derivation:
     """Differentiate a metric and prepare its gradient for code generation.
 
     Args:
@@ -234,7 +242,7 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
     parts = curves.curve_parts(metric.expr)
     if parts is None:
         thresholds = normalize_thresholds(relaxation, thresholds)
-        quantities = (_quantity("f", metric.expr),)
+        quantities: tuple[Quantity, ...] = (_quantity("f", metric.expr),)
     else:
         thresholds = normalize_curve_thresholds(relaxation, thresholds)
         quantities = (_quantity("Y", parts[1]), _quantity("X", parts[2]))

@@ -20,11 +20,11 @@ from sympy.printing.pycode import PythonCodePrinter
 from . import runtime
 from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
+from .relax import Relaxation
 
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
 RUNTIME_PATH = Path(__file__).with_name("runtime.py")
-TASKS = ("binary", "multiclass", "multilabel")
 
 # Common subexpressions that are sums users know by name (the grammar's P N PP PN n).
 _NAMED_SUMS = {TP + FN: "P", FP + TN: "N", TP + FP: "PP", FN + TN: "PN", TP + FN + FP + TN: "n",
@@ -116,19 +116,21 @@ class EmitOptions:
     # task="multiclass"; None: the derivation's relaxation's. compile_metric sets the multi-class default here
     # where the user named no relaxation, so a module compiled for binary and built with task="multiclass" uses
     # what compile_metric(..., task="multiclass") would.
-    multiclass_relaxation: object = dataclasses.field(default=None, metadata={"option": False})
+    multiclass_relaxation: Relaxation | None = dataclasses.field(default=None, metadata={"option": False})
 
     def __post_init__(self):
         for name in ("from_logits", "sync", "grad_average", "validate"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_zero_division(self.zero_division)
+            runtime.check_flag(name, getattr(self, name))
+        # The runtime owns these checks (a standalone module must carry them): its own messages.
+        runtime.check_zero_division(self.zero_division)
         if self.class_weights is not None and not isinstance(self.class_weights, str):
             raise TypeError("EmitOptions.class_weights bakes a rule such as 'inverse_square'; pass per-class "
                             "weights to the loss instead")
-        runtime._check_task(self.task, self.num_classes, self.average, self.class_weights)  # the runtime's messages
-        runtime._check_choice("reduce", self.reduce, runtime.REDUCES)
-        runtime._check_choice("reduction", self.reduction, runtime.REDUCTIONS)
+        runtime.check_task(self.task, self.num_classes, self.average, self.class_weights)
+        runtime.check_choice("reduce", self.reduce, runtime.REDUCES)
+        runtime.check_choice("reduction", self.reduction, runtime.REDUCTIONS)
+        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
+        runtime.check_momentum(self.momentum)
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
@@ -136,14 +138,6 @@ class EmitOptions:
         always = ("from_logits", "zero_division", "task")
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("option", True)
                 and (f.name in always or getattr(self, f.name) != getattr(defaults, f.name))}
-
-
-def check_zero_division(value) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"zero_division must be a finite number (the metric's value on batches where it is "
-                         f"undefined) or None (let NaN through), got {value!r}")
 
 
 def loss_names(metric_name: str) -> tuple[str, str]:
@@ -201,7 +195,7 @@ def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.S
             return expr.name
         return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
 
-    expanded = {}
+    expanded: dict[sympy.Symbol, sympy.Expr] = {}
     for symbol, expr in substitutions:
         full = expr.xreplace(expanded)
         expanded[symbol] = full
@@ -372,8 +366,11 @@ def {function_name}(input, target, weight=None, **options):
 def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptions = EmitOptions()) -> str:
     metric = derivation.metric
     thresholds = derivation.thresholds
-    if len(thresholds) > 1:
-        threshold_line = "mean of the loss over thresholds " + ", ".join(f"{t:g}" for t in thresholds)
+    if derivation.curve is not None:
+        threshold_line = (f"the curve's {len(thresholds)} points t_k = " + ", ".join(f"{t:g}" for t in thresholds)
+                          + ", between its ends at thresholds 0 and 1")
+    elif len(thresholds) > 1:
+        threshold_line = "mean of the loss over thresholds t_k = " + ", ".join(f"{t:g}" for t in thresholds)
     elif thresholds:
         threshold_line = f"{thresholds[0]:g}"
     else:
@@ -390,7 +387,7 @@ def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptio
         header.append(f"About        {metric.description}")
     header += [
         f"Direction    {derivation.direction}: loss = {derivation.loss_text(metric.name)}",
-        f"Relaxation   {derivation.relaxation.formula()}",
+        f"Relaxation   {derivation.relaxation.formula(at=derivation.threshold_name())}",
         f"Thresholds   {threshold_line}",
     ]
     if options.task != "binary":

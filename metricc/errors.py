@@ -119,7 +119,7 @@ class MetricCheckError(ValueError):
         parts: the message, with the options it suggests as :class:`Option`\\s.
     """
 
-    def __init__(self, message: str | Sequence[Part], report=None):
+    def __init__(self, message: str | Sequence[Part], report: object = None):  # report: a metricc.Report
         self.report = report
         self.parts = _parts(message)
         super().__init__(self.render())

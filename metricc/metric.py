@@ -53,8 +53,8 @@ def scale_degree(expr: sympy.Expr):
     if not expr.free_symbols & set(CONFUSION_SYMBOLS):
         return sympy.Integer(0)
     if expr.is_Add or isinstance(expr, (sympy.Min, sympy.Max)):
-        degrees = {scale_degree(a) for a in expr.args}
-        return degrees.pop() if len(degrees) == 1 else None
+        distinct = {scale_degree(a) for a in expr.args}
+        return distinct.pop() if len(distinct) == 1 else None
     if expr.is_Mul:
         degrees = [scale_degree(a) for a in expr.args]
         return None if None in degrees else sum(degrees)

@@ -16,6 +16,7 @@ import keyword
 import math
 import numbers
 from collections.abc import Mapping
+from typing import NoReturn
 
 import sympy
 
@@ -57,7 +58,8 @@ _OPERATOR_HINTS = {
 _BINARY = {ast.Add: sympy.Add, ast.Mult: sympy.Mul}
 
 
-def parse(metric, params: Mapping[str, float] | None = None, *, name: str | None = None) -> Metric:
+def parse(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None = None, *,
+          name: str | None = None) -> Metric:
     """Read a metric from text, a catalog name, a sympy expression or a ``Metric``.
 
     Args:
@@ -274,7 +276,7 @@ class _Converter:
                 lost.setdefault(factor, dataclasses.replace(written, condition=factor, needs="nonzero"))
         return list(lost.values())
 
-    def fail(self, node: ast.AST, message: str):
+    def fail(self, node: ast.AST, message: str | list) -> NoReturn:
         column = getattr(node, "col_offset", 0)
         end = getattr(node, "end_col_offset", None)
         same_line = getattr(node, "end_lineno", None) == getattr(node, "lineno", None)
@@ -371,7 +373,7 @@ class _Converter:
         # Walk down left-nested chains (a + b + c + ...) iteratively: long sums are
         # flat in meaning and must not count as deep nesting.
         terms = []
-        current = node
+        current: ast.expr = node
         while (isinstance(current, ast.BinOp) and type(current.op) in (ast.Add, ast.Sub, ast.Mult, ast.Div)
                and _same_level(current.op, node.op)):
             terms.append((current.op, current.right, current))

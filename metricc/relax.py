@@ -13,10 +13,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
 from . import runtime
+from .runtime import Probabilistic, SoftmaxAmplifier  # annotations: a method named runtime shadows the module
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Relaxation", "Sigmoid", "Linear", "Identity", "ScoreOriented", "resolve_relaxation",
@@ -57,29 +63,30 @@ class Relaxation(abc.ABC):
         return sympy.diff(self.symbolic(p, t), p)
 
     @abc.abstractmethod
-    def runtime(self):
+    def runtime(self) -> Any:  # each subclass names its runtime class
         """The :mod:`metricc.runtime` object that computes this relaxation (binary and multi-label)."""
 
-    def multiclass_runtime(self):
+    def multiclass_runtime(self) -> SoftmaxAmplifier | Probabilistic | None:
         """The runtime relaxation for ``task="multiclass"``, or None where this relaxation has no multi-class form."""
         return None
 
     @abc.abstractmethod
-    def formula(self) -> str:
-        """One line of text describing ŷ(p) for docstrings."""
+    def formula(self, at: str | None = None) -> str:
+        """One line of text describing ŷ(p) for docstrings; ``at`` names the threshold instead of its value
+        (``"each t_k"`` where the loss is evaluated at several thresholds)."""
 
     @abc.abstractmethod
     def derivative_formula(self) -> str:
         """One line of text describing dŷ/dp for docstrings."""
 
     @abc.abstractmethod
-    def latex_formula(self) -> str:
-        """ŷ(p) as LaTeX, for ``metricc derive --latex``."""
+    def latex_formula(self, at: str | None = None) -> str:
+        """ŷ(p) as LaTeX, for ``metricc derive --latex``; ``at`` as in :meth:`formula`, in LaTeX."""
 
     def spec(self) -> str:
         """Text that :func:`resolve_relaxation` reads back to an equal relaxation."""
         fields = ",".join(f"{f.name}={getattr(self, f.name)!r}".replace("'", "")
-                          for f in dataclasses.fields(self))
+                          for f in dataclasses.fields(self))  # type: ignore[arg-type]  # subclasses are dataclasses
         return f"{self.kind}:{fields}" if fields else self.kind
 
 
@@ -109,23 +116,23 @@ class Sigmoid(Relaxation):
     def with_threshold(self, threshold: float) -> Sigmoid:
         return Sigmoid(L=self.L, threshold=threshold)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         t = self.threshold if t is None else t
         return 1 / (1 + sympy.exp(-sympy.Float(self.L) * (p - t)))
 
-    def formula(self) -> str:
-        return f"ŷ = σ(L·(p − t)) with L = {self.L:g}, t = {self.threshold:g}"
+    def formula(self, at: str | None = None) -> str:
+        return f"ŷ = σ(L·(p − t)) with L = {self.L:g}, t = {at or f'{self.threshold:g}'}"
 
     def derivative_formula(self) -> str:
         return "dŷ/dp = L·σ(a)·σ(−a), a = L·(p − t)"
 
-    def latex_formula(self) -> str:
-        return rf"\hat y = \sigma\big(L\,(p - t)\big),\quad L = {self.L:g},\ t = {self.threshold:g}"
+    def latex_formula(self, at: str | None = None) -> str:
+        return rf"\hat y = \sigma\big(L\,(p - t)\big),\quad L = {self.L:g},\ t = {at or f'{self.threshold:g}'}"
 
     def runtime(self) -> runtime.SigmoidAmplifier:
         return runtime.SigmoidAmplifier(scale=self.L, threshold=self.threshold)
 
-    def multiclass_runtime(self) -> runtime.SoftmaxAmplifier:
+    def multiclass_runtime(self) -> SoftmaxAmplifier:
         """ŷ = softmax(L/2 · p): σ(L·(p₁ − 1/2)) for two classes, the amplifier's multi-class form."""
         return runtime.SoftmaxAmplifier(scale=self.L)
 
@@ -158,7 +165,7 @@ class Linear(Relaxation):
     def with_threshold(self, threshold: float) -> Linear:
         return Linear(threshold=threshold, delta=self.delta)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         t = sympy.Float(self.threshold) if t is None else t
         delta = sympy.Float(self.delta)
         half = sympy.Min(t, 1 - t) / 2
@@ -169,13 +176,13 @@ class Linear(Relaxation):
             (sympy.Rational(1, 2) + (p - t) * (1 - 2 * delta) / (2 * half), True),
         )
 
-    def formula(self) -> str:
-        return (f"ŷ = five-point piecewise-linear Heaviside H^l(p; t, δ) with t = {self.threshold:g}, "
+    def formula(self, at: str | None = None) -> str:
+        return (f"ŷ = five-point piecewise-linear Heaviside H^l(p; t, δ) with t = {at or f'{self.threshold:g}'}, "
                 f"δ = {self.delta:g}")
 
-    def latex_formula(self) -> str:
-        return (rf"\hat y = H^l(p;\,t,\delta)\ \text{{(piecewise linear, eq. 5)}},\quad t = {self.threshold:g},"
-                rf"\ \delta = {self.delta:g}")
+    def latex_formula(self, at: str | None = None) -> str:
+        return (rf"\hat y = H^l(p;\,t,\delta)\ \text{{(piecewise linear, eq. 5)}},"
+                rf"\quad t = {at or f'{self.threshold:g}'},\ \delta = {self.delta:g}")
 
     def derivative_formula(self) -> str:
         return ("dŷ/dp = δ/(t − t_m/2) below t − t_m/2, (1 − 2δ)/t_m between, δ/(1 − t − t_m/2) above "
@@ -199,22 +206,22 @@ class Identity(Relaxation):
         raise ValueError("Identity has no threshold, so thresholds= cannot average over it; "
                          "use Sigmoid, Linear or ScoreOriented")
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         return p
 
-    def formula(self) -> str:
+    def formula(self, at: str | None = None) -> str:
         return "ŷ = p (probabilistic confusion matrix)"
 
     def derivative_formula(self) -> str:
         return "dŷ/dp = 1"
 
-    def latex_formula(self) -> str:
+    def latex_formula(self, at: str | None = None) -> str:
         return r"\hat y = p"
 
     def runtime(self) -> runtime.Probabilistic:
         return runtime.Probabilistic()
 
-    def multiclass_runtime(self) -> runtime.Probabilistic:
+    def multiclass_runtime(self) -> Probabilistic:
         """ŷ = softmax(z): the expected confusion matrix of the predicted class distribution."""
         return runtime.Probabilistic()
 
@@ -255,7 +262,7 @@ class ScoreOriented(Relaxation):
     def with_threshold(self, threshold: float) -> ScoreOriented:
         return ScoreOriented(distribution=self.distribution, mu=threshold, delta=self.delta)
 
-    def symbolic(self, p=_p, t=None):
+    def symbolic(self, p: sympy.Symbol = _p, t: sympy.Expr | None = None) -> sympy.Expr:
         mu = sympy.Float(self.mu) if t is None else t
         delta = sympy.Float(self.delta)
         u = (p - mu) / delta
@@ -263,13 +270,13 @@ class ScoreOriented(Relaxation):
                   else (1 + u + sympy.sin(sympy.pi * u) / sympy.pi) / 2)
         return sympy.Piecewise((0, p <= mu - delta), (1, p >= mu + delta), (inside, True))
 
-    def formula(self) -> str:
-        return (f"ŷ = CDF of a {self.distribution} threshold on [μ − δ, μ + δ] at p, μ = {self.mu:g}, "
+    def formula(self, at: str | None = None) -> str:
+        return (f"ŷ = CDF of a {self.distribution} threshold on [μ − δ, μ + δ] at p, μ = {at or f'{self.mu:g}'}, "
                 f"δ = {self.delta:g}")
 
-    def latex_formula(self) -> str:
+    def latex_formula(self, at: str | None = None) -> str:
         return (rf"\hat y = F_{{\mathrm{{{self.distribution}}}}}(p),\ \tau \sim \mathrm{{{self.distribution}}}"
-                rf"[\mu - \delta, \mu + \delta],\quad \mu = {self.mu:g},\ \delta = {self.delta:g}")
+                rf"[\mu - \delta, \mu + \delta],\quad \mu = {at or f'{self.mu:g}'},\ \delta = {self.delta:g}")
 
     def derivative_formula(self) -> str:
         density = "1/(2δ)" if self.distribution == "uniform" else "(1 + cos(π(p − μ)/δ))/(2δ)"
@@ -279,7 +286,7 @@ class ScoreOriented(Relaxation):
         return runtime.ScoreOriented(distribution=self.distribution, mu=self.mu, delta=self.delta)
 
 
-RELAXATION_NAMES = {
+RELAXATION_NAMES: dict[str, Callable[..., Relaxation]] = {
     "anyloss": lambda **kw: Sigmoid(**{"L": 73.0, "threshold": 0.5, **kw}),
     "sigmoid": Sigmoid,
     "linear": Linear,
@@ -344,7 +351,7 @@ def _mantissa_bits(dtype) -> int:
     return int(round(1 - math.log2(torch.finfo(dtype).eps)))
 
 
-def valid_amplifier_range(precision: float = 1e-3, dtype=None) -> tuple[float, float]:
+def valid_amplifier_range(precision: float = 1e-3, dtype: torch.dtype | None = None) -> tuple[float, float]:
     """Range of L for which σ(L·(p − 0.5)) is a valid amplifier on [t, 1 − t].
 
     Condition 1 (amplifier, AnyLoss eq. 2): ŷ(t) ≤ t, which needs
@@ -373,7 +380,7 @@ def valid_amplifier_range(precision: float = 1e-3, dtype=None) -> tuple[float, f
     return lower, upper
 
 
-def describe_amplifier_range(precision: float = 1e-3, dtype=None) -> str:
+def describe_amplifier_range(precision: float = 1e-3, dtype: torch.dtype | None = None) -> str:
     """:func:`valid_amplifier_range` in words: "valid L in float32 for p in [0.001, 0.999]: 13.84..33.29",
     or that no valid L exists where the lower bound exceeds the upper one (bfloat16, half)."""
     import torch

@@ -74,6 +74,7 @@ import torch
 __all__ = [
     "MetricDefinition", "MetricLoss", "functional_loss", "SigmoidAmplifier", "PiecewiseLinear", "Probabilistic",
     "ScoreOriented", "SoftmaxAmplifier", "TensorMath", "FloatMath", "MetricWarning", "CompileFallbackWarning",
+    "check_flag", "check_choice", "check_momentum", "check_task", "check_zero_division",
 ]
 
 
@@ -858,7 +859,8 @@ def _elementwise_input_gradient(plan, relaxation, threshold, input, target, posi
         # p − (1 − y)·(p − n) above, so exactly n at y = 0 and p at y = 1 (p − n finite).
         scale = relaxation.tail_slope_scale
         tail = _tail_probability(input)
-        grad = torch.lerp(_scalar(negative * scale, tail), _scalar(positive * scale, tail), target)
+        ends = torch.tensor((negative * scale, positive * scale), dtype=tail.dtype, device=tail.device)
+        grad = torch.lerp(ends[0], ends[1], target)
         return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     tail = _tail_probability(input)
     if relaxation.slope_symmetric_at(threshold):
@@ -871,11 +873,6 @@ def _elementwise_input_gradient(plan, relaxation, threshold, input, target, posi
         return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
     return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
-
-
-def _scalar(value, like):
-    """A 0-dim tensor of like's dtype and device (lerp takes tensors)."""
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
 
 
 def _tail_probability(input, out=None):
@@ -1328,7 +1325,7 @@ def evaluate(plan, table, allow_floats=False):
         value, factors = _curve_columns(plan, columns)  # (S, C'), (2, S, C', T)
         count = 1
     else:
-        if allow_floats and plan.reduction != "none" and columns[0].numel() <= SCALAR_PATH_COLUMNS \
+        if allow_floats and plan.reduction != "none" and columns.numel() <= 4 * SCALAR_PATH_COLUMNS \
                 and plan.class_weights is None and (plan.average != "weighted" or columns.shape[2] == 1):
             result = _evaluate_floats(plan, columns)
             if result is not None:
@@ -1382,10 +1379,10 @@ def _evaluate_floats(plan, columns):
     """Python floats for a few columns on the CPU, uniform shares; None where a value is undefined or not
     finite (the tensor evaluation then applies zero_division)."""
     definition = plan.definition
-    single = columns.numel() == 4
-    rows = [[value[0][0][0]] for value in columns.tolist()] if single else columns.reshape(4, -1).tolist()
-    segments, _, count = columns.shape[1:]
+    rows = columns.reshape(4, -1).tolist()
+    count = columns.shape[-1]
     share = 1.0 / len(rows[0]) if plan.reduction == "mean" else 1.0 / count
+    sign = definition.loss_sign
     loss, positives, negatives = 0.0, [], []
     try:
         for tp, fn, fp, tn in zip(*rows):
@@ -1398,13 +1395,13 @@ def _evaluate_floats(plan, columns):
             positive, negative = positive / total, negative / total
             if not (math.isfinite(value) and math.isfinite(positive) and math.isfinite(negative)):
                 return None
-            loss += share * (1 - value if definition.loss_sign < 0 else value)
-            positives.append(definition.loss_sign * share * positive)
-            negatives.append(definition.loss_sign * share * negative)
+            loss += share * (1 - value if sign < 0 else value)
+            positives.append(sign * share * positive)
+            negatives.append(sign * share * negative)
     except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
         return None
     positives, negatives = (_within_range(values, columns.dtype) for values in (positives, negatives))
-    if single:
+    if len(positives) == 1:
         factors = FloatFactors((positives[0], negatives[0]))
     else:
         factors = torch.tensor([positives, negatives], dtype=columns.dtype).view(2, *columns.shape[1:])
@@ -1415,8 +1412,11 @@ def _within_range(values, dtype):
     """Factors as Python floats, each held within the dtype's finite range: a factor beyond it (float32:
     3.4e38, where ŷ of a saturated sample is tiny) stored as inf would make y·inf = NaN for the samples of
     the other label."""
-    limit = torch.finfo(dtype).max
+    limit = _LARGEST.get(dtype) or _LARGEST.setdefault(dtype, torch.finfo(dtype).max)
     return [min(max(value, -limit), limit) for value in values]
+
+
+_LARGEST = {}  # torch.finfo(dtype).max by dtype
 
 
 def _metric_columns(plan, table):
@@ -1810,6 +1810,8 @@ class _Route:
     def __init__(self, plan, input, target, weight, compiled, per_sample):
         _check_tensor(input, "input")
         _check_tensor(target, "target")
+        if weight is not None:
+            _check_tensor(weight, "weight")
         kind = "logits" if plan.from_logits else "probabilities"
         if not input.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor of {kind}, got dtype {input.dtype}")
@@ -1885,16 +1887,16 @@ class _Route:
             labels = target
         if shape[0] == 0 and not allow_empty:
             raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
-        for tensor, what in ((target, "target"), (weight, "weight")):
-            if tensor is not None and tensor.requires_grad and torch.is_grad_enabled():
-                raise ValueError(f"{what} requires grad, but a metricc loss differentiates the predictions only "
-                                 f"(its closed form has no derivative with respect to the {what}): pass "
-                                 f"{what}.detach()")
+        if (target.requires_grad or (weight is not None and weight.requires_grad)) and torch.is_grad_enabled():
+            what = "target" if target.requires_grad else "weight"
+            raise ValueError(f"{what} requires grad, but a metricc loss differentiates the predictions only "
+                             f"(its closed form has no derivative with respect to the {what}): pass "
+                             f"{what}.detach()")
         if weight is not None:
             weight = self._weight_view(weight, canonical, spatial)
         compute = self.compute
-        canonical = canonical.to(compute)
-        ignored = None
+        if canonical.dtype != compute:
+            canonical = canonical.to(compute)
         if plan.ignore_index is not None:
             ignored = labels == plan.ignore_index
             labels = labels.masked_fill(ignored, 0)
@@ -1906,9 +1908,9 @@ class _Route:
             canonical, weight, poison = self._validate(canonical, labels, weight)
         if self.index_targets:
             labels = labels.long()
-        else:
+        elif labels.dtype != compute:
             labels = labels.to(compute)
-        if weight is not None:
+        if weight is not None and weight.dtype != compute:
             weight = weight.to(compute)
         return _Batch(canonical, labels, weight, input.dtype, shape, poison=poison)
 
@@ -2120,7 +2122,29 @@ class MetricLoss(torch.nn.Module):
         validate: check targets, probabilities and weights at every call.
         compile: run the whole call through ``torch.compile`` (checks compiled in as ``_assert_async``).
 
-    Call: ``loss_fn(input, target, weight=None)``; ``weight`` per sample (N,) or per element (N, d1, ...).
+    ``weight`` (call time) is per **sample** (N,) or per **pixel** (N, d1, ...), not per class as torch's
+    ``CrossEntropyLoss(weight=)``; per-class weights are ``class_weights``.
+
+    Shape:
+        - ``input``: (N,), (N, 1) or (N, [1,] d1, ...) (binary); (N, C) or (N, C, d1, ...) (multiclass,
+          multilabel), the class axis 1 as in ``F.cross_entropy``.
+        - ``target``: 0/1 labels of the input's shape (binary, with or without the axis of size 1;
+          multilabel); (N, d1, ...) class indices or the input's shape of rows (multiclass).
+        - ``weight``: (N,) or (N, d1, ...). Output: ``()``; with ``reduction="none"``, (C,), or (N, C)
+          with ``reduce="image"``.
+
+    Example::
+
+        >>> import torch, metricc
+        >>> loss_fn = metricc.compile_metric("f1")   # a MetricLoss over a generated module's DEFINITION
+        >>> isinstance(loss_fn, MetricLoss), type(loss_fn.module.F1Loss()).__mro__[1] is MetricLoss
+        (True, True)
+        >>> round(loss_fn(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1, 0, 1, 1])).item(), 4)
+        0.2
+        >>> dice = metricc.compile_metric("dice", task="multiclass", num_classes=3, reduce="image")
+        >>> logits, labels = torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
+        >>> round(dice(logits, labels).item(), 4)   # per image: class 0 at 1/3 everywhere, classes 1, 2 absent
+        0.8333
     """
 
     def __init__(self, definition, *, task="binary", num_classes=None, num_labels=None, average=None,
@@ -2129,20 +2153,18 @@ class MetricLoss(torch.nn.Module):
                  grad_average=True, validate=True, compile=False):
         super().__init__()
         num_classes = _check_num_labels(task, num_classes, num_labels)
-        task, num_classes, average, class_weights = _check_task(task, num_classes, average, class_weights)
+        task, num_classes, average, class_weights = check_task(task, num_classes, average, class_weights)
         for name, value in (("from_logits", from_logits), ("sync", sync), ("grad_average", grad_average),
                             ("validate", validate), ("compile", compile)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False, got {value!r}")
-        _check_zero_division(zero_division)
-        _check_choice("estimator", estimator, ESTIMATORS)
-        _check_choice("reduce", reduce, REDUCES)
-        _check_choice("reduction", reduction, REDUCTIONS)
+            check_flag(name, value)
+        check_zero_division(zero_division)
+        check_choice("estimator", estimator, ESTIMATORS)
+        check_choice("reduce", reduce, REDUCES)
+        check_choice("reduction", reduction, REDUCTIONS)
         if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
             raise ValueError(f"ignore_index must be an integer (a target value to ignore) or None, "
                              f"got {ignore_index!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        check_momentum(momentum)
         self.definition = definition
         self.plan = _Plan(definition, task=task, num_classes=num_classes, average=average,
                           class_weights=class_weights, reduce=reduce, reduction=reduction, ignore_index=ignore_index,
@@ -2190,13 +2212,16 @@ class MetricLoss(torch.nn.Module):
 
     def _route(self, input, target, weight, compiled):
         """The route for this kind of input, built when the kind first appears."""
-        key = (type(input), getattr(input, "dtype", None), getattr(input, "device", None),
-               getattr(input, "ndim", None), type(target), getattr(target, "dtype", None),
-               getattr(target, "device", None), getattr(target, "ndim", None), compiled,
-               None if weight is None else (getattr(weight, "dtype", None), getattr(weight, "device", None)))
+        try:
+            key = (input.dtype, input.device, input.ndim, target.dtype, target.device, target.ndim, compiled,
+                   None if weight is None else (weight.dtype, weight.device))
+        except AttributeError:  # not tensors: the route's checks say which and what to pass
+            key = None
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = _Route(self.plan, input, target, weight, compiled, self._per_sample)
+            route = _Route(self.plan, input, target, weight, compiled, self._per_sample)
+            if key is not None:
+                self._routes[key] = route
         return route
 
     @property
@@ -2212,7 +2237,7 @@ class MetricLoss(torch.nn.Module):
         plan = self.plan
         allow_empty = plan.sync and _world_size(plan.process_group) > 1  # other ranks may hold the batch
         batch = route.prepare(input, target, weight, self.validate, allow_empty)
-        segments = self._segments(batch)
+        segments = _WHOLE_BATCH if plan.reduce == "batch" and not self._per_sample else self._segments(batch)
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
@@ -2365,9 +2390,24 @@ def functional_loss(loss_class, input, target, weight, options):
     return module(input, target, weight)
 
 
-def _check_choice(name, value, choices):
+# The option checks: one owner, here (a standalone module must carry them); emit.py and the API call them.
+
+
+def check_flag(name, value):
+    """A boolean option is True or False: 1 or "false" would silently mean something else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_momentum(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"momentum must be a number in [0, 1), got {value!r}")
+
 
 
 def _check_num_labels(task, num_classes, num_labels):
@@ -2381,7 +2421,8 @@ def _check_num_labels(task, num_classes, num_labels):
     return num_labels
 
 
-def _check_task(task, num_classes, average, class_weights):
+def check_task(task, num_classes, average, class_weights):
+    """The task, class count, average and class weights checked together; returns them normalized."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "binary":
@@ -2413,7 +2454,7 @@ def _check_task(task, num_classes, average, class_weights):
     return task, num_classes, average, class_weights
 
 
-def _check_zero_division(value):
+def check_zero_division(value):
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

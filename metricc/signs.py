@@ -248,7 +248,7 @@ def _structural_zero_sets(expr: sympy.Expr) -> list[frozenset] | None:
         signs = {sign(a, expand=False) for a in expr.args}
         if not (signs <= {"+", "0"} or signs <= {"-", "0"}):
             return None
-        combined = [frozenset()]
+        combined: list[frozenset] = [frozenset()]
         for term in expr.args:
             term_sets = _structural_zero_sets(term)
             if term_sets is None:

@@ -277,7 +277,7 @@ def relaxations(kinds: tuple[str, ...] = ("sigmoid", "linear", "identity", "sol"
         kinds: which of ``"sigmoid"``, ``"linear"``, ``"identity"``, ``"sol"`` to draw.
         max_scale: the largest Sigmoid ``L`` (steeper ones need tiny finite-difference steps).
     """
-    choices = []
+    choices: list[st.SearchStrategy[Relaxation]] = []
     if "sigmoid" in kinds:
         choices.append(st.one_of(st.just(Sigmoid()),
                                  st.builds(Sigmoid, L=st.floats(0.5, max_scale), threshold=_unit())))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import metricc
 from metricc.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,9 @@ def test_an_output_path_through_a_file_is_an_error_not_a_traceback(tmp_path, cap
 
 
 def test_version_prints_the_package_version(capsys):
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]  # one source: metricc.__version__
+    version = metricc.__version__
     code, out, err = run(["--version"], capsys)
     assert code == 0
     assert out == f"metricc {version}\n" and err == ""

@@ -73,7 +73,11 @@ def test_parameters_relaxation_and_thresholds_are_stated():
     derivation = metricc.derive(metricc.parse("fbeta", {"beta": 2.0}), "linear:threshold=0.3", thresholds=[0.3, 0.6])
     text = derivation.text()
     assert "parameters  beta = 2" in text
-    assert f"relaxation  {metricc.Linear(threshold=0.3).formula()}" in text
+    # several thresholds: the relaxation's t is each of them, not the first one's value
+    assert "relaxation  ŷ = five-point piecewise-linear Heaviside H^l(p; t, δ) with t = t_k (each threshold), δ = 0.2" \
+        in text and "t = 0.3" not in text
+    one = metricc.derive(metricc.parse("f1"), "linear:threshold=0.3").text()
+    assert f"relaxation  {metricc.Linear(threshold=0.3).formula()}" in one and "t = 0.3, δ = 0.2" in one
     assert "thresholds  loss = mean over t in (0.3, 0.6) of the loss at t; gradients average likewise" in text
     assert "thresholds  " not in metricc.derive(metricc.parse("f1")).text()  # one threshold: no mean
 

@@ -26,7 +26,7 @@ STAGES = {
     "load": 5,
 }
 # On top: they may import any stage (the public API, the command line, the test strategies, experiments).
-TOP = {"__init__", "__main__", "cli", "testing", "experiments"}
+TOP = {"__init__", "__main__", "cli", "functional", "testing", "experiments"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -51,6 +51,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..runtime import ESTIMATORS
+
 BASELINES = ("bce", "mse", "wbce", "focal", "lee-fbeta", "wmw", "wmw-hinge", "auc-m")
 BASELINE_OPTIONS = {"focal": {"gamma": 2.0, "alpha": 0.25}, "lee-fbeta": {"beta": 1.0, "per_class": 1.0},
                     "wmw": {"scale": 1.0, "max_pairs": float(1 << 16)}, "wmw-hinge": {"margin": 1.0},
@@ -423,8 +425,8 @@ def build_loss(spec: LossSpec, y_train: torch.Tensor | None = None, *, task: str
     """
     if task != "binary":
         raise NotImplementedError(f"task={task!r}: only binary is implemented")
-    if estimator not in ("batch", "running"):
-        raise ValueError(f"estimator must be 'batch' or 'running', got {estimator!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if reset_each_epoch and estimator != "running":
         raise ValueError("reset_each_epoch applies to the running estimator")
     loss, threshold = _base_loss(spec, y_train, estimator, momentum)

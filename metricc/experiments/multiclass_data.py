@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime import TASKS as RUNTIME_TASKS
 from .datasets import DatasetError, _encode_column, read_csv
 
-TASKS = ("multiclass", "multilabel")
+TASKS = tuple(task for task in RUNTIME_TASKS if task != "binary")  # the tasks with a class axis
 LABEL_PREFIX = "label_"
 SPLIT_COLUMN = "split"
 NAMED = ("digits",)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..runtime import AVERAGES
 from .multiclass_relaxations import KINDS as PROTOTYPES
 from .multiclass_relaxations import PrototypeMetricLoss, parse_soft_prediction
 
-AVERAGES = ("macro", "micro", "weighted")
 BASELINES = {"multiclass": ("ce", "wce"), "multilabel": ("bce", "bce-pw", "sigmoidf1")}
 SIGMOIDF1_OPTIONS = {"beta": 1.0, "eta": 0.0}
 _OPTION_PIECE = re.compile(r"^\s*[A-Za-z_]\w*\s*=\s*[^=@,]*$")

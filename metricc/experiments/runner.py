@@ -12,14 +12,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..runtime import ESTIMATORS, TASKS
+
 EXIT_OK, EXIT_ERROR = 0, 2
 DTYPES = ("float64", "float32")
 MODELS = ("slp", "mlp", "resnet")  # as in models.py, which imports torch
 TIE_RULES = ("se", "wilcoxon")  # as in summary.py
-ESTIMATORS = ("batch", "running")  # as in metricc.runtime
 RESETS = ("never", "epoch")  # as in protocol.py
 DEFAULT_MOMENTUM = 0.9  # as in metricc.compile_metric
-TASKS = ("binary", "multiclass", "multilabel")
 
 
 def _positive_int(text: str) -> int:
