@@ -1137,6 +1137,7 @@ class ClassIndexPath(_Path):
         else:
             own_factor = positive[0].take(own)
         grad.scatter_(1, own, own_factor)
+        del own_factor  # a 1/C-sized buffer freed before the softmax's backward allocates its output
         if weight is not None:
             grad.mul_(weight)
         return _in_layout(_softmax_chain(self.plan, batch, grad), input)
