@@ -89,8 +89,8 @@ class CompileFallbackWarning(MetricWarning):
 CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, ...) block of several thresholds: memory stays O(N·C)
 CURVE_NEEDS_SCORES = ("a metric of the threshold curve needs binary scores: use task='binary' or 'multilabel' "
                       "(one curve per label)")
-SMALL_ELEMENTS = 1 << 14  # below, the elementwise path builds its buffers with one broadcast op each (launches
-# dominate); above, with plain passes (broadcast kernels are slower per element): docs/performance.md
+SMALL_ELEMENTS = 1 << 14  # below, the elementwise path builds its forward buffers with one broadcast op each
+# (launches dominate); above, with plain passes (broadcast kernels are slower per element): docs/performance.md
 SCALAR_PATH_COLUMNS = 64  # up to this many (segment, class, threshold) columns, CPU metrics use Python floats
 TASKS = ("binary", "multiclass", "multilabel")
 AVERAGES = ("micro", "macro", "weighted")
@@ -841,27 +841,18 @@ class ElementwisePath(_Path):
         else:
             positive, negative = (_factor_view(f, batch.input) for f in factors[..., 0])
         grad = _elementwise_input_gradient(self.plan, self.relaxation, self.thresholds[0], batch.input, batch.target,
-                                           positive, negative, batch.input.numel() < SMALL_ELEMENTS)
+                                           positive, negative)
         return grad if batch.weight is None else grad.mul_(batch.weight)
 
     compiled_table, compiled_gradient = _fused_table, _fused_gradient
 
 
-def _elementwise_input_gradient(plan, relaxation, threshold, input, target, positive, negative, small=False):
+def _elementwise_input_gradient(plan, relaxation, threshold, input, target, positive, negative):
     """(y·positive + (1 − y)·negative)·dŷ/dp·dp/dz in few in-place passes: label factors first, into the one
     new buffer, then dp/dz and the relaxation's slope multiplied in, each in one pass."""
     if not plan.from_logits:
         grad = relaxation.slope_(input.clone(), threshold)
         return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
-    if small and not isinstance(negative, torch.Tensor) and relaxation.slope_symmetric_at(threshold) \
-            and math.isfinite((positive - negative) * relaxation.tail_slope_scale):
-        # One broadcast lerp instead of three passes: lerp(n, p, y) is n + y·(p − n) below y = 1/2 and
-        # p − (1 − y)·(p − n) above, so exactly n at y = 0 and p at y = 1 (p − n finite).
-        scale = relaxation.tail_slope_scale
-        tail = _tail_probability(input)
-        ends = torch.tensor((negative * scale, positive * scale), dtype=tail.dtype, device=tail.device)
-        grad = torch.lerp(ends[0], ends[1], target)
-        return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
     tail = _tail_probability(input)
     if relaxation.slope_symmetric_at(threshold):
         # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
