@@ -1847,7 +1847,7 @@ class _Route:
                              f"{_shape(input.shape)} has no spatial axes (each image would be one pixel): pass dense "
                              "input (N, C, d1, ...), or use reduce='batch'")
         self.path = _choose_path(plan, self.index_targets, per_sample, compiled)
-        self._check_cache = {}
+        self.checks = self._checks(target.dtype, weight is not None)  # fixed here: no cache filled while tracing
 
     # -- per call: shapes, dtypes, ignore_index and the value checks --------------------------------
 
@@ -1994,10 +1994,7 @@ class _Route:
         does and AMP's GradScaler needs. ±inf logits make the loss NaN (the returned input).
 
         Every bound is read in one transfer; under torch.compile the checks are compiled in (_assert_async)."""
-        key = (labels.dtype, weight is not None)
-        checks = self._check_cache.get(key)
-        if checks is None:
-            checks = self._check_cache[key] = self._checks(*key)
+        checks = self.checks
         statistics = []
         for name, *_ in checks:
             if name == "labels":
@@ -2170,7 +2167,9 @@ class MetricLoss(torch.nn.Module):
         if task == "binary" and ignore_index in (0, 1):
             raise ValueError(f"ignore_index={ignore_index} is a binary label: pick another value (255 or -100)")
         self.validate = validate
-        self._last = {}  # the last call's table (a plain dict: nn.Module.__setattr__ costs on every call)
+        # the last call's table: a plain dict (nn.Module.__setattr__ costs on every call) whose key exists from the
+        # start (a compiled call that added it would be recompiled on the next, guarding on its absence)
+        self._last = {"table": None}
         self._routes = {}
         if estimator == "running":
             classes, count = num_classes, len(self.plan.thresholds)
@@ -2458,7 +2457,7 @@ def _compile_function(function, eager):
     """torch.compile(function), or ``eager`` (the same call on the eager route) where the compiler is unavailable
     or fails. A check compiled in as _assert_async fails as a RuntimeError; the eager call then raises its
     ValueError with the offending position."""
-    compiled = torch.compile(function)
+    compiled = torch.compile(_own_entry(function))
     state = {"fallback": False}
 
     def run(*args):
@@ -2480,6 +2479,21 @@ def _compile_function(function, eager):
             return eager(*args)
 
     return run
+
+
+_ENTRIES = [0]  # compiled entries made so far, for their names
+
+
+def _own_entry(function):
+    """``function`` behind an entry with its own code object. torch.compile keeps its cache, and its limit of
+    recompiles (8), per code object: every compiled loss shares MetricLoss._call, so the ninth loss (or kind
+    of input) would silently run uncompiled; each loss's entry gets its own."""
+    def entry(input, target, weight, route):
+        return function(input, target, weight, route)
+
+    _ENTRIES[0] += 1
+    code = entry.__code__.replace(co_name=f"metricc_compiled_call_{_ENTRIES[0]}")
+    return type(entry)(code, entry.__globals__, code.co_name, entry.__defaults__, entry.__closure__)
 
 
 _CHECK_PHRASES = ("target must hold", "must each sum to 1", "from_logits=False expects", "weight must be non-negative")

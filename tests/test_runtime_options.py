@@ -226,3 +226,21 @@ def test_compile_true_compiles_the_checks_and_infinite_logits_still_make_the_los
     torch.testing.assert_close(loss_fn(z, target), expected, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match=r"target\[1\] = 2"):
         loss_fn(z, torch.tensor([1.0, 2.0, 1.0, 0.0], dtype=torch.float64))
+
+
+def test_each_compiled_loss_has_its_own_compile_cache_and_compiles_once(monkeypatch):
+    """torch.compile limits recompiles per code object; every compiled loss has its own entry, so a second loss
+    is compiled even at a limit of 1, and a loss's second call reuses its graph (no guard on state the first
+    call filled in)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    first, second = (metricc.compile_metric(name, compile=True) for name in ("f1", "jaccard"))
+    logits, target = logits_and_labels(seed=8)
+    for loss_fn in (first, second, first, second):
+        z = logits.clone().requires_grad_(True)
+        loss_fn(z, target).backward()
+    assert counters["stats"]["unique_graphs"] == 2
