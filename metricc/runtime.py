@@ -1121,14 +1121,20 @@ class ClassIndexPath(_Path):
             factors = factors.tensor(input).expand(2, 1, input.shape[1], 1)
         positive, negative = factors[..., 0]  # (S', C)
         shape = input.shape
-        grad = _factor_view(negative, input).expand(shape).clone(memory_format=torch.contiguous_format)
-        own = indices.unsqueeze(1)
-        if self.per_sample:
-            own_factor = positive.gather(1, indices.reshape(shape[0], -1)).view_as(own)
+        # table[s, j, k]: ∂loss/∂ŷ_k of a sample of class j in segment s, the negative factor of class k but the
+        # own class's positive one (exact, no 0·x + 1·y); each sample's row is gathered from it.
+        table = negative.unsqueeze(1).expand(-1, shape[1], -1).clone()
+        table.diagonal(dim1=1, dim2=2).copy_(positive)
+        if input.dim() == 2:
+            grad = table[0].index_select(0, indices) if not self.per_sample else \
+                table[torch.arange(shape[0], device=indices.device), indices]
         else:
-            own_factor = positive[0].take(own)
-        grad.scatter_(1, own, own_factor)
-        del own_factor  # a 1/C-sized buffer freed before the softmax's backward allocates its output
+            grad = torch.empty(shape, dtype=input.dtype, device=input.device)
+            by_predicted = table.transpose(1, 2).contiguous()  # [s, predicted k, true j]
+            labels = indices.reshape(shape[0], -1)
+            for image in range(shape[0]):  # one gather per image, straight into the (C, d...) layout
+                torch.index_select(by_predicted[image if self.per_sample else 0], 1, labels[image],
+                                   out=grad[image].view(shape[1], -1))
         if weight is not None:
             grad.mul_(weight)
         return _in_layout(_softmax_chain(self.plan, batch, grad), input)
