@@ -40,6 +40,7 @@ import metricc  # noqa: E402
 
 THRESHOLDS = [round(0.1 * k, 1) for k in range(1, 10)]
 CLOCK = time.perf_counter  # process_time with one thread: other processes on a shared machine count less
+DEVICE = "cpu"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +256,8 @@ def cases(previous_dir, names):
 def forward_backward(loss_fn, logits, target):
     z = logits.detach().requires_grad_(True)
     loss_fn(z, target).backward()
+    if z.is_cuda:
+        torch.cuda.synchronize()  # the time of the work, not of its launch
     return z.grad
 
 
@@ -271,6 +274,7 @@ def check(name, loss_fn, oracle, logits, target):
 
 def time_case(candidates, make, rounds, block_seconds):
     logits, target = make()
+    logits, target = logits.to(DEVICE), target.to(DEVICE)
     calls = {}
     for name, fn in candidates.items():  # warm up (and compile), and size each block
         for _ in range(2):
@@ -316,20 +320,22 @@ def main(argv=None) -> int:
                         help="binary, thresholds, classes, dense (comma-separated)")
     parser.add_argument("--previous", default=None, help="folder of the older runtime's standalone modules")
     parser.add_argument("--memory", action="store_true", help="peak memory of the dense cases (fresh processes)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: batches on that device, wall time")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     names = set(args.cases.split(","))
     threads = [int(t) for t in args.threads.split(",")]
     table = {}
-    global CLOCK
+    global CLOCK, DEVICE
+    DEVICE = args.device
     for count in threads:
         torch.set_num_threads(count)
-        CLOCK = time.process_time if count == 1 else time.perf_counter
+        CLOCK = time.process_time if count == 1 and DEVICE == "cpu" else time.perf_counter
         for title, target, make, candidates, oracle in cases(args.previous, names):
             candidates = {k: v for k, v in candidates.items() if v is not None}
             own = {k: v[1] for k, v in candidates.items() if isinstance(v, tuple)}  # a candidate's own oracle
             candidates = {k: v[0] if isinstance(v, tuple) else v for k, v in candidates.items()}
-            logits, labels = make()
+            logits, labels = (t.to(DEVICE) for t in make())
             for name, fn in candidates.items():
                 if name.startswith(("metricc", "previous")):
                     check(f"{title}: {name}", fn, own.get(name, oracle), logits, labels)
