@@ -1141,19 +1141,11 @@ class ClassIndexPath(_Path):
 
     def compiled_table(self, batch):
         """For torch.compile: M from one-hot rows by a matrix product (a loop over images would unroll)."""
-        input, indices, weight = batch.input, batch.target, batch.weight
-        n, classes = input.shape[:2]
         predicted = _softmax_pair(self.plan, batch)
-        if weight is not None:
-            predicted = predicted * weight
-        one_hot = _one_hot(indices, classes, input)
-        if input.dim() == 2 and not self.per_sample:
-            matrix = torch.mm(one_hot.t(), predicted).unsqueeze(0)
-        else:
-            matrix = torch.bmm(one_hot.reshape(n, classes, -1), predicted.reshape(n, classes, -1).transpose(1, 2))
-            if not self.per_sample:
-                matrix = matrix.sum(0, keepdim=True)
-        return _confusion_entries(matrix).unsqueeze(-1)
+        if batch.weight is not None:
+            predicted = predicted * batch.weight
+        truth = _one_hot(batch.target, batch.input.shape[1], batch.input)
+        return _confusion_entries(_soft_confusion_matrix(truth, predicted, self.per_sample)).unsqueeze(-1)
 
     def compiled_gradient(self, batch, factors):
         input, indices, weight = batch.input, batch.target, batch.weight
@@ -1163,6 +1155,17 @@ class ClassIndexPath(_Path):
         if weight is not None:
             grad = grad * weight
         return _softmax_chain(self.plan, batch, grad)
+
+
+def _soft_confusion_matrix(truth, predicted, per_sample):
+    """M[j, k] = Σ truth_j·ŷ_k over the reduced axes, (S', C, C), from (N, C, d...) rows: one batched matrix
+    product per image (or one product of the flat (N, C) rows)."""
+    n, classes = predicted.shape[:2]
+    truth, guess = truth.reshape(n, classes, -1), predicted.reshape(n, classes, -1)
+    if not per_sample and guess.shape[-1] == 1:
+        return torch.mm(truth[..., 0].t(), guess[..., 0]).unsqueeze(0)
+    matrix = torch.bmm(truth, guess.transpose(1, 2))  # (N, C true, C predicted)
+    return matrix if per_sample else matrix.sum(0, keepdim=True)
 
 
 def _one_hot(indices, classes, like):
@@ -1188,20 +1191,10 @@ class ClassScorePath(_Path):
     name = "class_scores"
 
     def table(self, batch):
-        input, target, weight = batch.input, batch.target, batch.weight
-        n, classes = input.shape[:2]
         predicted = _softmax_pair(self.plan, batch)
-        if weight is not None:
-            predicted = predicted * weight
-        truth = target.reshape(n, classes, -1)
-        guess = predicted.reshape(n, classes, -1)
-        if self.per_sample or guess.shape[-1] > 1:
-            matrix = torch.bmm(truth, guess.transpose(1, 2))  # (N, C true, C predicted)
-            if not self.per_sample:
-                matrix = matrix.sum(0, keepdim=True)
-        else:
-            matrix = torch.mm(truth[..., 0].t(), guess[..., 0]).unsqueeze(0)
-        return _confusion_entries(matrix).unsqueeze(-1)
+        if batch.weight is not None:
+            predicted = predicted * batch.weight
+        return _confusion_entries(_soft_confusion_matrix(batch.target, predicted, self.per_sample)).unsqueeze(-1)
 
     def gradient(self, batch, factors):
         input, target, weight = batch.input, batch.target, batch.weight

@@ -302,3 +302,19 @@ def test_the_readme_lines_work():
         loss = loss_fn(z, y)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(z.grad).all() and z.grad.shape == z.shape
+
+
+def test_compile_true_dense_multiclass_equals_eager():
+    """The class paths' compiled flavour (one-hot rows and one batched product instead of a loop over images)
+    gives the eager loss and gradient, with ignore_index and per-image reduction."""
+    logits, labels = batch(kind="degenerate", seed=16)
+    logits = logits.double()
+    options = dict(task="multiclass", num_classes=4, reduce="image", ignore_index=255, relaxation="identity")
+    compiled = metricc.compile_metric("mcc", compile=True, check=False, **options)
+    eager = metricc.compile_metric("mcc", check=False, **options)
+    a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    loss_a, loss_b = compiled(a, labels), eager(b, labels)
+    loss_a.backward()
+    loss_b.backward()
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=0)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-15)
