@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .errors import NO_VALUE, Option
-from .runtime import AVERAGES, ESTIMATORS, TASKS
+from .runtime import AVERAGES, CLASS_WEIGHT_RULES, ESTIMATORS, REDUCES, REDUCTIONS, TASKS
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 
@@ -98,6 +98,8 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
                         help="binary (default): logits (N,); multiclass or multilabel: logits (N, C)")
     parser.add_argument("--num-classes", type=int, default=None, metavar="C",
                         help="number of classes or labels, for --task multiclass or multilabel")
+    parser.add_argument("--num-labels", type=int, default=None, metavar="L",
+                        help="number of labels, for --task multilabel (the same as --num-classes)")
     parser.add_argument("--average", choices=AVERAGES, default=None,
                         help="how per-class metrics combine (default macro), as scikit-learn's average=")
 
@@ -121,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="metric value on batches where it is undefined (default 0; 'none' lets NaN through)")
     compile_.add_argument("--sync", action="store_true",
                           help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
+    compile_.add_argument("--reduce", choices=REDUCES, default="batch",
+                          help="sum the entries over the whole batch (default; MONAI batch=True) or per image, "
+                               "averaging the per-image metric (MONAI's default)")
+    compile_.add_argument("--reduction", choices=REDUCTIONS, default="mean",
+                          help="as torch.nn losses: mean (default), sum, or none (the loss per class [and image])")
+    compile_.add_argument("--ignore-index", type=int, default=None, metavar="VALUE",
+                          help="a target value whose pixels contribute nothing (e.g. 255)")
+    compile_.add_argument("--class-weights", choices=tuple(CLASS_WEIGHT_RULES), default=None,
+                          help="weigh each class's entries by 1/support**2 (generalized Dice) or 1/support, "
+                               "summed over classes")
     compile_.add_argument("--estimator", choices=ESTIMATORS, default="batch",
                           help="'running': the metric of a running estimate across steps, for small batches")
     compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
@@ -177,7 +189,9 @@ def _compile(args) -> int:
         warnings.simplefilter("always")
         loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
                               thresholds=args.thresholds, direction=args.direction, task=args.task,
-                              num_classes=args.num_classes, average=args.average,
+                              num_classes=args.num_classes, num_labels=args.num_labels, average=args.average,
+                              class_weights=args.class_weights, reduce=args.reduce, reduction=args.reduction,
+                              ignore_index=args.ignore_index,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
                               estimator=args.estimator, momentum=args.momentum, sync=args.sync,
                               check=not args.no_check)
@@ -215,7 +229,8 @@ def _derive(args) -> int:
     if args.latex:
         print(derivation.latex())
     else:
-        print(derivation.text(task=args.task, average=args.average, num_classes=args.num_classes))
+        print(derivation.text(task=args.task, average=args.average,
+                              num_classes=args.num_classes if args.num_labels is None else args.num_labels))
     return EXIT_OK
 
 

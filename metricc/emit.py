@@ -20,6 +20,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from . import runtime
 from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
+from .relax import Relaxation
 
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
@@ -105,23 +106,38 @@ class EmitOptions:
     task: str = "binary"
     num_classes: int | None = None
     average: str | None = None
+    class_weights: str | None = None  # a rule ("inverse_square"); per-class numbers are given per instance
+    reduce: str = "batch"
+    reduction: str = "mean"
+    ignore_index: int | None = None
     estimator: str = "batch"
     momentum: float = 0.9
+    # Not an option of the loss: the relaxation (metricc.relax) whose multi-class form the module's loss uses for
+    # task="multiclass"; None: the derivation's relaxation's. compile_metric sets the multi-class default here
+    # where the user named no relaxation, so a module compiled for binary and built with task="multiclass" uses
+    # what compile_metric(..., task="multiclass") would.
+    multiclass_relaxation: Relaxation | None = dataclasses.field(default=None, metadata={"option": False})
 
     def __post_init__(self):
         for name in ("from_logits", "sync", "grad_average", "validate"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            runtime.check_flag(name, getattr(self, name))
         # The runtime owns these checks (a standalone module must carry them): its own messages.
-        runtime._check_zero_division(self.zero_division)
-        runtime._check_task(self.task, self.num_classes, self.average, None)
+        runtime.check_zero_division(self.zero_division)
+        if self.class_weights is not None and not isinstance(self.class_weights, str):
+            raise TypeError("EmitOptions.class_weights bakes a rule such as 'inverse_square'; pass per-class "
+                            "weights to the loss instead")
+        runtime.check_task(self.task, self.num_classes, self.average, self.class_weights)
+        runtime.check_choice("reduce", self.reduce, runtime.REDUCES)
+        runtime.check_choice("reduction", self.reduction, runtime.REDUCTIONS)
+        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
+        runtime.check_momentum(self.momentum)
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
         defaults = EmitOptions()
         always = ("from_logits", "zero_division", "task")
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name in always or getattr(self, f.name) != getattr(defaults, f.name)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("option", True)
+                and (f.name in always or getattr(self, f.name) != getattr(defaults, f.name))}
 
 
 def loss_names(metric_name: str) -> tuple[str, str]:
@@ -137,6 +153,8 @@ def loss_names(metric_name: str) -> tuple[str, str]:
     loss_class = f"{camel}Loss"
     if loss_class in _RUNTIME_NAMES:  # a metric called "metric" must not shadow the runtime's MetricLoss
         loss_class = "Compiled" + loss_class
+    if f"{function}_loss" in _RUNTIME_NAMES:  # nor one called "functional" its functional_loss
+        function = "compiled_" + function
     return loss_class, f"{function}_loss"
 
 
@@ -281,8 +299,9 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
     metric = derivation.metric
     loss_class, function_name = loss_names(metric.name)
     relaxation = derivation.relaxation
-    runtime_names = ["MetricDefinition", "MetricLoss", type(relaxation.runtime()).__name__]
-    multiclass = relaxation.multiclass_runtime()
+    runtime_names = ["MetricDefinition", "MetricLoss", "functional_loss", type(relaxation.runtime()).__name__]
+    multiclass_relaxation = options.multiclass_relaxation or relaxation
+    multiclass = multiclass_relaxation.multiclass_runtime()
     if multiclass is not None and type(multiclass).__name__ not in runtime_names:
         runtime_names.append(type(multiclass).__name__)
     if standalone:
@@ -338,8 +357,9 @@ class {loss_class}(MetricLoss):
 
 
 def {function_name}(input, target, weight=None, **options):
-    """The functional form: {loss_class}(**options)(input, target, weight)."""
-    return {loss_class}(**options)(input, target, weight)
+    """The functional form of {loss_class}(**options)(input, target, weight): one module per distinct options,
+    built on first use; options that keep state across calls (estimator='running') are refused."""
+    return functional_loss({loss_class}, input, target, weight, options)
 '''
 
 
@@ -372,12 +392,17 @@ def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptio
     ]
     if options.task != "binary":
         header.append(f"Task         {options.task}, {options.num_classes} classes, average={options.average!r}")
+    if options.reduce != "batch" or options.ignore_index is not None or options.class_weights is not None:
+        header.append(f"Reduction    entries summed per {'image' if options.reduce == 'image' else 'batch'}"
+                      + (f", ignore_index={options.ignore_index}" if options.ignore_index is not None else "")
+                      + (f", class_weights={options.class_weights!r}" if options.class_weights else ""))
     if metric.params:
         header.append("Parameters   " + ", ".join(f"{k} = {v:g}" for k, v in metric.params))
     usage = {
-        "binary": ("logits of shape (N,) or (N, 1)", "0/1 labels (or soft labels in [0, 1])"),
-        "multiclass": ("logits of shape (N, C)", "class indices (N,), or one-hot rows (N, C)"),
-        "multilabel": ("logits of shape (N, C)", "0/1 labels of shape (N, C)"),
+        "binary": ("logits of shape (N,), (N, 1) or (N, [1,] d1, ...)", "0/1 labels of the input's shape"),
+        "multiclass": ("logits of shape (N, C) or (N, C, d1, ...)",
+                       "class indices (N, d1, ...), or one-hot rows of the input's shape"),
+        "multilabel": ("logits of shape (N, C) or (N, C, d1, ...)", "0/1 labels of the input's shape"),
     }[options.task]
     header += [
         "",

@@ -28,8 +28,15 @@ from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
 from .metric import Metric
 from .parse import parse
-from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
-from .runtime import CURVE_NEEDS_SCORES, MetricLoss
+from .relax import (
+    Relaxation,
+    Sigmoid,
+    default_relaxation,
+    describe_amplifier_range,
+    multiclass_relaxation_for,
+    resolve_relaxation,
+)
+from .runtime import CURVE_NEEDS_SCORES, MetricLoss, _check_num_labels
 
 if TYPE_CHECKING:
     from .analyze import Report
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
 Task = Literal["binary", "multiclass", "multilabel"]
 Average = Literal["micro", "macro", "weighted"]
 Estimator = Literal["batch", "running"]
+Reduce = Literal["batch", "image"]
+Reduction = Literal["mean", "sum", "none"]
+ClassWeightRule = Literal["inverse_square", "inverse"]
 Direction = Literal["maximize", "minimize"]
 
 _MODULES: dict[str, types.ModuleType] = {}
@@ -80,10 +90,11 @@ class CompiledLoss(MetricLoss):
     which is per class; per-class weights are ``compile_metric(..., class_weights=...)``.
 
     Shape:
-        - ``input``: (N,) or (N, 1) for binary, (N, C) for multiclass and multilabel.
-        - ``target``: 0/1 with N elements (binary), (N,) class indices or (N, C) rows (multiclass),
-          (N, C) of 0/1 (multilabel).
-        - ``weight``: (N,), optional. Output: ``()``.
+        - ``input``: (N,), (N, 1) or (N, [1,] d1, ...) for binary; (N, C) or (N, C, d1, ...) for multiclass and
+          multilabel (``F.cross_entropy``'s layout).
+        - ``target``: 0/1 labels of the input's shape (binary, multilabel); (N, d1, ...) class indices or the
+          input's shape of rows (multiclass).
+        - ``weight``: (N,) or (N, d1, ...), optional. Output: ``()`` (``reduction="none"``: per class).
 
     Example::
 
@@ -178,12 +189,15 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
 def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, float] | None = None,
                    name: str | None = None, relaxation: str | Relaxation | None = None,
                    thresholds: float | Sequence[float] | None = None, direction: Direction | None = None,
-                   task: Task = "binary", num_classes: int | None = None, average: Average | None = None,
-                   class_weights: Sequence[float] | torch.Tensor | None = None, from_logits: bool = True,
-                   zero_division: float | None = 0.0, estimator: Estimator = "batch", momentum: float = 0.9,
-                   sync: bool = False, process_group: torch.distributed.ProcessGroup | None = None,
-                   grad_average: bool = True, validate: bool = True, check: bool = True,
-                   min_prevalence: float = 0.01, compile: bool = False) -> CompiledLoss:
+                   task: Task = "binary", num_classes: int | None = None, num_labels: int | None = None,
+                   average: Average | None = None,
+                   class_weights: Sequence[float] | torch.Tensor | ClassWeightRule | None = None,
+                   reduce: Reduce = "batch", reduction: Reduction = "mean", ignore_index: int | None = None,
+                   from_logits: bool = True, zero_division: float | None = 0.0, estimator: Estimator = "batch",
+                   momentum: float = 0.9, sync: bool = False,
+                   process_group: torch.distributed.ProcessGroup | None = None, grad_average: bool = True,
+                   validate: bool = True, check: bool = True, min_prevalence: float = 0.01,
+                   compile: bool = False) -> CompiledLoss:
     """Compile a confusion-matrix metric into a PyTorch loss module.
 
     The module is called as ``loss_fn(input, target, weight=None)``, input first as ``torch.nn``
@@ -202,13 +216,21 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         thresholds: thresholds to average the metric over (soft-set paper: 0.1, ..., 0.9).
         direction: ``"maximize"`` (loss = 1 − metric) or ``"minimize"`` (loss = metric); by
             default the catalog's, else the analysis's.
-        task: ``"binary"`` (default), ``"multiclass"`` (logits (N, C), one class per sample) or
-            ``"multilabel"`` (logits (N, C), C independent 0/1 labels).
-        num_classes: C, for multiclass and multilabel.
+        task: ``"binary"`` (default; logits (N,), (N, d1, ...) or (N, 1, d1, ...)), ``"multiclass"`` (logits
+            (N, C) or (N, C, d1, ...) as F.cross_entropy's, one class per sample or pixel) or ``"multilabel"``
+            (logits (N, C, ...), C independent 0/1 labels).
+        num_classes: C, for multiclass and multilabel; ``num_labels`` is the same for multilabel.
         average: ``"macro"`` (default), ``"micro"`` or ``"weighted"``, as scikit-learn's ``average=``.
         class_weights: one weight per **class** for the mean of per-class metrics (multiclass,
             multilabel; instead of ``average``'s weights). This is what ``weight=`` means for
-            ``torch.nn.CrossEntropyLoss``; metricc's ``weight`` is per sample, given at call time.
+            ``torch.nn.CrossEntropyLoss``; metricc's ``weight`` is per sample (or per pixel), given at call
+            time. Or ``"inverse_square"``: each class's entries weighted by 1/support² and summed
+            (generalized Dice, Sudre et al. 2017).
+        reduce: ``"batch"`` (entries summed over the whole batch; MONAI's ``batch=True``) or ``"image"``
+            (per sample over its pixels, metric per image, then averaged; MONAI's default).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the loss per class, and per image with
+            reduce="image"), as torch.nn losses.
+        ignore_index: a target value whose pixels contribute nothing (class indices, binary labels).
         from_logits: whether the loss takes logits (default) or probabilities.
         zero_division: the metric's value on batches where it is undefined; None lets NaN through.
         estimator: ``"batch"`` (default) or ``"running"``: the metric of a running estimate of the
@@ -230,12 +252,13 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         MetricCheckError: the analysis shows the metric cannot serve as a loss.
 
     Shape:
-        - binary: ``input`` (N,) or (N, 1) logits; ``target`` 0/1 (or soft labels in [0, 1]) with N
-          elements, of any dtype.
-        - multiclass: ``input`` (N, C); ``target`` (N,) class indices, or (N, C) one-hot or probability rows.
-        - multilabel: ``input`` (N, C); ``target`` (N, C) of 0/1.
-        - ``weight`` (call time, optional): (N,) non-negative per-**sample** weights, not torch's
-          per-class ``weight``; per-class weights are ``class_weights=`` here.
+        - binary: ``input`` (N,), (N, 1) or (N, [1,] d1, ...) logits; ``target`` 0/1 (or soft labels in [0, 1])
+          of the input's shape, with or without the axis of size 1, of any dtype.
+        - multiclass: ``input`` (N, C) or (N, C, d1, ...); ``target`` (N, d1, ...) class indices, or one-hot or
+          probability rows of the input's shape (each summing to 1).
+        - multilabel: ``input`` (N, C, ...); ``target`` of the input's shape, 0/1.
+        - ``weight`` (call time, optional): (N,) or (N, d1, ...) non-negative per-**sample** (per-pixel) weights,
+          not torch's per-class ``weight``; per-class weights are ``class_weights=`` here.
         - Output: a scalar, shape ``()``, in the input's dtype (float32 for half-precision input).
 
     Example::
@@ -260,10 +283,15 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
     parsed = parse(metric, params, name=name)
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
+    named = relaxation is not None
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
+    num_classes = _check_num_labels(task, num_classes, num_labels)
+    rule = class_weights if isinstance(class_weights, str) else None
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
                           grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,
-                          average=average, estimator=estimator, momentum=momentum)
+                          average=average, class_weights=rule, reduce=reduce, reduction=reduction,
+                          ignore_index=ignore_index, estimator=estimator, momentum=momentum,
+                          multiclass_relaxation=multiclass_relaxation_for(relaxation, named))
     if task == "multiclass" and relaxation.multiclass_runtime() is None:
         raise ValueError(f"relaxation {relaxation.spec()!r} has no multi-class form; for task='multiclass' use "
                          "'anyloss' (a softmax amplifier, metricc.Sigmoid(L=...)) or 'identity'")
@@ -287,8 +315,9 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
     derivation = _cached_derivation(parsed, relaxation,
                                     None if thresholds is None else tuple(_as_list(thresholds)), chosen)
     source = emit(derivation, options)
-    return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
-                        process_group=process_group, compile=compile)
+    per_class = {} if rule is not None else {"class_weights": class_weights}  # a rule is baked into the module
+    return CompiledLoss(source, parsed, derivation, report, emit_options=options, process_group=process_group,
+                        compile=compile, **per_class)
 
 
 def _as_list(thresholds):
