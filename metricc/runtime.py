@@ -116,14 +116,44 @@ def _extremum(args, pairwise, pick, bound):
     return torch.clamp(result, **{bound: pick(numbers)}) if numbers else result
 
 
-class TensorMath:
-    """Elementwise functions on tensors (one value per segment, class and threshold)."""
+def _number_sqrt(x):
+    return math.sqrt(x) if x >= 0 else math.nan  # NaN fails the test too
 
-    sqrt = staticmethod(torch.sqrt)
-    log = staticmethod(torch.log)
-    exp = staticmethod(torch.exp)
-    abs = staticmethod(torch.abs)
-    sign = staticmethod(torch.sign)
+
+def _number_log(x):
+    if x > 0:
+        return math.log(x)
+    return -math.inf if x == 0 else math.nan
+
+
+def _number_exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _tensor_or_number(on_tensor, on_number):
+    """One function for both kinds of argument: sympy's cse can lift a term of parameters alone (sqrt(alpha) out
+    of sqrt(TP*alpha)) into its own line, which then reaches the function as a Python number; it gets torch's
+    values there (NaN, ±inf) rather than math's exceptions."""
+
+    def apply(x):
+        return on_tensor(x) if isinstance(x, torch.Tensor) else on_number(x)
+
+    apply.__name__ = on_tensor.__name__
+    return staticmethod(apply)
+
+
+class TensorMath:
+    """Elementwise functions on tensors (one value per segment, class and threshold), and on the numbers of
+    terms that hold parameters only."""
+
+    sqrt = _tensor_or_number(torch.sqrt, _number_sqrt)
+    log = _tensor_or_number(torch.log, _number_log)
+    exp = _tensor_or_number(torch.exp, _number_exp)
+    abs = _tensor_or_number(torch.abs, abs)
+    sign = _tensor_or_number(torch.sign, lambda x: _float_sign(x))
 
     @staticmethod
     def minimum(*args):

@@ -99,6 +99,27 @@ def test_a_parameter_named_like_a_local_of_the_generated_code_keeps_its_value(pa
     torch.testing.assert_close(z.grad, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("text", ["sqrt(TP*alpha)*(FN + 2*TP)", "sqrt(TP/alpha) - FN", "TP*log(alpha) + exp(alpha)*FN",
+                                  "abs(alpha - 1)*TP - FP"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_term_of_parameters_alone_is_evaluated_on_every_path(text, dtype):
+    """Found by test_properties.py: sympy's cse lifts sqrt(alpha) out of sqrt(TP*alpha) into its own line, which
+    reached torch.sqrt as a Python float on the tensor path (a batch of one class, where the float path gives up)."""
+    loss_fn = metricc.compile_metric(text, params={"alpha": 0.5}, check=False, direction="minimize",
+                                     relaxation="identity")
+    for target in (torch.tensor([1, 0, 1, 0]), torch.zeros(4, dtype=torch.long)):
+        logits = torch.tensor([0.3, -1.0, 2.0, 0.5], dtype=dtype)
+        z = logits.clone().requires_grad_(True)
+        loss = loss_fn(z, target)
+        loss.backward()
+        reference, expected = autograd_value_and_grad(ReferenceMetric(text, {"alpha": 0.5}),
+                                                      Relaxation.from_spec("identity"), "minimize",
+                                                      logits.double(), target)
+        torch.testing.assert_close(loss.detach().double(), reference, rtol=1e-5, atol=1e-6)
+        if torch.isfinite(expected).all():  # sqrt(TP/alpha) at TP = 0 has no derivative: zero_division's case
+            torch.testing.assert_close(z.grad.double(), expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["f1", "mcc", "balanced_accuracy"])
 def test_weights_and_thresholds_against_plain_composition(name):
     thresholds = [0.2, 0.35, 0.5, 0.65, 0.8]
