@@ -128,6 +128,28 @@ def test_compiled_losses_through_the_adapter_equal_monais(kind, reduce):
     assert torch.allclose(gradients[0], gradients[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("reduce", losses.REDUCTIONS)
+def test_the_dense_loss_equals_the_loss_of_the_flattened_pixels(reduce):
+    """The experiment calls the runtime's dense layout; flattening the pixels by hand (one call per image for
+    reduce='image') is the same loss and gradient, only slower."""
+    loss = losses.CompiledPixelLoss("jaccard", "anyloss", reduce)
+    flat = losses.CompiledPixelLoss("jaccard", "anyloss", "batch").loss  # (N,) input: one image at a time
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    masks = (torch.rand(3, 8, 8, generator=generator) < 0.2).long()
+    masks[2] = 0
+    results = []
+    for run in (lambda z: loss(z, masks),
+                lambda z: flat(z.reshape(-1), masks.reshape(-1)) if reduce == "batch" else
+                torch.stack([flat(a.reshape(-1), b.reshape(-1)) for a, b in zip(z, masks)]).mean()):
+        z = logits.clone().requires_grad_(True)
+        value = run(z)
+        value.backward()
+        results.append((value.detach(), z.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-14)
+
+
 def test_every_baseline_and_a_compiled_loss_train_one_step():
     specs = losses.parse_segmentation_losses("ce,bce,monai-dice,monai-dicece,monai-tversky,lovasz-softmax,"
                                              "lovasz-hinge,jaccard@anyloss")

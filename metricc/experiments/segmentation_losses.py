@@ -17,9 +17,7 @@ Entries of ``--losses`` with ``--task segmentation`` (comma-separated); every lo
 own loss, then the mean; MONAI's default ``batch=False``; Lovász per image) or ``"batch"`` (all pixels of the
 batch at once). Cross-entropy and BCE are pixel means either way.
 
-Compiled losses are called through :class:`CompiledPixelLoss`, which moves the class axis last and
-flattens (N, 1, H, W) to (N·H·W,) (one call per image for ``reduce="image"``), the way a user calls a
-loss that accepts (N,) or (N, C) only.
+Compiled losses are called through :class:`CompiledPixelLoss`, on the runtime's dense layout (N, 1, H, W).
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 
 from .lovasz import lovasz_hinge, lovasz_softmax
 
-REDUCTIONS = ("image", "batch")
+REDUCTIONS = ("image", "batch")  # metricc.runtime.REDUCES, the study's default first
 BASELINE_CHANNELS = {"ce": 2, "bce": 1, "monai-dice": 1, "monai-dicece": 1, "monai-tversky": 1,
                      "lovasz-softmax": 2, "lovasz-hinge": 1}
 COMPILED_RELAXATIONS = ("anyloss", "identity", "linear", "sol", "sigmoid")
@@ -101,11 +99,9 @@ def parse_segmentation_loss(entry: str) -> SegmentationLoss:
 
 
 class CompiledPixelLoss:
-    """A compiled binary metric loss over the pixels of logits (N, 1, H, W) and masks (N, H, W).
-
-    ``reduce="batch"``: one call on the batch flattened to (N·H·W,); ``"image"``: one call per image, the
-    mean of the N losses.
-    """
+    """A compiled binary metric loss over the pixels of logits (N, 1, H, W) and masks (N, H, W), through the
+    runtime's dense layout: ``reduce="batch"`` sums the confusion entries over the whole batch (MONAI's
+    ``batch=True``), ``"image"`` per image and averages the N losses (MONAI's default)."""
 
     def __init__(self, metric: str, relaxation: str, reduce: str):
         import metricc
@@ -114,15 +110,11 @@ class CompiledPixelLoss:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metricc.MetricWarning)
-            self.loss = metricc.compile_metric(metric, relaxation=relaxation)
+            self.loss = metricc.compile_metric(metric, relaxation=relaxation, reduce=reduce)
         self.reduce = reduce
 
     def __call__(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        flat_logits = logits.reshape(logits.shape[0], -1)
-        flat_masks = masks.reshape(masks.shape[0], -1).to(logits.dtype)
-        if self.reduce == "batch":
-            return self.loss(flat_logits.reshape(-1), flat_masks.reshape(-1))
-        return torch.stack([self.loss(z, y) for z, y in zip(flat_logits, flat_masks)]).mean()
+        return self.loss(logits, masks)
 
 
 def _monai(kind: str, reduce: str):
