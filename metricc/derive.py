@@ -22,6 +22,7 @@ import dataclasses
 import sympy
 
 from . import curves
+from .limits import call_budget
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
 from .relax import Relaxation, resolve_relaxation
 from .simplify import tidy
@@ -207,6 +208,7 @@ def averaging_text(derivation: Derivation, task: str, average: str, num_classes:
     return lines
 
 
+@call_budget("derive")
 def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None,
            thresholds=None) -> Derivation:
     """Differentiate a metric and prepare its gradient for code generation.

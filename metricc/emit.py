@@ -12,6 +12,7 @@ names are validated identifiers.
 import dataclasses
 import keyword
 import math
+import numbers
 from pathlib import Path
 
 import sympy
@@ -20,6 +21,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from . import runtime
 from .derive import Derivation
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
+from .names import check_metric_name, check_parameter_name, parameter_value
 
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
@@ -110,10 +112,20 @@ class EmitOptions:
     momentum: float = 0.9
 
     def __post_init__(self):
+        # Every value is written into the generated source with repr(): each is converted here to the plain
+        # Python value it stands for (np.float64(0.5) is 0.5; its repr is not Python the module can run).
         for name in ("from_logits", "sync", "grad_average", "validate"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_zero_division(self.zero_division)
+        convert = {"zero_division": None if self.zero_division is None else float(self.zero_division),
+                   "momentum": _momentum(self.momentum),
+                   "num_classes": _whole_number(self.num_classes),
+                   "task": _choice("task", self.task, runtime.TASKS),
+                   "average": None if self.average is None else _choice("average", self.average, runtime.AVERAGES),
+                   "estimator": _choice("estimator", self.estimator, runtime.ESTIMATORS)}
+        for name, value in convert.items():
+            object.__setattr__(self, name, value)
         runtime._check_task(self.task, self.num_classes, self.average, None)  # the runtime's own messages
 
     def as_dict(self) -> dict:
@@ -127,9 +139,45 @@ class EmitOptions:
 def check_zero_division(value) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"zero_division must be a finite number (the metric's value on batches where it is "
                          f"undefined) or None (let NaN through), got {value!r}")
+
+
+def _momentum(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
+        raise ValueError(f"momentum must be a number in [0, 1), got {value!r}")  # the runtime's message
+    return float(value)
+
+
+def _whole_number(value):
+    """num_classes as a Python int (numpy's integers too); anything else is left for the runtime's check."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """The element of ``choices`` equal to ``value`` (our own string, whatever object compared equal)."""
+    for choice in choices:
+        if isinstance(value, str) and value == choice:
+            return choice
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _literal(value) -> str:
+    """Source for a plain value (None, a bool, an int, a finite float, a str, or a tuple of them); anything else
+    is refused: only values whose repr() Python reads back as the same value are written into generated code."""
+    if value is None or type(value) in (bool, int):
+        return repr(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(str.__getitem__(value, slice(None)))  # a plain copy: a subclass may print itself as anything
+    if type(value) is tuple:
+        items = [_literal(item) for item in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) into generated code")
 
 
 def loss_names(metric_name: str) -> tuple[str, str]:
@@ -183,13 +231,16 @@ def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.S
             return names[expr]
         if isinstance(expr, sympy.Symbol) and expr in CONFUSION_SYMBOLS:
             return expr.name
-        return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
+        return _NAMED_SUMS.get(expr.xreplace(expanded))
 
+    # Each temporary in terms of the confusion entries, to recognise the named sums. Not expanded: sums
+    # flatten by themselves (x0 + FN with x0 = TP + FP is TP + FN + FP), and sympy.expand of a temporary
+    # of a high power had no bound on its time or memory (issue 22).
     expanded = {}
     for symbol, expr in substitutions:
         full = expr.xreplace(expanded)
         expanded[symbol] = full
-        name = _NAMED_SUMS.get(sympy.expand(full))
+        name = _NAMED_SUMS.get(full)
         if name is None and isinstance(expr, sympy.Pow) and base_name(expr.base):
             base, exponent = base_name(expr.base), expr.exp
             name = {sympy.S.Half: f"sqrt_{base}", -1: f"inverse_{base}", 2: f"{base}_squared",
@@ -219,10 +270,10 @@ def metric_function_source(derivation: Derivation) -> str:
     local = _LocalNames()
     rename = {}
     lines = []
-    for name, value in metric.params:
-        local_name = local.unique(name)
+    for name, value in metric.params:  # checked where the Metric was built, and again here, where it is written
+        local_name = local.unique(check_parameter_name(name))
         rename[parameter_symbol(name)] = sympy.Symbol(local_name, real=True)
-        lines.append(f"{local_name} = {float(value)!r}")
+        lines.append(f"{local_name} = {_literal(parameter_value(name, value))}")
     names = _temporary_names(derivation, local)
     rename.update({symbol: sympy.Symbol(name, real=True) for symbol, name in names.items()})
     for symbol, expr in derivation.common_subexpressions:
@@ -300,26 +351,26 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
     else:
         header = f"from metricc.runtime import {', '.join(runtime_names)}\n"
     definition_lines = [
-        f"    name={metric.name!r},",
-        f"    expression={to_text(metric.expr)!r},",
-        f"    direction={derivation.direction!r},",
+        f"    name={_literal(check_metric_name(metric.name))},",
+        f"    expression={_literal(to_text(metric.expr))},",
+        f"    direction={_literal(_choice('direction', derivation.direction, ('maximize', 'minimize')))},",
         f"    metric={'metric_and_gradient' if derivation.curve is None else 'curve_points'},",
         f"    relaxation={relaxation.runtime()!r},",
-        f"    thresholds={tuple(derivation.thresholds)!r},",
+        f"    thresholds={_literal(tuple(float(t) for t in derivation.thresholds))},",
     ]
     if multiclass is not None and derivation.curve is None:
         definition_lines.append(f"    multiclass_relaxation={multiclass!r},")
     if derivation.curve is not None:
-        definition_lines.append(f"    curve={derivation.curve!r},")
+        definition_lines.append(f"    curve={_literal(_choice('curve', derivation.curve, ('area', 'sum')))},")
     if derivation.scale_invariant:
         definition_lines.append("    scale_invariant=True,  # f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN)"
                                 if derivation.curve is None else
                                 "    scale_invariant=True,  # Y and X unchanged by λ·(TP, FN, FP, TN)")
-    option_lines = [f"    {key}={value!r}," for key, value in options.as_dict().items()]
+    option_lines = [f"    {key}={_literal(value)}," for key, value in options.as_dict().items()]
     parts = [
         f'"""{_docstring_text(module_docstring(derivation, loss_class, options))}\n"""\n',
         header,
-        f"METRIC_SOURCE = {metric.source!r}  # as written\n",
+        f"METRIC_SOURCE = {_literal(metric.source)}  # as written\n",
         metric_function_source(derivation),
         "DEFINITION = MetricDefinition(\n" + "\n".join(definition_lines) + "\n)\n",
         "OPTIONS = dict(  # the defaults this module was compiled with; override any per instance\n"

@@ -23,6 +23,7 @@ from . import curves
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
+from .limits import call_budget
 from .metric import Metric
 from .parse import parse
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
@@ -142,6 +143,7 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
         SaturationWarning, stacklevel=_caller_stacklevel())
 
 
+@call_budget("compile_metric")
 def compile_metric(metric, *, params=None, name: str | None = None, relaxation=None, thresholds=None,
                    direction: str | None = None, task: str = "binary", num_classes: int | None = None,
                    average: str | None = None, class_weights=None, from_logits: bool = True,
@@ -208,7 +210,7 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
         refusal = report.error(direction or parsed.direction)
         if refusal is not None:
             raise refusal  # its options render as keyword arguments here, as flags in the CLI
-        report.warn(stacklevel=3, zero_division=zero_division)
+        report.warn(stacklevel=4, zero_division=zero_division)  # 4: past call_budget's wrapper
     direction = direction or parsed.direction or (report.direction if report else None)
     if direction not in ("maximize", "minimize"):
         from .analyze import infer_direction

@@ -8,12 +8,13 @@ expression back into text the grammar accepts.
 from __future__ import annotations
 
 import dataclasses
-import keyword
 from collections.abc import Mapping
 
 import sympy
 from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
+
+from . import limits, names
 
 # Soft confusion entries are sums of non-negative terms; telling sympy so lets it
 # simplify sqrt(TP**2) to TP and prove signs in the analysis.
@@ -100,15 +101,20 @@ class Metric:
     domain: tuple[sympy.Expr, ...] = ()
 
     def __post_init__(self):
-        # The name becomes class and function names in generated code. ASCII only: Python reads
-        # other identifiers through NFKC normalisation ('ﬁ' would be defined as 'fi').
-        if not (isinstance(self.name, str) and self.name.isascii() and self.name.isidentifier()
-                and not keyword.iskeyword(self.name)):
-            raise ValueError(f"metric name {self.name!r} must be an ASCII Python identifier that is not a keyword")
+        # Everything here may reach generated source, which metricc imports and runs: names, parameter
+        # values and node types are checked wherever a Metric is built (metricc.names), and the structural
+        # limits that keep every later stage within its time and memory are applied (metricc.limits).
+        names.check_metric_name(self.name)
+        object.__setattr__(self, "params", names.checked_params(self.params))
         if self.direction not in (None, *DIRECTIONS):
             raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
         if not (isinstance(self.domain, tuple) and all(isinstance(e, sympy.Expr) for e in self.domain)):
             raise ValueError(f"domain must be a tuple of sympy expressions, got {self.domain!r}")
+        if not isinstance(self.source, str) or not isinstance(self.description, str):
+            raise ValueError("source and description must be strings")
+        for part, what in ((self.expr, "the expression"), *((e, "a domain entry") for e in self.domain)):
+            names.check_nodes(part, self.params, what)
+            limits.check_expression(part, what)
 
     @property
     def param_values(self) -> dict[str, float]:
