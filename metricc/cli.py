@@ -171,10 +171,10 @@ def _version() -> str:
 
 def _compile(args) -> int:
     from . import compile_metric
+    from .files import check_writable, write_file
 
-    if args.output is not None and args.output.exists() and not args.force:
-        print(f"metricc: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return EXIT_ERROR
+    if args.output is not None:
+        check_writable([args.output], args.force, option="-o")  # before compiling, not after
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
@@ -189,22 +189,11 @@ def _compile(args) -> int:
     if args.output is None:
         sys.stdout.write(source)
     else:
-        _write_new_file(args.output, source, overwrite=args.force)
+        write_file(args.output, source, overwrite=args.force)
         kind = "standalone, imports only torch" if args.standalone else "imports metricc.runtime"
         print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(source.splitlines())} lines, {kind})",
               file=sys.stderr)
     return EXIT_OK
-
-
-def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path``; without ``overwrite`` fail rather than replace an existing file."""
-    mode = "w" if overwrite else "x"
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; -o needs a file name, e.g. {path / 'loss.py'}")
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"folder {path.parent} does not exist")
-    with open(path, mode, encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def _derive(args) -> int:
