@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import math
+import numbers
 import time
 import warnings
 from fractions import Fraction
@@ -40,7 +41,7 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from . import curves
+from . import curves, limits
 from . import domain as _domain
 from .budget import budgets_available, cpu_time, expirations, try_within
 from .errors import (
@@ -56,7 +57,7 @@ from .errors import (
     render,
 )
 from .interval import Interval, Unsupported, enclose
-from .limits import CALL_SECONDS, call_budget
+from .limits import call_budget
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
 from .parse import parse, written_domain
 from .signs import face_zero_sets, sign
@@ -324,6 +325,14 @@ class _Deadline:
         return f"; not proved within the time budget ({self.seconds:g} s of CPU time in all, less for each step)"
 
 
+def check_min_prevalence(value) -> float:
+    """π as a float in (0, 0.5): the Lipschitz bound covers prevalences in [π, 1 − π], an empty or inverted
+    interval for any other π (0.9 gave a "proved" bound over [0.9, 0.1]). analyze and compile_metric both ask."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < 0.5:
+        raise ValueError(f"min_prevalence must lie in (0, 0.5), got {value!r}")
+    return float(value)
+
+
 def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
     """Analyse a metric: range, direction, where it is defined, Lipschitz bound, singular batches.
 
@@ -336,9 +345,8 @@ def analyze(metric, params=None, *, min_prevalence: float = 0.01, seconds: float
     Returns:
         A :class:`Report`.
     """
-    if not 0 < min_prevalence < 0.5:
-        raise ValueError(f"min_prevalence must lie in (0, 0.5), got {min_prevalence!r}")
-    with call_budget("analyze", max(CALL_SECONDS, seconds + CALL_SECONDS - DEFAULT_SECONDS)):
+    min_prevalence = check_min_prevalence(min_prevalence)
+    with call_budget("analyze", max(limits.CALL_SECONDS, seconds + limits.CALL_SECONDS - DEFAULT_SECONDS)):
         return analyze_metric(parse(metric, params), min_prevalence=min_prevalence, seconds=seconds)
 
 

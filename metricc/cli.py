@@ -62,6 +62,17 @@ def _parse_param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"--param {name.strip()} needs a number, got {value!r}") from None
 
 
+def unique_params(pairs, option: str = "--param") -> dict[str, float]:
+    """``--param`` values as a dict; a name given twice is refused (a dict would keep the last silently)."""
+    params: dict[str, float] = {}
+    for name, value in pairs:
+        if name in params:
+            raise ValueError(f"{option} {name} is given twice ({name}={_number(params[name])} and "
+                             f"{name}={_number(value)}); give each parameter once")
+        params[name] = value
+    return params
+
+
 def _parse_thresholds(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
@@ -122,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
     compile_.add_argument("--estimator", choices=("batch", "running"), default="batch",
                           help="'running': the metric of a running estimate across steps, for small batches")
-    compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
+    compile_.add_argument("--momentum", type=float, default=None,
+                          help="the running estimate's momentum (default 0.9; needs --estimator running)")
     compile_.add_argument("--standalone", action="store_true",
                           help="inline metricc's runtime: a file that imports only torch (default: imports metricc)")
     compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
@@ -175,13 +187,17 @@ def _compile(args) -> int:
 
     if args.output is not None:
         check_writable([args.output], args.force, option="-o")  # before compiling, not after
+    if args.momentum is not None and args.estimator != "running":  # it would be ignored
+        raise ValueError("--momentum applies to the running estimator; add --estimator running")
+    params = unique_params(args.param)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
+        loss = compile_metric(args.metric, params=params, name=args.name, relaxation=args.relaxation,
                               thresholds=args.thresholds, direction=args.direction, task=args.task,
                               num_classes=args.num_classes, average=args.average,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
-                              estimator=args.estimator, momentum=args.momentum, sync=args.sync,
+                              estimator=args.estimator, momentum=0.9 if args.momentum is None else args.momentum,
+                              sync=args.sync,
                               check=not args.no_check)
     for warning in caught:
         print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
@@ -200,7 +216,7 @@ def _derive(args) -> int:
     from . import derive, parse
     from .relax import default_relaxation
 
-    metric = parse(args.metric, dict(args.param))
+    metric = parse(args.metric, unique_params(args.param))
     relaxation = default_relaxation(args.task) if args.relaxation is None else args.relaxation
     derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
     if args.latex:
@@ -241,7 +257,7 @@ def _table(rows) -> str:
 def _check(args) -> int:
     from .analyze import analyze
 
-    report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
+    report = analyze(args.metric, params=unique_params(args.param), min_prevalence=args.min_prevalence)
     if args.json:
         data = report.to_dict()
         data["problems"] = report.blocking_problems(spell=flag)

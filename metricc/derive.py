@@ -23,7 +23,7 @@ import sympy
 
 from . import curves
 from .limits import call_budget
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, check_direction, differentiate, scale_degree, to_text
 from .relax import Relaxation, resolve_relaxation
 from .simplify import tidy
 
@@ -231,8 +231,7 @@ def derive(metric: Metric, relaxation="anyloss", *, direction: str | None = None
         from .analyze import infer_direction
 
         direction = infer_direction(metric)
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    direction = check_direction(direction)
     parts = curves.curve_parts(metric.expr)
     if parts is None:
         thresholds = normalize_thresholds(relaxation, thresholds)

@@ -20,6 +20,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from . import runtime
 from .derive import Derivation
+from .limits import call_budget
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
 from .names import check_metric_name, check_parameter_name, parameter_value
 
@@ -331,6 +332,7 @@ def runtime_source() -> str:
     return RUNTIME_PATH.read_text(encoding="utf-8")
 
 
+@call_budget("emit")
 def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standalone: bool = False) -> str:
     """Python source of a loss module for ``derivation``.
 

@@ -157,10 +157,11 @@ def check_expression(expr: sympy.Basic, what: str = "the expression") -> None:
 
 
 @contextlib.contextmanager
-def call_budget(what: str, seconds: float = CALL_SECONDS):
-    """Run a public call within ``seconds`` of CPU time; when they run out (or memory does), refuse with a
-    ``MetricCheckError`` that says what did not finish. Inside an enclosing call budget, that one's deadline
-    holds and its refusal names its own call."""
+def call_budget(what: str, seconds: float | None = None):
+    """Run a public call within ``seconds`` of CPU time (default ``CALL_SECONDS``, read at each call); when they
+    run out (or memory does), refuse with a ``MetricCheckError`` that says what did not finish. Inside an
+    enclosing call budget, that one's deadline holds and its refusal names its own call."""
+    seconds = CALL_SECONDS if seconds is None else seconds
     budget = Budget(seconds)
     try:
         with budget:

@@ -8,6 +8,7 @@ the generated lines) and caches it by content.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import linecache
@@ -16,6 +17,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 
 import torch
 
@@ -24,31 +26,43 @@ from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
 from .limits import call_budget
-from .metric import Metric
+from .metric import Metric, check_direction
 from .parse import parse
 from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
 from .runtime import CURVE_NEEDS_SCORES, MetricLoss
 
-_MODULES: dict[str, types.ModuleType] = {}
+# The generated modules, most recently used last. At most MAX_MODULES stay imported (in sys.modules
+# too); older ones are dropped from both, and live on only as long as a loss still uses them. Compiling
+# their metric again imports them again. Without a bound, every distinct compile stayed for the life of
+# the process (a server compiling users' metrics would grow without end).
+MAX_MODULES = 256  # as many as the derivation and analysis caches keep
+_MODULES: collections.OrderedDict[str, types.ModuleType] = collections.OrderedDict()
 _MODULES_LOCK = threading.Lock()
 
 
 def load_module(source: str, name: str = "loss") -> types.ModuleType:
-    """Import generated source as a module, once per distinct source text."""
+    """Import generated source as a module, once per distinct source text (of the last MAX_MODULES)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     with _MODULES_LOCK:
         module = _MODULES.get(digest)
         if module is not None:
+            _MODULES.move_to_end(digest)
             return module
         module_name = f"metricc.generated.{name}_{digest}"
         filename = f"<metricc-generated {name} {digest}>"
         code = compile(source, filename, "exec")  # our own generated code, never user text
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         module = types.ModuleType(module_name)
         module.__file__ = filename
         exec(code, module.__dict__)  # noqa: S102 - executes generated code only
+        # Tracebacks show the generated lines for as long as the module lives, and no longer.
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        weakref.finalize(module, linecache.cache.pop, filename, None)
         sys.modules[module_name] = module
         _MODULES[digest] = module
+        while len(_MODULES) > MAX_MODULES:
+            _, evicted = _MODULES.popitem(last=False)
+            if sys.modules.get(evicted.__name__) is evicted:
+                del sys.modules[evicted.__name__]
         return module
 
 
@@ -189,6 +203,10 @@ def compile_metric(metric, *, params=None, name: str | None = None, relaxation=N
         MetricSyntaxError: the metric text is not in the grammar.
         MetricCheckError: the analysis shows the metric cannot serve as a loss.
     """
+    from .analyze import check_min_prevalence
+
+    direction = None if direction is None else check_direction(direction)  # a typo must not flip the objective
+    min_prevalence = check_min_prevalence(min_prevalence)  # as analyze() checks it, also with check=False
     parsed = parse(metric, params, name=name)
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation

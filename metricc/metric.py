@@ -33,6 +33,15 @@ DERIVED_SYMBOLS: dict[str, sympy.Expr] = {
 DIRECTIONS = ("maximize", "minimize")
 
 
+def check_direction(direction) -> str:
+    """``"maximize"`` or ``"minimize"`` (our own string), or a ValueError: a typo such as ``"min"`` must not
+    be replaced by the inferred direction, which may train the opposite objective."""
+    for choice in DIRECTIONS:
+        if isinstance(direction, str) and direction == choice:
+            return choice
+    raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+
+
 class _RealAbs(sympy.Function):
     """|u| for a real u. sympy's Abs must allow complex u, so d|sqrt(u)|/du comes out in
     terms of re, im and atan2(0, u); metrics are real-valued, where d|u| = sign(u) du."""
@@ -106,15 +115,17 @@ class Metric:
         # limits that keep every later stage within its time and memory are applied (metricc.limits).
         names.check_metric_name(self.name)
         object.__setattr__(self, "params", names.checked_params(self.params))
-        if self.direction not in (None, *DIRECTIONS):
-            raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
+        if self.direction is not None:
+            object.__setattr__(self, "direction", check_direction(self.direction))
         if not (isinstance(self.domain, tuple) and all(isinstance(e, sympy.Expr) for e in self.domain)):
             raise ValueError(f"domain must be a tuple of sympy expressions, got {self.domain!r}")
         if not isinstance(self.source, str) or not isinstance(self.description, str):
             raise ValueError("source and description must be strings")
         for part, what in ((self.expr, "the expression"), *((e, "a domain entry") for e in self.domain)):
+            if not isinstance(part, sympy.Expr):
+                raise ValueError(f"{what} must be a sympy expression, got {type(part).__name__}")
+            limits.check_expression(part, what)  # first: it stops counting at the size limit
             names.check_nodes(part, self.params, what)
-            limits.check_expression(part, what)
 
     @property
     def param_values(self) -> dict[str, float]:

@@ -35,7 +35,7 @@ from .multiclass_data import DatasetError, TaskDataset, load_named, load_task_cs
 from .multiclass_evaluation import evaluation_rows, row_label, score
 from .multiclass_losses import TaskLoss, TaskLossError, build_task_loss, parse_task_losses
 from .multiclass_relaxations import PrototypeMetricLoss, SoftPrediction, closeness, parse_soft_prediction
-from .training import TrainingError, TrainingRun, predict_logits
+from .training import TrainingError, TrainingRun, check_device, predict_logits
 
 MODELS = ("slp", "mlp", "resnet")
 EPOCHS = {"slp": 100, "mlp": 100, "resnet": 30}
@@ -372,6 +372,7 @@ def run_task_from_args(args) -> int:
         for model in models:  # fail before training, not after
             check_writable([Path(args.out) / f"multi_{task}_{model}{suffix}"
                             for suffix in (".md", "_runs.csv", "_probes.csv")], args.force)
+        check_device(args.device)
     except (TaskLossError, DatasetError, ValueError, FileExistsError) as exc:
         return _error(str(exc))
     torch.set_num_threads(args.threads)

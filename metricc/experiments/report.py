@@ -137,7 +137,10 @@ def folds_csv(results: list[DatasetResult]) -> str:
 
 
 def achievement_rate(curve: np.ndarray, epoch: int) -> float:
-    """AnyLoss eq. 14: the share of the total loss decrease reached after ``epoch`` epochs."""
+    """AnyLoss eq. 14: the share of the total loss decrease reached after ``epoch`` epochs; NaN where the curve
+    stops before (the mean curve of a loss whose training diverged in some fold stops at that epoch)."""
+    if len(curve) < max(epoch, 1):
+        return float("nan")
     total = curve[0] - curve[-1]
     return float((curve[0] - curve[epoch - 1]) / total) if total else float("nan")
 
@@ -175,7 +178,7 @@ def learning_time_markdown(results: list[DatasetResult], config: ExperimentConfi
     out.write("\nAchievement rate (AnyLoss eq. 14, Table 9): share of the total decrease of the mean training "
               "loss reached after a given share of the epochs.\n")
     for result in results:
-        epochs = len(result.mean_curve(names[0]))
+        epochs = max(len(result.mean_curve(name)) for name in names)
         marks = sorted({max(1, round(f * epochs)) for f in ACHIEVEMENT_FRACTIONS})
         out.write(f"\n**{result.dataset}**\n\n| loss | " + " | ".join(f"epoch {m}" for m in marks) + " |\n")
         out.write("|---|" + "---:|" * len(marks) + "\n")
