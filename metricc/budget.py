@@ -112,13 +112,11 @@ class _Stack:
         self.budgets: list[Budget] = []
         self.raised_at: float | None = None  # CPU time of the watchdog's last raise, while it may be pending
 
-    def spent(self, now: float, upto: Budget | None = None) -> Budget | None:
-        """The outermost budget (among those up to ``upto``) whose deadline has passed at ``now``."""
+    def spent(self, now: float) -> Budget | None:
+        """The outermost budget whose deadline has passed at ``now``."""
         for budget in self.budgets:
             if now >= budget.deadline:
                 return budget
-            if budget is upto:
-                break
         return None
 
 
@@ -223,11 +221,11 @@ class Budget:
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
-        stack = self._stack
+        stack = self._stack  # holds this budget and the enclosing ones: inner ones have left already
         if isinstance(error, BudgetExceeded) and error.budget is None:  # raised by the watchdog
-            error.budget = stack.spent(stack.clock(), upto=self) or self
+            error.budget = stack.spent(stack.clock()) or self
             error.args = (f"gave up after {error.budget.seconds:.2f} s of CPU time",)
-        for _ in range(3):  # a raise that arrives while leaving is withdrawn by leaving again
+        while True:  # a raise that arrives on the way out (the block ended at its deadline): leave again
             try:
                 _WATCHDOG.pop(stack, self)
                 break

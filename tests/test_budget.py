@@ -231,3 +231,98 @@ def test_each_thread_spends_its_own_budget():
     finally:
         stop.set()
         busy.join()
+
+
+def test_a_raise_the_work_swallowed_comes_again_soon():
+    """A bare ``except`` (or ``except BaseException``) swallows one raise; the watchdog raises again after
+    REFIRE_SECONDS of CPU time, while the budget has run out."""
+    def swallows_once():
+        try:
+            _spin(5.0)
+        except BaseException:  # noqa: BLE001 - what some library code does
+            pass
+        _spin(5.0)
+
+    started = cpu_time()
+    assert try_within(0.05, swallows_once, "stopped") == "stopped"
+    assert cpu_time() - started < 0.05 + 3 * budget_module.REFIRE_SECONDS + 0.2
+
+
+def test_a_raise_that_arrives_while_leaving_the_block_is_withdrawn(monkeypatch):
+    """The block ended just at its deadline and the watchdog's raise arrives on the way out: leaving is
+    repeated, and nothing escapes."""
+    real_pop, calls = budget_module._WATCHDOG.pop, []
+
+    def late_then_pop(stack, budget):
+        calls.append(budget)
+        if len(calls) == 1:
+            raise BudgetExceeded()  # as PyThreadState_SetAsyncExc delivers it
+        real_pop(stack, budget)
+
+    monkeypatch.setattr(budget_module._WATCHDOG, "pop", late_then_pop)
+    assert try_within(1.0, lambda: "done", "fallback") == "done"
+    assert len(calls) == 2 and threading.get_ident() not in budget_module._WATCHDOG.stacks
+
+
+def test_an_alarm_inside_a_destructor_waits_for_the_budgeted_code():
+    finished = []
+
+    class Slow:
+        def __del__(self):
+            _spin(0.2)  # the 0.05 s deadline passes in here
+            finished.append("deleted")
+
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with pytest.raises(BudgetExceeded):
+            with time_budget(0.05):
+                slow = Slow()
+                del slow
+                _spin(5.0)
+    finally:
+        sys.unraisablehook = hook
+    assert finished == ["deleted"] and unraisable == []
+
+
+def test_a_forked_child_has_budgets_of_its_own():
+    import os
+
+    pid = os.fork()
+    if pid == 0:  # the child: only this thread survived the fork, the parent's watchdog did not
+        started = cpu_time()
+        ok = try_within(0.05, lambda: _spin(5.0), "fallback") == "fallback" and cpu_time() - started < 0.5
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_watchdog_forgets_a_thread_whose_clock_cannot_be_read():
+    stack = budget_module._Stack(threading.get_ident())
+    stack.budgets.append(budget_module.Budget(1.0))
+
+    def gone():
+        raise OSError("the thread has ended")
+
+    stack.clock = gone
+    watchdog = budget_module._Watchdog()
+    watchdog.stacks[stack.ident] = stack
+    watchdog._check(stack)
+    assert watchdog.stacks == {}
+
+
+def test_without_a_clock_per_thread_the_process_clock_is_used(monkeypatch):
+    monkeypatch.delattr(time, "pthread_getcpuclockid", raising=False)
+    assert budget_module._thread_clock(threading.get_ident()) is time.process_time
+
+
+def test_an_interpreter_without_the_async_raise_has_no_raiser():
+    assert budget_module._async_raiser("not a ctypes type") is None
+
+
+def test_no_time_left_says_so():
+    empty = time_budget(0)
+    with pytest.raises(BudgetExceeded, match="no time left") as raised:
+        with empty:
+            pass
+    assert raised.value.budget is empty
