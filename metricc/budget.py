@@ -93,14 +93,22 @@ def _async_raiser(exception_type):
         return None
 
 
-_raise_async = _async_raiser(ctypes.py_object)  # (ident, BudgetExceeded): raise in that thread
-_clear_async = _async_raiser(ctypes.c_void_p)  # (ident, None): withdraw a raise not yet delivered
+_RAISERS = None
+
+
+def _async_raisers():
+    """(raise, withdraw), built at first use: ``raise(ident, BudgetExceeded)`` raises in thread ``ident``,
+    ``withdraw(ident, None)`` withdraws a raise that has not arrived yet."""
+    global _RAISERS
+    if _RAISERS is None:
+        _RAISERS = (_async_raiser(ctypes.py_object), _async_raiser(ctypes.c_void_p))
+    return _RAISERS
 
 
 def budgets_available() -> bool:
     """Whether budgets can interrupt running work (on every thread); without it, only a budget entered
     after an enclosing one has run out stops (a cooperative check)."""
-    return _raise_async is not None
+    return _async_raisers()[0] is not None
 
 
 class _Stack:
@@ -138,7 +146,7 @@ class _Watchdog:
         with self.lock:
             self.stacks[stack.ident] = stack
             stack.budgets.append(budget)
-            if _raise_async is not None and self.thread is None:
+            if budgets_available() and self.thread is None:
                 self.thread = threading.Thread(target=self._watch, name="metricc-budget-watchdog", daemon=True)
                 self.thread.start()
             self.busy.notify()
@@ -152,7 +160,7 @@ class _Watchdog:
             if not stack.budgets and self.stacks.get(stack.ident) is stack:
                 del self.stacks[stack.ident]
             if stack.raised_at is not None:
-                _clear_async(stack.ident, None)
+                _async_raisers()[1](stack.ident, None)
                 stack.raised_at = None
 
     def _watch(self) -> None:
@@ -179,17 +187,27 @@ class _Watchdog:
         frame = sys._current_frames().get(stack.ident)
         if frame is None or _inside_unraisable_context(frame):
             return  # checked again at the next tick, once back in the budgeted code
-        _raise_async(stack.ident, BudgetExceeded)
+        _async_raisers()[0](stack.ident, BudgetExceeded)
         stack.raised_at = now
 
 
-_WATCHDOG = _Watchdog()
+_WATCHDOG: _Watchdog | None = None
+_WATCHDOG_CREATED = threading.Lock()
+
+
+def _watchdog() -> _Watchdog:
+    """The process's watchdog (created with the first budget; its thread starts then too)."""
+    global _WATCHDOG
+    with _WATCHDOG_CREATED:
+        if _WATCHDOG is None:
+            _WATCHDOG = _Watchdog()
+        return _WATCHDOG
 
 
 def _after_fork_in_child() -> None:
     # Only the forking thread survives a fork, without the watchdog; budgets start afresh in the child.
-    global _WATCHDOG
-    _WATCHDOG = _Watchdog()
+    global _WATCHDOG, _WATCHDOG_CREATED
+    _WATCHDOG, _WATCHDOG_CREATED = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -209,7 +227,7 @@ class Budget:
         if not self.seconds > 0:  # NaN too
             _expired()
             raise BudgetExceeded("no time left", self)
-        stack = _WATCHDOG.stack()
+        stack = _watchdog().stack()
         now = stack.clock()
         spent = stack.spent(now)
         if spent is not None:  # inside a budget that has already run out: that one ends here
@@ -217,7 +235,7 @@ class Budget:
         outer = stack.budgets[-1].deadline if stack.budgets else math.inf
         self.deadline = min(now + self.seconds, outer)
         self._stack = stack
-        _WATCHDOG.push(stack, self)
+        _watchdog().push(stack, self)
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
@@ -227,7 +245,7 @@ class Budget:
             error.args = (f"gave up after {error.budget.seconds:.2f} s of CPU time",)
         while True:  # a raise that arrives on the way out (the block ended at its deadline): leave again
             try:
-                _WATCHDOG.pop(stack, self)
+                _watchdog().pop(stack, self)
                 break
             except BudgetExceeded:
                 continue
@@ -243,7 +261,7 @@ def time_budget(seconds: float) -> Budget:
 
 def remaining() -> float:
     """CPU seconds left in the calling thread's tightest budget (infinity outside any budget)."""
-    stack = _WATCHDOG.stacks.get(threading.get_ident())
+    stack = _watchdog().stacks.get(threading.get_ident())
     if stack is None or not stack.budgets:
         return math.inf
     return stack.budgets[-1].deadline - stack.clock()

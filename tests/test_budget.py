@@ -2,6 +2,7 @@
 
 import gc
 import math
+import platform
 import sys
 import threading
 import time
@@ -12,7 +13,8 @@ import pytest
 from metricc import budget as budget_module
 from metricc.budget import BudgetExceeded, budgets_available, cpu_time, remaining, time_budget, try_within
 
-pytestmark = pytest.mark.skipif(not budgets_available(), reason="needs PyThreadState_SetAsyncExc (CPython)")
+pytestmark = pytest.mark.skipif(platform.python_implementation() != "CPython",
+                                reason="needs PyThreadState_SetAsyncExc (CPython)")
 
 
 def _spin(seconds):
@@ -42,6 +44,10 @@ def _in_thread(work):
     thread.start()
     thread.join()
     return outcome[0]
+
+
+def test_budgets_interrupt_work_on_cpython():
+    assert budgets_available()
 
 
 def test_work_past_its_budget_is_interrupted_and_the_fallback_returned():
@@ -100,7 +106,7 @@ def test_a_budget_entered_after_the_outer_one_ran_out_ends_the_outer_one_at_once
     """The cooperative check: where nothing interrupts the work, entering a budget still stops it."""
     with pytest.raises(BudgetExceeded) as raised:
         with time_budget(0.05) as outer:
-            budget_module._WATCHDOG.stacks[threading.get_ident()].budgets[0].deadline = cpu_time() - 1
+            budget_module._watchdog().stacks[threading.get_ident()].budgets[0].deadline = cpu_time() - 1
             try_within(5.0, lambda: "never runs", "not this fallback either")
     assert raised.value.budget is outer
 
@@ -130,7 +136,7 @@ def test_no_budget_exception_escapes_once_the_block_has_ended():
         seconds = 0.001 + (index % 7) * 0.0005
         try_within(seconds, lambda seconds=seconds: _spin_cpu(seconds), None)
     _spin(0.05)  # a late raise would arrive here
-    assert threading.get_ident() not in budget_module._WATCHDOG.stacks
+    assert threading.get_ident() not in budget_module._watchdog().stacks
 
 
 def test_an_alarm_inside_a_garbage_collector_callback_waits_for_the_budgeted_code():
@@ -251,7 +257,7 @@ def test_a_raise_the_work_swallowed_comes_again_soon():
 def test_a_raise_that_arrives_while_leaving_the_block_is_withdrawn(monkeypatch):
     """The block ended just at its deadline and the watchdog's raise arrives on the way out: leaving is
     repeated, and nothing escapes."""
-    real_pop, calls = budget_module._WATCHDOG.pop, []
+    real_pop, calls = budget_module._watchdog().pop, []
 
     def late_then_pop(stack, budget):
         calls.append(budget)
@@ -259,9 +265,9 @@ def test_a_raise_that_arrives_while_leaving_the_block_is_withdrawn(monkeypatch):
             raise BudgetExceeded()  # as PyThreadState_SetAsyncExc delivers it
         real_pop(stack, budget)
 
-    monkeypatch.setattr(budget_module._WATCHDOG, "pop", late_then_pop)
+    monkeypatch.setattr(budget_module._watchdog(), "pop", late_then_pop)
     assert try_within(1.0, lambda: "done", "fallback") == "done"
-    assert len(calls) == 2 and threading.get_ident() not in budget_module._WATCHDOG.stacks
+    assert len(calls) == 2 and threading.get_ident() not in budget_module._watchdog().stacks
 
 
 def test_an_alarm_inside_a_destructor_waits_for_the_budgeted_code():
