@@ -54,8 +54,10 @@ def write_file(path, data: str | bytes, *, overwrite: bool = False) -> Path:
     path = Path(path)
     check_writable([path], overwrite)
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
     if not folder.is_dir():
-        raise FileNotFoundError(f"folder {folder} does not exist")
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     temporary = _write_temporary(folder, path.name, payload)
     try:

@@ -76,7 +76,7 @@ def _in_thread(work):
 
 @pytest.fixture
 def short_budget(monkeypatch):
-    """A per-call budget of 0.5 s instead of 4.5 s: the same guarantee, checked at a tenth of the cost."""
+    """A per-call budget of 0.5 s instead of 4.9 s: the same guarantee, checked at a tenth of the cost."""
     monkeypatch.setattr(limits, "CALL_SECONDS", 0.5)
     return 0.5
 
