@@ -51,8 +51,8 @@ class BudgetExceeded(BaseException):
         budget: the :class:`Budget` whose deadline passed (the outermost one, when several did).
     """
 
-    def __init__(self, message: str = "", budget: Budget | None = None):
-        super().__init__(message)
+    def __init__(self, *args, budget: Budget | None = None):  # the watchdog's raise has no arguments
+        super().__init__(*args)
         self.budget = budget
 
 
@@ -87,7 +87,7 @@ def _async_raiser(exception_type):
     """``PyThreadState_SetAsyncExc`` with its own argument types (the shared ``ctypes.pythonapi`` entry is
     left as other libraries may have set it); None where the interpreter has no such function."""
     try:
-        prototype = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, exception_type)
+        prototype = ctypes.PYFUNCTYPE(None, ctypes.c_ulong, exception_type)  # its count of threads is not needed
         return prototype(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
     except (AttributeError, TypeError):
         return None
@@ -187,8 +187,8 @@ class _Watchdog:
         frame = sys._current_frames().get(stack.ident)
         if frame is None or _inside_unraisable_context(frame):
             return  # checked again at the next tick, once back in the budgeted code
+        stack.raised_at = now  # first: the raise may arrive at once when the watchdog checks its own thread
         _async_raisers()[0](stack.ident, BudgetExceeded)
-        stack.raised_at = now
 
 
 _WATCHDOG: _Watchdog | None = None
@@ -206,8 +206,8 @@ def _watchdog() -> _Watchdog:
 
 def _after_fork_in_child() -> None:
     # Only the forking thread survives a fork, without the watchdog; budgets start afresh in the child.
-    global _WATCHDOG, _WATCHDOG_CREATED
-    _WATCHDOG, _WATCHDOG_CREATED = None, threading.Lock()
+    global _WATCHDOG, _WATCHDOG_CREATED, _RAISERS
+    _WATCHDOG, _WATCHDOG_CREATED, _RAISERS = None, threading.Lock(), None
 
 
 if hasattr(os, "register_at_fork"):
@@ -226,12 +226,12 @@ class Budget:
     def __enter__(self) -> Budget:
         if not self.seconds > 0:  # NaN too
             _expired()
-            raise BudgetExceeded("no time left", self)
+            raise BudgetExceeded("no time left", budget=self)
         stack = _watchdog().stack()
         now = stack.clock()
         spent = stack.spent(now)
         if spent is not None:  # inside a budget that has already run out: that one ends here
-            raise BudgetExceeded(f"gave up after {spent.seconds:.2f} s of CPU time", spent)
+            raise BudgetExceeded(f"gave up after {spent.seconds:.2f} s of CPU time", budget=spent)
         outer = stack.budgets[-1].deadline if stack.budgets else math.inf
         self.deadline = min(now + self.seconds, outer)
         self._stack = stack

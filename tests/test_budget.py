@@ -99,6 +99,8 @@ def test_an_inner_budget_ends_no_later_than_the_outer_one():
         with time_budget(10.0) as inner:
             assert inner.deadline == outer.deadline
             assert 0 < remaining() <= 0.3
+    with time_budget(10.0), time_budget(5.0), time_budget(0.2):  # the innermost is the tightest
+        assert 0.1 < remaining() <= 0.2
     assert remaining() == math.inf
 
 
@@ -332,3 +334,43 @@ def test_no_time_left_says_so():
         with empty:
             pass
     assert raised.value.budget is empty
+
+
+def _stack_at(now: float, deadline: float = 0.0):
+    """This thread's stack as the watchdog sees it, with one budget and a clock that reads ``now``."""
+    stack = budget_module._Stack(threading.get_ident())
+    budget = budget_module.Budget(1.0)
+    budget.deadline = deadline
+    stack.budgets.append(budget)
+    stack.clock = lambda: now
+    return stack, budget
+
+
+def _delivered(action) -> bool:
+    """Whether ``action()`` made a BudgetExceeded arrive in this thread (delivered at the next bytecodes)."""
+    try:
+        action()
+        for _ in range(1000):  # the interpreter delivers a pending raise within a few instructions
+            pass
+    except BudgetExceeded:
+        return True
+    return False
+
+
+def test_a_deadline_is_reached_at_its_instant():
+    stack, budget = _stack_at(5.0, deadline=5.0)
+    assert stack.spent(5.0) is budget and stack.spent(4.999) is None
+    watchdog = budget_module._Watchdog()
+    assert _delivered(lambda: watchdog._check(stack)) and stack.raised_at == 5.0
+    early, _ = _stack_at(4.999, deadline=5.0)
+    assert not _delivered(lambda: watchdog._check(early)) and early.raised_at is None
+
+
+def test_the_watchdog_raises_again_only_after_refire_seconds():
+    watchdog = budget_module._Watchdog()
+    refire = budget_module.REFIRE_SECONDS
+    for since, expected in ((refire / 2, False), (refire, True)):
+        stack, _ = _stack_at(since)
+        stack.raised_at = 0.0  # the last raise, which the work swallowed
+        assert _delivered(lambda stack=stack: watchdog._check(stack)) is expected
+        assert stack.raised_at == (since if expected else 0.0)
