@@ -148,7 +148,7 @@ def test_an_alarm_inside_a_garbage_collector_callback_waits_for_the_budgeted_cod
 
     def slow_callback(phase, info):
         if phase == "start":
-            _spin(0.2)  # the 0.05 s deadline passes in here
+            _spin_cpu(0.2)  # the 0.05 s deadline passes in here (CPU time: whatever the load)
             finished.append(phase)
 
     unraisable = []
@@ -181,7 +181,7 @@ def test_an_alarm_inside_a_weak_reference_callback_waits_for_the_budgeted_code()
         with pytest.raises(BudgetExceeded):
             with time_budget(0.05):
                 dying = Dying()
-                weakref.finalize(dying, lambda: (_spin(0.2), finished.append("finalized")))
+                weakref.finalize(dying, lambda: (_spin_cpu(0.2), finished.append("finalized")))
                 del dying  # the finalizer runs here, and the 0.05 s deadline passes inside it
                 _spin(5.0)
     finally:
@@ -277,7 +277,7 @@ def test_an_alarm_inside_a_destructor_waits_for_the_budgeted_code():
 
     class Slow:
         def __del__(self):
-            _spin(0.2)  # the 0.05 s deadline passes in here
+            _spin_cpu(0.2)  # the 0.05 s deadline passes in here (CPU time: whatever the load)
             finished.append("deleted")
 
     unraisable = []
@@ -374,3 +374,11 @@ def test_the_watchdog_raises_again_only_after_refire_seconds():
         stack.raised_at = 0.0  # the last raise, which the work swallowed
         assert _delivered(lambda stack=stack: watchdog._check(stack)) is expected
         assert stack.raised_at == (since if expected else 0.0)
+
+
+def test_one_watchdog_thread_serves_every_budget_and_never_keeps_the_interpreter_alive():
+    for _ in range(3):
+        try_within(1.0, lambda: None, None)
+        _in_thread(lambda: try_within(1.0, lambda: None, None))
+    watchdogs = [t for t in threading.enumerate() if t.name == "metricc-budget-watchdog"]
+    assert len(watchdogs) == 1 and watchdogs[0].daemon
