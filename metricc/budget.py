@@ -221,7 +221,6 @@ class Budget:
     def __init__(self, seconds: float):
         self.seconds = float(seconds)
         self.deadline = math.inf
-        self._stack: _Stack | None = None
 
     def __enter__(self) -> Budget:
         if not self.seconds > 0:  # NaN too
@@ -229,9 +228,8 @@ class Budget:
             raise BudgetExceeded("no time left", budget=self)
         stack = _watchdog().stack()
         now = stack.clock()
-        spent = stack.spent(now)
-        if spent is not None:  # inside a budget that has already run out: that one ends here
-            raise BudgetExceeded(f"gave up after {spent.seconds:.2f} s of CPU time", budget=spent)
+        if stack.spent(now) is not None:  # inside a budget that has run out: its __exit__ claims this raise
+            raise BudgetExceeded()
         outer = stack.budgets[-1].deadline if stack.budgets else math.inf
         self.deadline = min(now + self.seconds, outer)
         self._stack = stack
@@ -277,13 +275,22 @@ def _inside_unraisable_context(frame) -> bool:
     callback of the standard library: an exception raised there is not seen by the budgeted
     code but reported as "unraisable" (printed as "Exception ignored in ...", and a test runner
     may turn that report into a failure), so the raise must wait."""
-    callback_codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    callback_codes = {_code_of(callback) for callback in gc.callbacks}
     while frame is not None:
         code = frame.f_code
         if code in callback_codes or code.co_name == "__del__" or code.co_filename in _WEAKREF_CALLBACK_FILES:
             return True
         frame = frame.f_back
     return False
+
+
+def _code_of(callback):
+    """The code a callback runs: a function's, a bound method's, or a callable object's ``__call__``."""
+    function = getattr(callback, "__func__", callback)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        code = getattr(type(callback).__call__, "__code__", None)  # gc calls only callables
+    return code
 
 
 def try_within(seconds: float, work, fallback, *, failures: tuple[type[Exception], ...] = (RecursionError,)):
