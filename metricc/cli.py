@@ -63,6 +63,17 @@ def _parse_param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"--param {name.strip()} needs a number, got {value!r}") from None
 
 
+def unique_params(pairs, option: str = "--param") -> dict[str, float]:
+    """``--param`` values as a dict; a name given twice is refused (a dict would keep the last silently)."""
+    params: dict[str, float] = {}
+    for name, value in pairs:
+        if name in params:
+            raise ValueError(f"{option} {name} is given twice ({name}={_number(params[name])} and "
+                             f"{name}={_number(value)}); give each parameter once")
+        params[name] = value
+    return params
+
+
 def _parse_thresholds(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
@@ -135,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "summed over classes")
     compile_.add_argument("--estimator", choices=ESTIMATORS, default="batch",
                           help="'running': the metric of a running estimate across steps, for small batches")
-    compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
+    compile_.add_argument("--momentum", type=float, default=None,
+                          help="the running estimate's momentum (default 0.9; needs --estimator running)")
     compile_.add_argument("--standalone", action="store_true",
                           help="inline metricc's runtime: a file that imports only torch (default: imports metricc)")
     compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
@@ -181,19 +193,23 @@ def _version() -> str:
 
 def _compile(args) -> int:
     from . import compile_metric
+    from .files import check_writable, write_file
 
-    if args.output is not None and args.output.exists() and not args.force:
-        print(f"metricc: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return EXIT_ERROR
+    if args.output is not None:
+        check_writable([args.output], args.force, option="-o")  # before compiling, not after
+    if args.momentum is not None and args.estimator != "running":  # it would be ignored
+        raise ValueError("--momentum applies to the running estimator; add --estimator running")
+    params = unique_params(args.param)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
+        loss = compile_metric(args.metric, params=params, name=args.name, relaxation=args.relaxation,
                               thresholds=args.thresholds, direction=args.direction, task=args.task,
                               num_classes=args.num_classes, num_labels=args.num_labels, average=args.average,
                               class_weights=args.class_weights, reduce=args.reduce, reduction=args.reduction,
                               ignore_index=args.ignore_index,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
-                              estimator=args.estimator, momentum=args.momentum, sync=args.sync,
+                              estimator=args.estimator, momentum=0.9 if args.momentum is None else args.momentum,
+                              sync=args.sync,
                               check=not args.no_check)
     for warning in caught:
         print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
@@ -201,29 +217,18 @@ def _compile(args) -> int:
     if args.output is None:
         sys.stdout.write(source)
     else:
-        _write_new_file(args.output, source, overwrite=args.force)
+        write_file(args.output, source, overwrite=args.force)
         kind = "standalone, imports only torch" if args.standalone else "imports metricc.runtime"
         print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(source.splitlines())} lines, {kind})",
               file=sys.stderr)
     return EXIT_OK
 
 
-def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path``; without ``overwrite`` fail rather than replace an existing file."""
-    mode = "w" if overwrite else "x"
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; -o needs a file name, e.g. {path / 'loss.py'}")
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"folder {path.parent} does not exist")
-    with open(path, mode, encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def _derive(args) -> int:
     from . import derive, parse
     from .relax import default_relaxation
 
-    metric = parse(args.metric, dict(args.param))
+    metric = parse(args.metric, unique_params(args.param))
     relaxation = default_relaxation(args.task) if args.relaxation is None else args.relaxation
     derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
     if args.latex:
@@ -265,7 +270,7 @@ def _table(rows) -> str:
 def _check(args) -> int:
     from .analyze import analyze
 
-    report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
+    report = analyze(args.metric, params=unique_params(args.param), min_prevalence=args.min_prevalence)
     if args.json:
         data = report.to_dict()
         data["problems"] = report.blocking_problems(spell=flag)

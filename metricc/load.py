@@ -8,6 +8,7 @@ the generated lines) and caches it by content.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import linecache
@@ -16,6 +17,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +28,8 @@ from . import curves
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
-from .metric import Metric
+from .limits import call_budget
+from .metric import Metric, check_direction
 from .parse import parse
 from .relax import (
     Relaxation,
@@ -51,26 +54,38 @@ Reduction = Literal["mean", "sum", "none"]
 ClassWeightRule = Literal["inverse_square", "inverse"]
 Direction = Literal["maximize", "minimize"]
 
-_MODULES: dict[str, types.ModuleType] = {}
+# The generated modules, most recently used last. At most MAX_MODULES stay imported (in sys.modules
+# too); older ones are dropped from both, and live on only as long as a loss still uses them. Compiling
+# their metric again imports them again. Without a bound, every distinct compile stayed for the life of
+# the process (a server compiling users' metrics would grow without end).
+MAX_MODULES = 256  # as many as the derivation and analysis caches keep
+_MODULES: collections.OrderedDict[str, types.ModuleType] = collections.OrderedDict()
 _MODULES_LOCK = threading.Lock()
 
 
 def load_module(source: str, name: str = "loss") -> types.ModuleType:
-    """Import generated source as a module, once per distinct source text."""
+    """Import generated source as a module, once per distinct source text (of the last MAX_MODULES)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     with _MODULES_LOCK:
         module = _MODULES.get(digest)
         if module is not None:
+            _MODULES.move_to_end(digest)
             return module
         module_name = f"metricc.generated.{name}_{digest}"
         filename = f"<metricc-generated {name} {digest}>"
         code = compile(source, filename, "exec")  # our own generated code, never user text
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         module = types.ModuleType(module_name)
         module.__file__ = filename
         exec(code, module.__dict__)  # noqa: S102 - executes generated code only
+        # Tracebacks show the generated lines for as long as the module lives, and no longer.
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        weakref.finalize(module, linecache.cache.pop, filename, None)
         sys.modules[module_name] = module
         _MODULES[digest] = module
+        while len(_MODULES) > MAX_MODULES:
+            _, evicted = _MODULES.popitem(last=False)
+            if sys.modules.get(evicted.__name__) is evicted:
+                del sys.modules[evicted.__name__]
         return module
 
 
@@ -186,6 +201,7 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
         SaturationWarning, stacklevel=_caller_stacklevel())
 
 
+@call_budget("compile_metric")
 def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, float] | None = None,
                    name: str | None = None, relaxation: str | Relaxation | None = None,
                    thresholds: float | Sequence[float] | None = None, direction: Direction | None = None,
@@ -280,6 +296,10 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         >>> [round(v, 4) for v in macro.per_class.tolist()]   # for logging
         [0.644, 0.6221, 0.6633]
     """
+    from .analyze import check_min_prevalence
+
+    direction = None if direction is None else check_direction(direction)  # a typo must not flip the objective
+    min_prevalence = check_min_prevalence(min_prevalence)  # as analyze() checks it, also with check=False
     parsed = parse(metric, params, name=name)
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
@@ -306,7 +326,7 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         refusal = report.error(direction or parsed.direction)
         if refusal is not None:
             raise refusal  # its options render as keyword arguments here, as flags in the CLI
-        report.warn(stacklevel=3, zero_division=zero_division)
+        report.warn(stacklevel=4, zero_division=zero_division)  # 4: past call_budget's wrapper
     chosen = direction or parsed.direction or (report.direction if report else None)
     if chosen not in ("maximize", "minimize"):
         from .analyze import infer_direction

@@ -334,6 +334,8 @@ def resolve_relaxation(spec) -> Relaxation:
         if not sep:
             raise ValueError(f"relaxation option {item!r} must look like key=value")
         key = key.strip()
+        if key in kwargs:  # the last one would silently win
+            raise ValueError(f"relaxation option {key!r} is given twice in {spec!r}; give it once")
         try:
             kwargs[key] = float(value) if key != "distribution" else value.strip()
         except ValueError:

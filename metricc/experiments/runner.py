@@ -38,8 +38,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"needs a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"needs a positive number, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"needs a finite positive number, got {text!r}")
     return value
 
 
@@ -291,17 +291,23 @@ def run_from_args(args) -> int:
         return _summary_only(args)
     import torch
 
+    from ..cli import unique_params
     from .datasets import DatasetError, check_folds
     from .losses import LossNameError, parse_losses
     from .protocol import ExperimentConfig, run_dataset
     from .report import ensure_writable, output_paths, write_all
     from .summary import ScoreTable, summary_paths, write_summary
+    from .training import check_device
 
     if args.estimator != "running" and (args.momentum is not None or args.reset_estimate != "never"):
         option = "--momentum" if args.momentum is not None else "--reset-estimate"
         return _error(f"{option} applies to the running estimator; add --estimator running")
     try:
-        losses = parse_losses(args.losses, dict(args.param))
+        params = unique_params(args.param)
+    except ValueError as exc:  # a --param given twice
+        return _error(str(exc))
+    try:
+        losses = parse_losses(args.losses, params)
     except LossNameError as exc:
         message = str(exc)
         return _error(message if message.startswith("--") else f"--losses: {message}")
@@ -325,9 +331,9 @@ def run_from_args(args) -> int:
     except (DatasetError, FileExistsError, ValueError) as exc:
         return _error(str(exc))
     try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        return _error(f"--device: {exc}")
+        device = check_device(args.device)
+    except ValueError as exc:
+        return _error(str(exc))
     torch.set_num_threads(args.threads)
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     command = command_line(args)
