@@ -34,6 +34,7 @@ import functools
 import itertools
 import json
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Mapping
@@ -42,9 +43,9 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from . import curves, groups
+from . import curves, groups, limits
 from . import domain as _domain
-from .budget import BudgetExceeded, budgets_available, cpu_time, expirations, time_budget
+from .budget import budgets_available, cpu_time, expirations, try_within
 from .errors import (
     BatchSizeWarning,
     DomainWarning,
@@ -58,6 +59,7 @@ from .errors import (
     render,
 )
 from .interval import Interval, Unsupported, enclose
+from .limits import call_budget
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
 from .parse import parse, written_domain
 from .signs import face_zero_sets, sign
@@ -292,9 +294,9 @@ def _zero_division_outside(bounds: tuple, zero_division: float | None) -> bool:
 class _Deadline:
     """A CPU-time budget shared by the analysis steps (see ``budget``); counts the steps a budget cut short.
 
-    Outside the main thread no timer can interrupt sympy: steps then run to completion
-    (see ``budget.time_budget``; a hostile expression may take longer than its budget
-    there), and no new step starts once the shared budget is spent.
+    Each step runs in a budget of its own, never past the shared deadline; no new step starts once
+    the shared budget is spent. Where budgets cannot interrupt running work (an interpreter without
+    ``PyThreadState_SetAsyncExc``), a step runs to completion.
     """
 
     def __init__(self, seconds: float):
@@ -312,12 +314,8 @@ class _Deadline:
             return fallback
         before = expirations()
         try:
-            with time_budget(budget):
-                return work()
-        except (BudgetExceeded, RecursionError):
-            return fallback
-        except Exception:  # sympy gives up in many ways (NotImplementedError, PolynomialError, ...)
-            return fallback
+            # sympy gives up in many ways (NotImplementedError, PolynomialError, ...): "unknown" too
+            return try_within(budget, work, fallback, failures=(Exception,))
         finally:
             if expirations() > before:
                 self.expired += 1
@@ -327,9 +325,17 @@ class _Deadline:
         if self.expired <= since:
             return ""
         if not budgets_available():
-            return (f"; not proved within the time budget ({self.seconds:g} s of CPU time; outside the main "
-                    "thread no timer can stop a step, so later steps were skipped)")
+            return (f"; not proved within the time budget ({self.seconds:g} s of CPU time; this interpreter "
+                    "cannot stop a running step, so later steps were skipped)")
         return f"; not proved within the time budget ({self.seconds:g} s of CPU time in all, less for each step)"
+
+
+def check_min_prevalence(value) -> float:
+    """π as a float in (0, 0.5): the Lipschitz bound covers prevalences in [π, 1 − π], an empty or inverted
+    interval for any other π (0.9 gave a "proved" bound over [0.9, 0.1]). analyze and compile_metric both ask."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < 0.5:
+        raise ValueError(f"min_prevalence must lie in (0, 0.5), got {value!r}")
+    return float(value)
 
 
 def analyze(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None = None, *,
@@ -345,9 +351,9 @@ def analyze(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | Non
     Returns:
         A :class:`Report`.
     """
-    if not 0 < min_prevalence < 0.5:
-        raise ValueError(f"min_prevalence must lie in (0, 0.5), got {min_prevalence!r}")
-    return analyze_metric(parse(metric, params), min_prevalence=min_prevalence, seconds=seconds)
+    min_prevalence = check_min_prevalence(min_prevalence)
+    with call_budget("analyze", max(limits.CALL_SECONDS, seconds + limits.CALL_SECONDS - DEFAULT_SECONDS)):
+        return analyze_metric(parse(metric, params), min_prevalence=min_prevalence, seconds=seconds)
 
 
 def analyze_metric(metric: Metric, min_prevalence: float = 0.01, seconds: float = DEFAULT_SECONDS) -> Report:
@@ -832,12 +838,25 @@ def _pole_problem(what, argument, factor, witness, source) -> tuple[str, ...]:
             f"stand in (it covers only faces: batches without positives, without predicted positives, ...); {fix}",)
 
 
+def _root_argument_proved_nonnegative(argument, what) -> bool:
+    """``argument`` ≥ 0 by its sign structure; a root's also over one common denominator: focal Tversky's
+    ``1 - TP/(TP + a*FP + b*FN)`` mixes signs term by term but is ``(a*FP + b*FN)/(TP + a*FP + b*FN)``. A
+    logarithm's argument is not combined: where it vanishes the metric is not a number (``log(1 + TP/n -
+    FP/n)`` stays refused)."""
+    if _domain.proved_nonnegative(argument):
+        return True
+    if what != "root":  # a logarithm, or a root or logarithm that simplification removed
+        return False
+    combined = sympy.together(argument)
+    return combined != argument and _domain.proved_nonnegative(combined)
+
+
 def _check_sign(what, argument, defined, deadline, report, written_as: str | None = None) -> bool:
     """A root or logarithm of ``argument``: it must be ≥ 0 wherever the metric is otherwise defined.
 
     Returns True when proved; otherwise adds the problem (with a negative batch where one is found).
     """
-    if deadline.run(1.0, lambda: _domain.proved_nonnegative(argument), False):
+    if deadline.run(1.0, lambda: _root_argument_proved_nonnegative(argument, what), False):
         return True
     name = "logarithm" if what == "log" else "root"
     head = written_as or f"{name} of {to_text(argument)}"

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .errors import NO_VALUE, Option
-from .runtime import AVERAGES, ESTIMATORS, TASKS
+from .runtime import AVERAGES, CLASS_WEIGHT_RULES, ESTIMATORS, REDUCES, REDUCTIONS, TASKS
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERROR = 0, 1, 2
 
@@ -61,6 +61,17 @@ def _parse_param(text: str) -> tuple[str, float]:
         return name.strip(), float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--param {name.strip()} needs a number, got {value!r}") from None
+
+
+def unique_params(pairs, option: str = "--param") -> dict[str, float]:
+    """``--param`` values as a dict; a name given twice is refused (a dict would keep the last silently)."""
+    params: dict[str, float] = {}
+    for name, value in pairs:
+        if name in params:
+            raise ValueError(f"{option} {name} is given twice ({name}={_number(params[name])} and "
+                             f"{name}={_number(value)}); give each parameter once")
+        params[name] = value
+    return params
 
 
 def _parse_thresholds(text: str) -> list[float]:
@@ -132,6 +143,8 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
                         help="binary (default): logits (N,); multiclass or multilabel: logits (N, C)")
     parser.add_argument("--num-classes", type=int, default=None, metavar="C",
                         help="number of classes or labels, for --task multiclass or multilabel")
+    parser.add_argument("--num-labels", type=int, default=None, metavar="L",
+                        help="number of labels, for --task multilabel (the same as --num-classes)")
     parser.add_argument("--average", choices=AVERAGES, default=None,
                         help="how per-class metrics combine (default macro), as scikit-learn's average=")
 
@@ -155,9 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="metric value on batches where it is undefined (default 0; 'none' lets NaN through)")
     compile_.add_argument("--sync", action="store_true",
                           help="all-reduce statistics across torch.distributed ranks by default (exact DDP loss)")
+    compile_.add_argument("--reduce", choices=REDUCES, default="batch",
+                          help="sum the entries over the whole batch (default; MONAI batch=True) or per image, "
+                               "averaging the per-image metric (MONAI's default)")
+    compile_.add_argument("--reduction", choices=REDUCTIONS, default="mean",
+                          help="as torch.nn losses: mean (default), sum, or none (the loss per class [and image])")
+    compile_.add_argument("--ignore-index", type=int, default=None, metavar="VALUE",
+                          help="a target value whose pixels contribute nothing (e.g. 255)")
+    compile_.add_argument("--class-weights", choices=tuple(CLASS_WEIGHT_RULES), default=None,
+                          help="weigh each class's entries by 1/support**2 (generalized Dice) or 1/support, "
+                               "summed over classes")
     compile_.add_argument("--estimator", choices=ESTIMATORS, default="batch",
                           help="'running': the metric of a running estimate across steps, for small batches")
-    compile_.add_argument("--momentum", type=float, default=0.9, help="the running estimate's momentum (default 0.9)")
+    compile_.add_argument("--momentum", type=float, default=None,
+                          help="the running estimate's momentum (default 0.9; needs --estimator running)")
     compile_.add_argument("--standalone", action="store_true",
                           help="inline metricc's runtime: a file that imports only torch (default: imports metricc)")
     compile_.add_argument("--no-check", action="store_true", help="skip the analysis gate")
@@ -209,17 +233,23 @@ def _version() -> str:
 
 def _compile(args) -> int:
     from . import compile_metric
+    from .files import check_writable, write_file
 
-    if args.output is not None and args.output.exists() and not args.force:
-        print(f"metricc: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return EXIT_ERROR
+    if args.output is not None:
+        check_writable([args.output], args.force, option="-o")  # before compiling, not after
+    if args.momentum is not None and args.estimator != "running":  # it would be ignored
+        raise ValueError("--momentum applies to the running estimator; add --estimator running")
+    params = unique_params(args.param)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = compile_metric(args.metric, params=dict(args.param), name=args.name, relaxation=args.relaxation,
+        loss = compile_metric(args.metric, params=params, name=args.name, relaxation=args.relaxation,
                               thresholds=args.thresholds, direction=args.direction, task=args.task,
-                              num_classes=args.num_classes, average=args.average,
+                              num_classes=args.num_classes, num_labels=args.num_labels, average=args.average,
+                              class_weights=args.class_weights, reduce=args.reduce, reduction=args.reduction,
+                              ignore_index=args.ignore_index,
                               from_logits=not args.probabilities, zero_division=args.zero_division,
-                              estimator=args.estimator, momentum=args.momentum, sync=args.sync,
+                              estimator=args.estimator, momentum=0.9 if args.momentum is None else args.momentum,
+                              sync=args.sync,
                               check=not args.no_check, **_problem_options(args))
     for warning in caught:
         print(f"metricc: warning: {_render(warning.message)}", file=sys.stderr)
@@ -227,7 +257,7 @@ def _compile(args) -> int:
     if args.output is None:
         sys.stdout.write(source)
     else:
-        _write_new_file(args.output, source, overwrite=args.force)
+        write_file(args.output, source, overwrite=args.force)
         runtime = "metricc.lagrangian" if "from metricc.lagrangian" in source else "metricc.runtime"
         kind = "standalone, imports only torch" if args.standalone else f"imports {runtime}"
         print(f"metricc: wrote {args.output} ({loss.metric.name}, {len(source.splitlines())} lines, {kind})",
@@ -235,37 +265,28 @@ def _compile(args) -> int:
     return EXIT_OK
 
 
-def _write_new_file(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path``; without ``overwrite`` fail rather than replace an existing file."""
-    mode = "w" if overwrite else "x"
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; -o needs a file name, e.g. {path / 'loss.py'}")
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"folder {path.parent} does not exist")
-    with open(path, mode, encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def _derive(args) -> int:
     from . import derive, parse
     from .problem import is_problem, make_problem
     from .relax import default_relaxation
 
+    params = unique_params(args.param)
     relaxation = default_relaxation(args.task) if args.relaxation is None else args.relaxation
     options = _problem_options(args)
-    if is_problem(args.metric, params=dict(args.param), **options):
+    if is_problem(args.metric, params=params, **options):
         from .derive_problem import derive_problem
 
-        problem = make_problem(args.metric, params=dict(args.param), **options)
+        problem = make_problem(args.metric, params=params, **options)
         lagrangian = derive_problem(problem, relaxation, direction=args.direction, thresholds=args.thresholds)
         print(lagrangian.latex() if args.latex else lagrangian.text())
         return EXIT_OK
-    metric = parse(args.metric, dict(args.param))
+    metric = parse(args.metric, params)
     derivation = derive(metric, relaxation, direction=args.direction, thresholds=args.thresholds)
     if args.latex:
         print(derivation.latex())
     else:
-        print(derivation.text(task=args.task, average=args.average, num_classes=args.num_classes))
+        print(derivation.text(task=args.task, average=args.average,
+                              num_classes=args.num_classes if args.num_labels is None else args.num_labels))
     return EXIT_OK
 
 
@@ -303,11 +324,12 @@ def _check(args) -> int:
     from .errors import render
     from .problem import check_problem, is_problem, make_problem
 
+    params = unique_params(args.param)
     options = _problem_options(args)
     if is_comparison(args.metric) and not args.constraint:  # metricc check "precision >= 0.9": the constraint
         return _check_constraints(args, options)
-    if is_problem(args.metric, params=dict(args.param), **options):
-        problem = make_problem(args.metric, params=dict(args.param), **options)
+    if is_problem(args.metric, params=params, **options):
+        problem = make_problem(args.metric, params=params, **options)
         checked = check_problem(problem, min_prevalence=args.min_prevalence)
         if args.json:
             data = checked.to_dict()
@@ -320,7 +342,7 @@ def _check(args) -> int:
         objective_findings = checked.objective is not None and bool(checked.objective.warnings)
         findings = objective_findings or any(check.findings for check in checked.constraints)
         return EXIT_WARNINGS if findings else EXIT_OK
-    report = analyze(args.metric, params=dict(args.param), min_prevalence=args.min_prevalence)
+    report = analyze(args.metric, params=params, min_prevalence=args.min_prevalence)
     if args.json:
         data = report.to_dict()
         data["problems"] = report.blocking_problems(spell=flag)
@@ -339,7 +361,7 @@ def _check_constraints(args, options) -> int:
     from .groups import has_group_entries
     from .problem import check_constraint
 
-    constraints = parse_constraint(args.metric, dict(args.param))
+    constraints = parse_constraint(args.metric, unique_params(args.param))
     groups = options.get("groups")
     if groups is None and any(has_group_entries(c.metric.expr) for c in constraints):
         raise ValueError("the constraint reads group entries (TP[g] …): pass --groups with the number of groups")

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import sympy
 
 from . import curves
-from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, differentiate, scale_degree, to_text
+from .limits import call_budget
+from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, Metric, check_direction, differentiate, scale_degree, to_text
 from .relax import Relaxation, resolve_relaxation
 from .simplify import tidy
 
@@ -215,6 +216,7 @@ def averaging_text(derivation: Derivation, task: str, average: str, num_classes:
     return lines
 
 
+@call_budget("derive")
 def derive(metric: Metric, relaxation: str | Relaxation = "anyloss", *, direction: str | None = None,
            thresholds: float | Sequence[float] | None = None) -> Derivation:
     """Differentiate a metric and prepare its gradient for code generation.
@@ -237,8 +239,7 @@ def derive(metric: Metric, relaxation: str | Relaxation = "anyloss", *, directio
         from .analyze import infer_direction
 
         direction = infer_direction(metric)
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    direction = check_direction(direction)
     parts = curves.curve_parts(metric.expr)
     if parts is None:
         thresholds = normalize_thresholds(relaxation, thresholds)

@@ -12,6 +12,7 @@ names are validated identifiers.
 import dataclasses
 import keyword
 import math
+import numbers
 from pathlib import Path
 
 import sympy
@@ -19,7 +20,10 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from . import runtime
 from .derive import Derivation
+from .limits import call_budget
 from .metric import CONFUSION_SYMBOLS, FN, FP, TN, TP, parameter_symbol, to_text
+from .names import check_metric_name, check_parameter_name, parameter_value
+from .relax import Relaxation
 
 GENERATOR = "metricc"
 _RUNTIME_NAMES = frozenset(runtime.__all__)
@@ -105,23 +109,88 @@ class EmitOptions:
     task: str = "binary"
     num_classes: int | None = None
     average: str | None = None
+    class_weights: str | None = None  # a rule ("inverse_square"); per-class numbers are given per instance
+    reduce: str = "batch"
+    reduction: str = "mean"
+    ignore_index: int | None = None
     estimator: str = "batch"
     momentum: float = 0.9
+    # Not an option of the loss: the relaxation (metricc.relax) whose multi-class form the module's loss uses for
+    # task="multiclass"; None: the derivation's relaxation's. compile_metric sets the multi-class default here
+    # where the user named no relaxation, so a module compiled for binary and built with task="multiclass" uses
+    # what compile_metric(..., task="multiclass") would.
+    multiclass_relaxation: Relaxation | None = dataclasses.field(default=None, metadata={"option": False})
 
     def __post_init__(self):
+        # Every value is written into the generated source with repr(): each is converted here to the plain
+        # Python value it stands for (np.float64(0.5) is 0.5; its repr is not Python the module can run).
         for name in ("from_logits", "sync", "grad_average", "validate"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            runtime.check_flag(name, getattr(self, name))
+        plain = {"zero_division": _real_number(self.zero_division), "momentum": _real_number(self.momentum),
+                 "num_classes": _whole_number(self.num_classes), "ignore_index": _whole_number(self.ignore_index)}
+        for name, value in plain.items():
+            object.__setattr__(self, name, value)
         # The runtime owns these checks (a standalone module must carry them): its own messages.
-        runtime._check_zero_division(self.zero_division)
-        runtime._check_task(self.task, self.num_classes, self.average, None)
+        runtime.check_zero_division(self.zero_division)
+        if self.class_weights is not None and not isinstance(self.class_weights, str):
+            raise TypeError("EmitOptions.class_weights bakes a rule such as 'inverse_square'; pass per-class "
+                            "weights to the loss instead")
+        runtime.check_task(self.task, self.num_classes, self.average, self.class_weights)
+        runtime.check_choice("reduce", self.reduce, runtime.REDUCES)
+        runtime.check_choice("reduction", self.reduction, runtime.REDUCTIONS)
+        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
+        runtime.check_momentum(self.momentum)
+        # Our own strings, whatever object compared equal to them (a str subclass may print itself as anything).
+        choices = {"task": runtime.TASKS, "average": runtime.AVERAGES,
+                   "class_weights": tuple(runtime.CLASS_WEIGHT_RULES), "reduce": runtime.REDUCES,
+                   "reduction": runtime.REDUCTIONS, "estimator": runtime.ESTIMATORS}
+        for name, allowed in choices.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _choice(name, getattr(self, name), allowed))
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
         defaults = EmitOptions()
         always = ("from_logits", "zero_division", "task")
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name in always or getattr(self, f.name) != getattr(defaults, f.name)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("option", True)
+                and (f.name in always or getattr(self, f.name) != getattr(defaults, f.name))}
+
+
+def _real_number(value):
+    """A real number (numpy's too) as a Python float; anything else is left for the runtime's check."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _whole_number(value):
+    """num_classes as a Python int (numpy's integers too); anything else is left for the runtime's check."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """The element of ``choices`` equal to ``value`` (our own string, whatever object compared equal)."""
+    for choice in choices:
+        if isinstance(value, str) and value == choice:
+            return choice
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _literal(value) -> str:
+    """Source for a plain value (None, a bool, an int, a finite float, a str, or a tuple of them); anything else
+    is refused: only values whose repr() Python reads back as the same value are written into generated code."""
+    if value is None or type(value) in (bool, int):
+        return repr(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(str.__getitem__(value, slice(None)))  # a plain copy: a subclass may print itself as anything
+    if type(value) is tuple:
+        items = [_literal(item) for item in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) into generated code")
 
 
 def loss_names(metric_name: str) -> tuple[str, str]:
@@ -137,6 +206,8 @@ def loss_names(metric_name: str) -> tuple[str, str]:
     loss_class = f"{camel}Loss"
     if loss_class in _RUNTIME_NAMES:  # a metric called "metric" must not shadow the runtime's MetricLoss
         loss_class = "Compiled" + loss_class
+    if f"{function}_loss" in _RUNTIME_NAMES:  # nor one called "functional" its functional_loss
+        function = "compiled_" + function
     return loss_class, f"{function}_loss"
 
 
@@ -175,13 +246,16 @@ def _temporary_names(derivation: Derivation, local: _LocalNames) -> dict[sympy.S
             return names[expr]
         if isinstance(expr, sympy.Symbol) and expr in CONFUSION_SYMBOLS:
             return expr.name
-        return _NAMED_SUMS.get(sympy.expand(expr.xreplace(expanded)))
+        return _NAMED_SUMS.get(expr.xreplace(expanded))
 
-    expanded: dict[sympy.Symbol, sympy.Expr] = {}
+    # Each temporary in terms of the confusion entries, to recognise the named sums. Not expanded: sums
+    # flatten by themselves (x0 + FN with x0 = TP + FP is TP + FN + FP), and sympy.expand of a temporary
+    # of a high power had no bound on its time or memory (issue 22).
+    expanded: dict[sympy.Basic, sympy.Basic] = {}
     for symbol, expr in substitutions:
         full = expr.xreplace(expanded)
         expanded[symbol] = full
-        name = _NAMED_SUMS.get(sympy.expand(full))
+        name = _NAMED_SUMS.get(full)
         if name is None and isinstance(expr, sympy.Pow) and base_name(expr.base):
             base, exponent = base_name(expr.base), expr.exp
             name = {sympy.S.Half: f"sqrt_{base}", -1: f"inverse_{base}", 2: f"{base}_squared",
@@ -211,10 +285,10 @@ def metric_function_source(derivation: Derivation) -> str:
     local = _LocalNames()
     rename = {}
     lines = []
-    for name, value in metric.params:
-        local_name = local.unique(name)
+    for name, value in metric.params:  # checked where the Metric was built, and again here, where it is written
+        local_name = local.unique(check_parameter_name(name))
         rename[parameter_symbol(name)] = sympy.Symbol(local_name, real=True)
-        lines.append(f"{local_name} = {float(value)!r}")
+        lines.append(f"{local_name} = {_literal(parameter_value(name, value))}")
     names = _temporary_names(derivation, local)
     rename.update({symbol: sympy.Symbol(name, real=True) for symbol, name in names.items()})
     for symbol, expr in derivation.common_subexpressions:
@@ -272,6 +346,7 @@ def runtime_source() -> str:
     return RUNTIME_PATH.read_text(encoding="utf-8")
 
 
+@call_budget("emit")
 def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standalone: bool = False) -> str:
     """Python source of a loss module for ``derivation``.
 
@@ -281,8 +356,9 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
     metric = derivation.metric
     loss_class, function_name = loss_names(metric.name)
     relaxation = derivation.relaxation
-    runtime_names = ["MetricDefinition", "MetricLoss", type(relaxation.runtime()).__name__]
-    multiclass = relaxation.multiclass_runtime()
+    runtime_names = ["MetricDefinition", "MetricLoss", "functional_loss", type(relaxation.runtime()).__name__]
+    multiclass_relaxation = options.multiclass_relaxation or relaxation
+    multiclass = multiclass_relaxation.multiclass_runtime()
     if multiclass is not None and type(multiclass).__name__ not in runtime_names:
         runtime_names.append(type(multiclass).__name__)
     if standalone:
@@ -292,26 +368,26 @@ def emit(derivation: Derivation, options: EmitOptions = EmitOptions(), *, standa
     else:
         header = f"from metricc.runtime import {', '.join(runtime_names)}\n"
     definition_lines = [
-        f"    name={metric.name!r},",
-        f"    expression={to_text(metric.expr)!r},",
-        f"    direction={derivation.direction!r},",
+        f"    name={_literal(check_metric_name(metric.name))},",
+        f"    expression={_literal(to_text(metric.expr))},",
+        f"    direction={_literal(_choice('direction', derivation.direction, ('maximize', 'minimize')))},",
         f"    metric={'metric_and_gradient' if derivation.curve is None else 'curve_points'},",
         f"    relaxation={relaxation.runtime()!r},",
-        f"    thresholds={tuple(derivation.thresholds)!r},",
+        f"    thresholds={_literal(tuple(float(t) for t in derivation.thresholds))},",
     ]
     if multiclass is not None and derivation.curve is None:
         definition_lines.append(f"    multiclass_relaxation={multiclass!r},")
     if derivation.curve is not None:
-        definition_lines.append(f"    curve={derivation.curve!r},")
+        definition_lines.append(f"    curve={_literal(_choice('curve', derivation.curve, ('area', 'sum')))},")
     if derivation.scale_invariant:
         definition_lines.append("    scale_invariant=True,  # f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN)"
                                 if derivation.curve is None else
                                 "    scale_invariant=True,  # Y and X unchanged by λ·(TP, FN, FP, TN)")
-    option_lines = [f"    {key}={value!r}," for key, value in options.as_dict().items()]
+    option_lines = [f"    {key}={_literal(value)}," for key, value in options.as_dict().items()]
     parts = [
         f'"""{_docstring_text(module_docstring(derivation, loss_class, options))}\n"""\n',
         header,
-        f"METRIC_SOURCE = {metric.source!r}  # as written\n",
+        f"METRIC_SOURCE = {_literal(metric.source)}  # as written\n",
         metric_function_source(derivation),
         "DEFINITION = MetricDefinition(\n" + "\n".join(definition_lines) + "\n)\n",
         "OPTIONS = dict(  # the defaults this module was compiled with; override any per instance\n"
@@ -338,8 +414,9 @@ class {loss_class}(MetricLoss):
 
 
 def {function_name}(input, target, weight=None, **options):
-    """The functional form: {loss_class}(**options)(input, target, weight)."""
-    return {loss_class}(**options)(input, target, weight)
+    """The functional form of {loss_class}(**options)(input, target, weight): one module per distinct options,
+    built on first use; options that keep state across calls (estimator='running') are refused."""
+    return functional_loss({loss_class}, input, target, weight, options)
 '''
 
 
@@ -372,12 +449,17 @@ def module_docstring(derivation: Derivation, loss_class: str, options: EmitOptio
     ]
     if options.task != "binary":
         header.append(f"Task         {options.task}, {options.num_classes} classes, average={options.average!r}")
+    if options.reduce != "batch" or options.ignore_index is not None or options.class_weights is not None:
+        header.append(f"Reduction    entries summed per {'image' if options.reduce == 'image' else 'batch'}"
+                      + (f", ignore_index={options.ignore_index}" if options.ignore_index is not None else "")
+                      + (f", class_weights={options.class_weights!r}" if options.class_weights else ""))
     if metric.params:
         header.append("Parameters   " + ", ".join(f"{k} = {v:g}" for k, v in metric.params))
     usage = {
-        "binary": ("logits of shape (N,) or (N, 1)", "0/1 labels (or soft labels in [0, 1])"),
-        "multiclass": ("logits of shape (N, C)", "class indices (N,), or one-hot rows (N, C)"),
-        "multilabel": ("logits of shape (N, C)", "0/1 labels of shape (N, C)"),
+        "binary": ("logits of shape (N,), (N, 1) or (N, [1,] d1, ...)", "0/1 labels of the input's shape"),
+        "multiclass": ("logits of shape (N, C) or (N, C, d1, ...)",
+                       "class indices (N, d1, ...), or one-hot rows of the input's shape"),
+        "multilabel": ("logits of shape (N, C) or (N, C, d1, ...)", "0/1 labels of the input's shape"),
     }[options.task]
     header += [
         "",

@@ -19,7 +19,17 @@ import sympy
 from . import groups as _groups
 from .derive import Derivation
 from .derive_problem import ProblemDerivation, QuantityDerivation
-from .emit import GENERATOR, _docstring_text, _LocalNames, _temporary_names, loss_names, print_python, runtime_source
+from .emit import (
+    GENERATOR,
+    _choice,
+    _docstring_text,
+    _LocalNames,
+    _real_number,
+    _temporary_names,
+    loss_names,
+    print_python,
+    runtime_source,
+)
 from .metric import to_text
 
 LAGRANGIAN_PATH = Path(__file__).with_name("lagrangian.py")
@@ -47,12 +57,23 @@ class ProblemOptions:
     penalty: float = 0.0
 
     def __post_init__(self):
-        from .lagrangian import check_multiplier_options
-        from .runtime import _check_zero_division
+        from . import runtime
+        from .lagrangian import CONSTRAINT_RATES, MULTIPLIER_UPDATES, check_multiplier_options
 
-        _check_zero_division(self.zero_division)
+        # Every value is written into the generated source with repr(): plain Python values only (issue 22).
+        for name in ("zero_division", "momentum", "multiplier_lr", "max_multiplier", "penalty"):
+            object.__setattr__(self, name, _real_number(getattr(self, name)))
+        for name in ("from_logits", "sync", "grad_average", "validate"):
+            runtime.check_flag(name, getattr(self, name))
+        runtime.check_zero_division(self.zero_division)
+        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
+        runtime.check_momentum(self.momentum)
         check_multiplier_options(self.multiplier_lr, self.max_multiplier, self.multiplier_update,
                                  self.constraint_rates, self.penalty)
+        choices = {"estimator": runtime.ESTIMATORS, "multiplier_update": MULTIPLIER_UPDATES,
+                   "constraint_rates": CONSTRAINT_RATES}
+        for name, allowed in choices.items():  # our own strings, whatever object compared equal to them
+            object.__setattr__(self, name, _choice(name, getattr(self, name), allowed))
 
     def as_dict(self) -> dict:
         defaults = ProblemOptions()

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .load import Average, CompiledLoss, Direction, Task, compile_metric
+from .load import Average, ClassWeightRule, CompiledLoss, Direction, Reduce, Reduction, Task, compile_metric
 from .metric import Metric
 from .relax import Relaxation
 
@@ -35,7 +35,9 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
                 weight: torch.Tensor | None = None, *, params: Mapping[str, float] | None = None,
                 relaxation: str | Relaxation | None = None, thresholds: float | Sequence[float] | None = None,
                 direction: Direction | None = None, task: Task = "binary", num_classes: int | None = None,
-                average: Average | None = None, class_weights: Sequence[float] | torch.Tensor | None = None,
+                num_labels: int | None = None, average: Average | None = None,
+                class_weights: Sequence[float] | torch.Tensor | ClassWeightRule | None = None,
+                reduce: Reduce = "batch", reduction: Reduction = "mean", ignore_index: int | None = None,
                 from_logits: bool = True, zero_division: float | None = 0.0, estimator: str = "batch",
                 sync: bool = False, process_group: torch.distributed.ProcessGroup | None = None,
                 grad_average: bool = True, validate: bool = True,
@@ -52,8 +54,8 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
         input: logits (or probabilities with ``from_logits=False``).
         target: 0/1 labels (binary, multi-label; soft labels in [0, 1] work too) or class indices
             (multi-class), of any dtype.
-        weight: optional per-**sample** weights of shape (N,), non-negative. Not torch's per-class
-            ``weight`` of ``F.cross_entropy``: per-class weights are ``class_weights=``.
+        weight: optional per-**sample** weights of shape (N,) (or per pixel, (N, d1, ...)), non-negative. Not
+            torch's per-class ``weight`` of ``F.cross_entropy``: per-class weights are ``class_weights=``.
         estimator: only ``"batch"``; ``"running"`` needs state between calls and is refused.
 
     The other keyword options are :func:`metricc.compile_metric`'s.
@@ -66,10 +68,11 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
         TypeError: an option that cannot serve as a cache key (an unhashable process group).
 
     Shape:
-        - binary: ``input`` (N,) or (N, 1), ``target`` the same number of elements.
-        - multiclass: ``input`` (N, C), ``target`` (N,) class indices or (N, C) one-hot or probability rows.
-        - multilabel: ``input`` (N, C), ``target`` (N, C) of 0/1.
-        - ``weight``: (N,). Output: a scalar, ``()``.
+        - binary: ``input`` (N,), (N, 1) or (N, [1,] d1, ...), ``target`` the same elements.
+        - multiclass: ``input`` (N, C) or (N, C, d1, ...), ``target`` (N, d1, ...) class indices or the input's
+          shape of one-hot or probability rows.
+        - multilabel: ``input`` (N, C, ...), ``target`` the input's shape of 0/1.
+        - ``weight``: (N,) or (N, d1, ...). Output: a scalar, ``()`` (``reduction="none"``: per class).
 
     Example::
 
@@ -92,7 +95,8 @@ def metric_loss(metric: str | Metric, input: torch.Tensor, target: torch.Tensor,
                          "a running estimate lives in a module across calls; build it once with "
                          f"metricc.compile_metric(..., estimator={estimator!r}) and call that module instead")
     loss_fn = loss_module(metric, params=params, relaxation=relaxation, thresholds=thresholds, direction=direction,
-                          task=task, num_classes=num_classes, average=average, class_weights=class_weights,
+                          task=task, num_classes=num_classes, num_labels=num_labels, average=average,
+                          class_weights=class_weights, reduce=reduce, reduction=reduction, ignore_index=ignore_index,
                           from_logits=from_logits, zero_division=zero_division, sync=sync,
                           process_group=process_group, grad_average=grad_average, validate=validate,
                           compile=compile)

@@ -30,6 +30,7 @@ import dataclasses
 
 import sympy
 
+from . import names
 from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS
 
 GROUP_INDEX = "g"
@@ -80,6 +81,7 @@ class sum_g(GroupReduction):  # noqa: N801
 
 REDUCTIONS: dict[str, type[GroupReduction]] = {cls.__name__: cls for cls in (max_g, min_g, mean_g, sum_g)}
 KINDS = tuple(cls.kind for cls in REDUCTIONS.values())
+names.allow_group_grammar(REDUCTIONS.values(), (symbol.name for symbol in GROUP_SYMBOLS))  # Metric's node check
 
 
 def has_group_entries(expr: sympy.Expr) -> bool:

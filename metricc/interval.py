@@ -97,16 +97,13 @@ def _power(base: Interval, exponent: sympy.Expr) -> Interval:
             return Interval(np.ones_like(base.lo), np.ones_like(base.hi))
         if k < 0:
             return _power(base, sympy.Integer(-k)).reciprocal()
-        result = base
-        for _ in range(k - 1):  # repeated products are sound, if a little wide for even k
-            result = result * base
-        if k % 2 == 0:
-            magnitude = base.abs()
-            even = magnitude
-            for _ in range(k - 1):
-                even = even * magnitude
-            result = Interval(np.maximum(result.lo, even.lo), np.minimum(result.hi, even.hi))
-        return result
+        if k == 1:
+            return base
+        # One correctly rounded-ish pow per end (a few ulps, as for fractional exponents), not k − 1 products:
+        # an exponent of 262,144 took seconds per box. x**k increases on [0, ∞); odd powers on all reals.
+        if k % 2:
+            return base.monotone(lambda x: np.power(x, float(k)), increasing=True, ulps=4)
+        return base.abs().monotone(lambda x: np.power(x, float(k)), increasing=True, ulps=4)
     value = float(exponent)
     clipped = base.nonnegative_part()
     if value > 0:

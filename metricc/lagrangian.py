@@ -6,8 +6,12 @@ objective f, each constraint c_k, each reduced group term h) returning its value
 (:mod:`metricc.derive_problem`), and a :class:`ProblemDefinition`. This module does the rest, importing only torch
 and :mod:`metricc.runtime`:
 
-* the soft confusion table with a group axis, (4, G, K) (K columns: one per threshold, one here), and the same
-  table at hard predictions ([p > t]) for the multipliers; under ``sync=True`` both travel in one all-reduce;
+* the soft confusion table with a group axis, (4, G, K) (K columns: one per threshold, one here), computed by
+  the runtime's own path on the runtime's segment axis (:class:`metricc.runtime.Segments`: each sample's table
+  folded into its group with one ``index_add``, and each group's factors gathered back in the backward), and the
+  same table at hard predictions ([p > t]) for the multipliers; under ``sync=True`` both travel in one
+  all-reduce. Inputs are the runtime's binary layouts, (N,), (N, 1) or dense (N, [1,] d1, ...) with one group per
+  sample;
 * the group reductions (max, min, mean, sum over the groups where their argument is defined) and their weights;
 * the Lagrangian L = loss(f) + Σ λ_k·h_k and its per-group factors (2, G, K), which the backward gathers by each
   sample's group and label (one elementwise pass, as for every metricc loss);
@@ -262,16 +266,20 @@ def evaluate_problem(definition, table, multipliers=None, zero_division=0.0, gra
 # Tables: soft and hard entries per group
 
 
-def group_table(predicted, complement, target, weight, groups, count):
-    """The (4, G, 1) table of Σ w·y·ŷ, Σ w·y·(1 − ŷ), Σ w·(1 − y)·ŷ, Σ w·(1 − y)·(1 − ŷ) per group, each a direct
-    sum (1 − ŷ given as its own value, never a difference of sums)."""
+def hard_table(batch, threshold, from_logits, segments):
+    """The (4, G, 1) table at hard predictions [p > t] of the runtime's checked binary batch (input, labels and
+    weights (N, 1, d...)): each sample's entries summed over its pixels, then into its segment (group)."""
+    input, target, weight = batch.input, batch.target, batch.weight
+    p = torch.sigmoid(input) if from_logits else input
+    predicted = (p > threshold).to(input.dtype)
     positives = target if weight is None else target * weight
     negatives = (1 - target) if weight is None else (1 - target) * weight
-    terms = torch.stack([positives * predicted, positives * complement, negatives * predicted, negatives * complement])
-    if groups is None:
-        return terms.sum(1).view(4, 1, 1)
-    table = terms.new_zeros((4, count))
-    return table.index_add_(1, groups, terms).unsqueeze(-1)
+    terms = torch.stack([positives * predicted, positives * (1 - predicted), negatives * predicted,
+                         negatives * (1 - predicted)]).expand(4, *input.shape)
+    per_sample = terms.reshape(4, input.shape[0], -1).sum(-1)  # (4, N)
+    if segments.index is None:
+        return per_sample.sum(1, keepdim=True).unsqueeze(-1)
+    return per_sample.new_zeros((4, segments.count)).index_add_(1, segments.index, per_sample).unsqueeze(-1)
 
 
 class _RunningRates:
@@ -321,35 +329,22 @@ def _check_groups(groups, input, definition):
     return groups.long()
 
 
-class _GatherByGroup(torch.autograd.Function):
-    """The loss's value forward; backward, each sample's factor by label and group times dŷ/dp times dp/dz."""
+class _ProblemLossFunction(torch.autograd.Function):
+    """The Lagrangian's value forward; backward, the runtime path's gradient with each sample's group factors."""
 
     @staticmethod
-    def forward(ctx, input, value, factors, target, weight, groups, relaxation, threshold, from_logits):
-        ctx.save_for_backward(input, factors, target, weight, groups)
-        ctx.relaxation, ctx.threshold, ctx.from_logits = relaxation, threshold, from_logits
+    def forward(ctx, input, value, target, weight, factors, route, segments):
+        ctx.save_for_backward(input, target, weight, factors)
+        ctx.route, ctx.segments = route, segments
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad_loss):
-        input, factors, target, weight, groups = ctx.saved_tensors
+        input, target, weight, factors = ctx.saved_tensors
+        batch = _runtime._Batch(input, target, weight, input.dtype, input.shape)
         with torch.no_grad():
-            column = factors[:, :, 0]  # (2, G)
-            if groups is None:
-                positive, negative = column[0, 0], column[1, 0]
-            else:
-                positive, negative = column[0][groups], column[1][groups]
-            by_label = target * positive + (1 - target) * negative  # exact for 0/1 labels: one term is 0
-            if weight is not None:
-                by_label = by_label * weight
-            if ctx.from_logits:
-                p, q = torch.sigmoid(input), torch.sigmoid(-input)
-                chain = p * q
-            else:
-                p, chain = input, 1.0
-            slope = ctx.relaxation.slope_(p.clone(), ctx.threshold)
-            grad = by_label * slope * chain * grad_loss
-        return grad, None, None, None, None, None, None, None, None
+            grad = ctx.route.path.gradient(batch, ctx.segments.sample_factors(factors * grad_loss))
+        return grad, None, None, None, None, None, None
 
 
 class ConstrainedMetricLoss(torch.nn.Module):
@@ -392,11 +387,9 @@ class ConstrainedMetricLoss(torch.nn.Module):
                             ("validate", validate)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be True or False, got {value!r}")
-        _runtime._check_zero_division(zero_division)
-        if estimator not in _runtime.ESTIMATORS:
-            raise ValueError(f"estimator must be one of {_runtime.ESTIMATORS}, got {estimator!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        _runtime.check_zero_division(zero_division)
+        _runtime.check_choice("estimator", estimator, _runtime.ESTIMATORS)
+        _runtime.check_momentum(momentum)
         check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty)
         self.definition = definition
         self.from_logits, self.zero_division, self.validate = from_logits, zero_division, validate
@@ -414,7 +407,17 @@ class ConstrainedMetricLoss(torch.nn.Module):
                 self.register_buffer(f"running_{kind}_rates", torch.zeros(shape, dtype=torch.float64))
                 self.register_buffer(f"running_{kind}_weight", torch.zeros((), dtype=torch.float64))
         self._last = {}
-        self._plan = _InputPlan(from_logits)
+        # The runtime's plan of a binary loss with this relaxation and threshold: its input checks and its path
+        # compute the soft table and the gradient; the problem's evaluation replaces the metric's.
+        metric = _runtime.MetricDefinition(name=definition.name, metric=None, direction=definition.direction,
+                                           relaxation=definition.relaxation, thresholds=(definition.threshold,),
+                                           expression=definition.expression,
+                                           scale_invariant=definition.scale_invariant)
+        self._plan = _runtime._Plan(metric, task="binary", num_classes=1, average=None, class_weights=None,
+                                    reduce="batch", reduction="mean", ignore_index=None, from_logits=from_logits,
+                                    zero_division=zero_division, sync=sync, process_group=process_group,
+                                    grad_average=grad_average, estimator="batch", momentum=momentum)
+        self._routes = {}
 
     @property
     def rows(self) -> int:
@@ -451,22 +454,30 @@ class ConstrainedMetricLoss(torch.nn.Module):
         """The (4, G, 1) soft table the last call evaluated (TP, FN, FP, TN per group)."""
         return self._last.get("table")
 
+    def _route(self, input, target, weight, grouped):
+        """The runtime's route for this kind of input (its checks and path), made when the kind first appears."""
+        key = (input.device, input.dtype, input.dim(), target.dtype, weight is None, grouped)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = _runtime._Route(self._plan, input, target, weight, compiled=False,
+                                                        per_sample=grouped)
+        return route
+
     def forward(self, input, target, weight=None, *, groups=None):
+        if isinstance(input, torch.Tensor) and torch.is_autocast_enabled(input.device.type):
+            with torch.autocast(input.device.type, enabled=False):  # the tables in the compute dtype
+                return self.forward(input, target, weight, groups=groups)
         definition = self.definition
+        _runtime._check_tensor(input, "input")
         world = _runtime._world_size(self.process_group)
-        batch = _runtime._prepare(self._plan, input, target, weight, self.validate, allow_empty=world > 1)
-        input, target, weight = batch.input, batch.target, batch.weight
         groups = _check_groups(groups, input, definition)
-        relaxation, threshold = definition.relaxation, definition.threshold
+        route = self._route(input, target, weight, groups is not None)
+        batch = route.prepare(input, target, weight, self.validate, allow_empty=world > 1)
+        segments = _runtime.Segments(definition.groups, groups) if groups is not None else _runtime.Segments(1)
+        threshold = definition.threshold
         with torch.no_grad():
-            if self.from_logits:
-                p, q = torch.sigmoid(input), torch.sigmoid(-input)
-            else:
-                p, q = input, 1 - input
-            predicted, complement = relaxation.soft_pair_(p.clone(), q.clone(), threshold)
-            soft = group_table(predicted, complement, target, weight, groups, definition.groups)
-            hard_predicted = (p > threshold).to(input.dtype)
-            hard = group_table(hard_predicted, 1 - hard_predicted, target, weight, groups, definition.groups)
+            soft = segments.fold(route.path.table(batch))[..., 0]  # (4, G, 1)
+            hard = hard_table(batch, threshold, self.from_logits, segments)
             grad_scale = 1.0
             if world > 1:
                 if self.sync:  # both tables in one collective
@@ -495,8 +506,8 @@ class ConstrainedMetricLoss(torch.nn.Module):
                 self.pending_table.add_(pending.to(self.pending_table.dtype))
             if self.multiplier_update == "auto":
                 self.step_multipliers()
-        loss = _GatherByGroup.apply(input, evaluation.loss.detach(), factors, target, weight, groups, relaxation,
-                                    threshold, self.from_logits)
+        loss = _ProblemLossFunction.apply(batch.input, evaluation.loss.detach(), batch.target, batch.weight,
+                                          factors.unsqueeze(2), route, segments)  # factors (2, G, 1, 1)
         return loss.to(_runtime._compute_dtype(batch.dtype))
 
     @torch.no_grad()
@@ -543,15 +554,5 @@ def check_multiplier_options(multiplier_lr, max_multiplier, multiplier_update, c
         raise ValueError(f"constraint_rates must be one of {CONSTRAINT_RATES}, got {constraint_rates!r}")
 
 
-class _InputPlan:
-    """What metricc.runtime's input checks read: a binary task, logits or probabilities."""
-
-    task = "binary"
-    num_classes = 1
-
-    def __init__(self, from_logits):
-        self.from_logits = from_logits
-
-
-__all__ = ["ConstrainedMetricLoss", "Evaluation", "ProblemDefinition", "Quantity", "evaluate_problem", "group_table",
+__all__ = ["ConstrainedMetricLoss", "Evaluation", "ProblemDefinition", "Quantity", "evaluate_problem", "hard_table",
            "reduce_groups"]

@@ -8,6 +8,7 @@ the generated lines) and caches it by content.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import linecache
@@ -16,6 +17,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,11 +28,19 @@ from . import curves
 from .derive import Derivation, derive
 from .emit import EmitOptions, emit, loss_names
 from .errors import SaturationWarning
-from .metric import Metric
+from .limits import call_budget
+from .metric import Metric, check_direction
 from .parse import parse
 from .problem import is_problem
-from .relax import Relaxation, Sigmoid, default_relaxation, describe_amplifier_range, resolve_relaxation
-from .runtime import CURVE_NEEDS_SCORES, MetricLoss
+from .relax import (
+    Relaxation,
+    Sigmoid,
+    default_relaxation,
+    describe_amplifier_range,
+    multiclass_relaxation_for,
+    resolve_relaxation,
+)
+from .runtime import CURVE_NEEDS_SCORES, MetricLoss, _check_num_labels
 
 if TYPE_CHECKING:
     from .analyze import Report
@@ -40,28 +50,43 @@ if TYPE_CHECKING:
 Task = Literal["binary", "multiclass", "multilabel"]
 Average = Literal["micro", "macro", "weighted"]
 Estimator = Literal["batch", "running"]
+Reduce = Literal["batch", "image"]
+Reduction = Literal["mean", "sum", "none"]
+ClassWeightRule = Literal["inverse_square", "inverse"]
 Direction = Literal["maximize", "minimize"]
 
-_MODULES: dict[str, types.ModuleType] = {}
+# The generated modules, most recently used last. At most MAX_MODULES stay imported (in sys.modules
+# too); older ones are dropped from both, and live on only as long as a loss still uses them. Compiling
+# their metric again imports them again. Without a bound, every distinct compile stayed for the life of
+# the process (a server compiling users' metrics would grow without end).
+MAX_MODULES = 256  # as many as the derivation and analysis caches keep
+_MODULES: collections.OrderedDict[str, types.ModuleType] = collections.OrderedDict()
 _MODULES_LOCK = threading.Lock()
 
 
 def load_module(source: str, name: str = "loss") -> types.ModuleType:
-    """Import generated source as a module, once per distinct source text."""
+    """Import generated source as a module, once per distinct source text (of the last MAX_MODULES)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     with _MODULES_LOCK:
         module = _MODULES.get(digest)
         if module is not None:
+            _MODULES.move_to_end(digest)
             return module
         module_name = f"metricc.generated.{name}_{digest}"
         filename = f"<metricc-generated {name} {digest}>"
         code = compile(source, filename, "exec")  # our own generated code, never user text
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         module = types.ModuleType(module_name)
         module.__file__ = filename
         exec(code, module.__dict__)  # noqa: S102 - executes generated code only
+        # Tracebacks show the generated lines for as long as the module lives, and no longer.
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        weakref.finalize(module, linecache.cache.pop, filename, None)
         sys.modules[module_name] = module
         _MODULES[digest] = module
+        while len(_MODULES) > MAX_MODULES:
+            _, evicted = _MODULES.popitem(last=False)
+            if sys.modules.get(evicted.__name__) is evicted:
+                del sys.modules[evicted.__name__]
         return module
 
 
@@ -81,10 +106,11 @@ class CompiledLoss(MetricLoss):
     which is per class; per-class weights are ``compile_metric(..., class_weights=...)``.
 
     Shape:
-        - ``input``: (N,) or (N, 1) for binary, (N, C) for multiclass and multilabel.
-        - ``target``: 0/1 with N elements (binary), (N,) class indices or (N, C) rows (multiclass),
-          (N, C) of 0/1 (multilabel).
-        - ``weight``: (N,), optional. Output: ``()``.
+        - ``input``: (N,), (N, 1) or (N, [1,] d1, ...) for binary; (N, C) or (N, C, d1, ...) for multiclass and
+          multilabel (``F.cross_entropy``'s layout).
+        - ``target``: 0/1 labels of the input's shape (binary, multilabel); (N, d1, ...) class indices or the
+          input's shape of rows (multiclass).
+        - ``weight``: (N,) or (N, d1, ...), optional. Output: ``()`` (``reduction="none"``: per class).
 
     Example::
 
@@ -176,15 +202,19 @@ def warn_if_saturating(relaxation: Relaxation, dtype: torch.dtype) -> None:
         SaturationWarning, stacklevel=_caller_stacklevel())
 
 
+@call_budget("compile_metric")
 def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, float] | None = None,
                    name: str | None = None, relaxation: str | Relaxation | None = None,
                    thresholds: float | Sequence[float] | None = None, direction: Direction | None = None,
-                   task: Task = "binary", num_classes: int | None = None, average: Average | None = None,
-                   class_weights: Sequence[float] | torch.Tensor | None = None, from_logits: bool = True,
-                   zero_division: float | None = 0.0, estimator: Estimator = "batch", momentum: float = 0.9,
-                   sync: bool = False, process_group: torch.distributed.ProcessGroup | None = None,
-                   grad_average: bool = True, validate: bool = True, check: bool = True,
-                   min_prevalence: float = 0.01, compile: bool = False, constraints: str | Sequence[str] | None = None,
+                   task: Task = "binary", num_classes: int | None = None, num_labels: int | None = None,
+                   average: Average | None = None,
+                   class_weights: Sequence[float] | torch.Tensor | ClassWeightRule | None = None,
+                   reduce: Reduce = "batch", reduction: Reduction = "mean", ignore_index: int | None = None,
+                   from_logits: bool = True, zero_division: float | None = 0.0, estimator: Estimator = "batch",
+                   momentum: float = 0.9, sync: bool = False,
+                   process_group: torch.distributed.ProcessGroup | None = None, grad_average: bool = True,
+                   validate: bool = True, check: bool = True, min_prevalence: float = 0.01,
+                   compile: bool = False, constraints: str | Sequence[str] | None = None,
                    groups: int | None = None, multiplier_lr: float | None = None,
                    max_multiplier: float | None = None, multiplier_update: Literal["auto", "manual"] | None = None,
                    constraint_rates: Literal["hard", "relaxed"] | None = None,
@@ -207,13 +237,21 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         thresholds: thresholds to average the metric over (soft-set paper: 0.1, ..., 0.9).
         direction: ``"maximize"`` (loss = 1 − metric) or ``"minimize"`` (loss = metric); by
             default the catalog's, else the analysis's.
-        task: ``"binary"`` (default), ``"multiclass"`` (logits (N, C), one class per sample) or
-            ``"multilabel"`` (logits (N, C), C independent 0/1 labels).
-        num_classes: C, for multiclass and multilabel.
+        task: ``"binary"`` (default; logits (N,), (N, d1, ...) or (N, 1, d1, ...)), ``"multiclass"`` (logits
+            (N, C) or (N, C, d1, ...) as F.cross_entropy's, one class per sample or pixel) or ``"multilabel"``
+            (logits (N, C, ...), C independent 0/1 labels).
+        num_classes: C, for multiclass and multilabel; ``num_labels`` is the same for multilabel.
         average: ``"macro"`` (default), ``"micro"`` or ``"weighted"``, as scikit-learn's ``average=``.
         class_weights: one weight per **class** for the mean of per-class metrics (multiclass,
             multilabel; instead of ``average``'s weights). This is what ``weight=`` means for
-            ``torch.nn.CrossEntropyLoss``; metricc's ``weight`` is per sample, given at call time.
+            ``torch.nn.CrossEntropyLoss``; metricc's ``weight`` is per sample (or per pixel), given at call
+            time. Or ``"inverse_square"``: each class's entries weighted by 1/support² and summed
+            (generalized Dice, Sudre et al. 2017).
+        reduce: ``"batch"`` (entries summed over the whole batch; MONAI's ``batch=True``) or ``"image"``
+            (per sample over its pixels, metric per image, then averaged; MONAI's default).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (the loss per class, and per image with
+            reduce="image"), as torch.nn losses.
+        ignore_index: a target value whose pixels contribute nothing (class indices, binary labels).
         from_logits: whether the loss takes logits (default) or probabilities.
         zero_division: the metric's value on batches where it is undefined; None lets NaN through.
         estimator: ``"batch"`` (default) or ``"running"``: the metric of a running estimate of the
@@ -246,12 +284,13 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         MetricCheckError: the analysis shows the metric cannot serve as a loss.
 
     Shape:
-        - binary: ``input`` (N,) or (N, 1) logits; ``target`` 0/1 (or soft labels in [0, 1]) with N
-          elements, of any dtype.
-        - multiclass: ``input`` (N, C); ``target`` (N,) class indices, or (N, C) one-hot or probability rows.
-        - multilabel: ``input`` (N, C); ``target`` (N, C) of 0/1.
-        - ``weight`` (call time, optional): (N,) non-negative per-**sample** weights, not torch's
-          per-class ``weight``; per-class weights are ``class_weights=`` here.
+        - binary: ``input`` (N,), (N, 1) or (N, [1,] d1, ...) logits; ``target`` 0/1 (or soft labels in [0, 1])
+          of the input's shape, with or without the axis of size 1, of any dtype.
+        - multiclass: ``input`` (N, C) or (N, C, d1, ...); ``target`` (N, d1, ...) class indices, or one-hot or
+          probability rows of the input's shape (each summing to 1).
+        - multilabel: ``input`` (N, C, ...); ``target`` of the input's shape, 0/1.
+        - ``weight`` (call time, optional): (N,) or (N, d1, ...) non-negative per-**sample** (per-pixel) weights,
+          not torch's per-class ``weight``; per-class weights are ``class_weights=`` here.
         - Output: a scalar, shape ``()``, in the input's dtype (float32 for half-precision input).
 
     Example::
@@ -273,6 +312,10 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         >>> [round(v, 4) for v in macro.per_class.tolist()]   # for logging
         [0.644, 0.6221, 0.6633]
     """
+    from .analyze import check_min_prevalence
+
+    direction = None if direction is None else check_direction(direction)  # a typo must not flip the objective
+    min_prevalence = check_min_prevalence(min_prevalence)  # as analyze() checks it, also with check=False
     given = dict(multiplier_lr=multiplier_lr, max_multiplier=max_multiplier, multiplier_update=multiplier_update,
                  constraint_rates=constraint_rates, penalty=penalty)
     multiplier_options = {name: value for name, value in given.items() if value is not None}
@@ -282,17 +325,23 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
                            grad_average=grad_average, validate=validate, check=check, min_prevalence=min_prevalence)
     if is_problem(metric, constraints, groups, params):
         return _compile_problem(metric, constraints, groups, problem_options, multiplier_options, compile,
-                                class_weights, num_classes, average)
+                                class_weights, num_classes, average, num_labels=num_labels,
+                                reduce=reduce, reduction=reduction, ignore_index=ignore_index)
     parsed = parse(metric, params, name=name)
     if multiplier_options:
         raise TypeError(f"{', '.join(sorted(multiplier_options))}: compile_metric() takes these only with "
                         "constraints= (multiplier_lr, max_multiplier, multiplier_update, constraint_rates, penalty)")
     if task == "multiclass" and curves.is_curve(parsed.expr):
         raise ValueError(CURVE_NEEDS_SCORES)  # before derive, which would first refuse the default relaxation
+    named = relaxation is not None
     relaxation = resolve_relaxation(default_relaxation(task) if relaxation is None else relaxation)
+    num_classes = _check_num_labels(task, num_classes, num_labels)
+    rule = class_weights if isinstance(class_weights, str) else None
     options = EmitOptions(from_logits=from_logits, zero_division=zero_division, sync=sync,
                           grad_average=grad_average, validate=validate, task=task, num_classes=num_classes,
-                          average=average, estimator=estimator, momentum=momentum)
+                          average=average, class_weights=rule, reduce=reduce, reduction=reduction,
+                          ignore_index=ignore_index, estimator=estimator, momentum=momentum,
+                          multiclass_relaxation=multiclass_relaxation_for(relaxation, named))
     if task == "multiclass" and relaxation.multiclass_runtime() is None:
         raise ValueError(f"relaxation {relaxation.spec()!r} has no multi-class form; for task='multiclass' use "
                          "'anyloss' (a softmax amplifier, metricc.Sigmoid(L=...)) or 'identity'")
@@ -307,7 +356,7 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
         refusal = report.error(direction or parsed.direction)
         if refusal is not None:
             raise refusal  # its options render as keyword arguments here, as flags in the CLI
-        report.warn(stacklevel=3, zero_division=zero_division)
+        report.warn(stacklevel=4, zero_division=zero_division)  # 4: past call_budget's wrapper
     chosen = direction or parsed.direction or (report.direction if report else None)
     if chosen not in ("maximize", "minimize"):
         from .analyze import infer_direction
@@ -316,21 +365,25 @@ def compile_metric(metric: str | Metric | sympy.Expr, *, params: Mapping[str, fl
     derivation = _cached_derivation(parsed, relaxation,
                                     None if thresholds is None else tuple(_as_list(thresholds)), chosen)
     source = emit(derivation, options)
-    return CompiledLoss(source, parsed, derivation, report, emit_options=options, class_weights=class_weights,
-                        process_group=process_group, compile=compile)
+    per_class = {} if rule is not None else {"class_weights": class_weights}  # a rule is baked into the module
+    return CompiledLoss(source, parsed, derivation, report, emit_options=options, process_group=process_group,
+                        compile=compile, **per_class)
 
 
 def _compile_problem(metric, constraints, groups, options, multiplier_options, compile, class_weights, num_classes,
-                     average):
+                     average, **dense):
     from .load_problem import MULTIPLIER_OPTIONS, compile_problem
 
     unknown = sorted(set(multiplier_options) - set(MULTIPLIER_OPTIONS))
     if unknown:
         raise TypeError(f"compile_metric() got an unexpected keyword argument {unknown[0]!r}")
-    for what, value in (("compile", compile), ("class_weights", class_weights), ("num_classes", num_classes),
-                        ("average", average)):
+    defaults = {"num_labels": None, "reduce": "batch", "reduction": "mean", "ignore_index": None}
+    given = {"compile": compile, "class_weights": class_weights, "num_classes": num_classes, "average": average}
+    given.update({what: value for what, value in dense.items() if value != defaults[what]})
+    for what, value in given.items():
         if value not in (None, False):
-            raise ValueError(f"{what}= does not apply to a loss with constraints or groups (task='binary' only)")
+            raise ValueError(f"{what}= does not apply to a loss with constraints or groups: those are binary "
+                             "losses over (N,) scores (task='binary'); leave it out")
     return compile_problem(metric, constraints=constraints, groups=groups, **options, **multiplier_options)
 
 

@@ -8,12 +8,14 @@ expression back into text the grammar accepts.
 from __future__ import annotations
 
 import dataclasses
-import keyword
 from collections.abc import Mapping
+from typing import Literal
 
 import sympy
 from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
+
+from . import limits, names
 
 # Soft confusion entries are sums of non-negative terms; telling sympy so lets it
 # simplify sqrt(TP**2) to TP and prove signs in the analysis.
@@ -30,6 +32,14 @@ DERIVED_SYMBOLS: dict[str, sympy.Expr] = {
 }
 
 DIRECTIONS = ("maximize", "minimize")
+
+
+def check_direction(direction: object) -> Literal["maximize", "minimize"]:
+    """``"maximize"`` or ``"minimize"`` (our own string), or a ValueError: a typo such as ``"min"`` must not
+    be replaced by the inferred direction, which may train the opposite objective."""
+    if isinstance(direction, str) and direction in DIRECTIONS:
+        return "maximize" if direction == "maximize" else "minimize"  # our own string, not a look-alike subclass
+    raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
 
 
 class _RealAbs(sympy.Function):
@@ -100,15 +110,22 @@ class Metric:
     domain: tuple[sympy.Expr, ...] = ()
 
     def __post_init__(self):
-        # The name becomes class and function names in generated code. ASCII only: Python reads
-        # other identifiers through NFKC normalisation ('ﬁ' would be defined as 'fi').
-        if not (isinstance(self.name, str) and self.name.isascii() and self.name.isidentifier()
-                and not keyword.iskeyword(self.name)):
-            raise ValueError(f"metric name {self.name!r} must be an ASCII Python identifier that is not a keyword")
-        if self.direction not in (None, *DIRECTIONS):
-            raise ValueError(f"direction must be one of {DIRECTIONS} or None, got {self.direction!r}")
+        # Everything here may reach generated source, which metricc imports and runs: names, parameter
+        # values and node types are checked wherever a Metric is built (metricc.names), and the structural
+        # limits that keep every later stage within its time and memory are applied (metricc.limits).
+        names.check_metric_name(self.name)
+        object.__setattr__(self, "params", names.checked_params(self.params))
+        if self.direction is not None:
+            object.__setattr__(self, "direction", check_direction(self.direction))
         if not (isinstance(self.domain, tuple) and all(isinstance(e, sympy.Expr) for e in self.domain)):
             raise ValueError(f"domain must be a tuple of sympy expressions, got {self.domain!r}")
+        if not isinstance(self.source, str) or not isinstance(self.description, str):
+            raise ValueError("source and description must be strings")
+        for part, what in ((self.expr, "the expression"), *((e, "a domain entry") for e in self.domain)):
+            if not isinstance(part, sympy.Expr):
+                raise ValueError(f"{what} must be a sympy expression, got {type(part).__name__}")
+            limits.check_expression(part, what)  # first: it stops counting at the size limit
+            names.check_nodes(part, self.params, what)
 
     @property
     def param_values(self) -> dict[str, float]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import keyword
 import math
-import numbers
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import NoReturn
 
 import sympy
 
-from . import groups
+from . import groups, limits, names
 from .catalog import closest_names, lookup
 from .curves import CURVE_FUNCTIONS
 from .errors import MetricSyntaxError, Option
@@ -36,8 +35,6 @@ FUNCTIONS = {"sqrt": 1, "log": 1, "exp": 1, "abs": 1, "min": None, "max": None}
 _SYMPY_FUNCTIONS = {"sqrt": sympy.sqrt, "log": sympy.log, "exp": sympy.exp, "abs": sympy.Abs,
                     "min": sympy.Min, "max": sympy.Max}
 _SYMBOLS = {s.name: s for s in CONFUSION_SYMBOLS}
-# Names the generated code needs for itself; a parameter may not shadow them.
-RESERVED_NAMES = frozenset({"torch", "math"})
 
 _NODE_NAMES = {
     ast.Lambda: "a lambda", ast.ListComp: "a comprehension", ast.SetComp: "a comprehension",
@@ -78,12 +75,8 @@ def parse(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None 
             points at the offending column.
     """
     params = _check_params(params)
-    # ASCII only: Python reads non-ASCII identifiers through NFKC normalisation, so a name
-    # like 'ﬁ' would name a class 'ﬁLoss' that the loaded module calls 'fiLoss'.
-    if name is not None and not (isinstance(name, str) and name.isascii() and name.isidentifier()
-                                 and not keyword.iskeyword(name)):
-        raise MetricSyntaxError(f"metric name {name!r} is not a valid Python identifier "
-                                "(ASCII letters, digits and underscores, not starting with a digit)")
+    if name is not None:
+        names.check_metric_name(name)
     if isinstance(metric, Metric):
         merged = {**metric.param_values, **params}
         unused = set(params) - set(metric.param_values)
@@ -122,6 +115,14 @@ def parse(metric: str | Metric | sympy.Expr, params: Mapping[str, float] | None 
                   domain=domain)
 
 
+def _simple_rational(value: float) -> sympy.Rational:
+    """``value`` as the simplest fraction (denominator ≤ 10⁶) whose float it is, else its decimal."""
+    simple = Fraction(value).limit_denominator(10**6)
+    if float(simple) == float(value):
+        return sympy.Rational(simple.numerator, simple.denominator)
+    return sympy.Rational(repr(float(value)))
+
+
 def _surviving_params(used: Mapping[str, float], expr: sympy.Expr,
                       domain: tuple[sympy.Expr, ...] = ()) -> tuple[tuple[str, float], ...]:
     """The parameters still in the metric: in ``TP + (a - a)`` the text uses ``a``, the metric does not."""
@@ -145,16 +146,7 @@ def _check_params(params) -> dict[str, float]:
         return {}
     if not isinstance(params, Mapping):
         raise MetricSyntaxError(f"params must be a mapping of names to numbers, not {type(params).__name__}")
-    checked = {}
-    for key, value in params.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise MetricSyntaxError(f"parameter name {key!r} is not an identifier")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise MetricSyntaxError(f"parameter {key!r} needs a real number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise MetricSyntaxError(f"parameter {key!r} must be finite, got {value!r}")
-        checked[key] = float(value)
-    return checked
+    return {names.check_parameter_name(key): names.parameter_value(key, value) for key, value in params.items()}
 
 
 def _parse_sympy(expr: sympy.Basic, params: dict[str, float], name: str | None) -> Metric:
@@ -336,7 +328,7 @@ class _Converter:
             self.fail(node, hint)
         if name.startswith("_"):
             self.fail(node, f"name '{name}' is not allowed: names may not start with an underscore")
-        if name in RESERVED_NAMES:
+        if name in names.GENERATED_NAMES:
             self.fail(node, f"'{name}' is reserved for the generated code and cannot name a parameter")
         if name in self.params:
             self.used_params[name] = self.params[name]
@@ -405,9 +397,11 @@ class _Converter:
     def _power(self, node: ast.BinOp, depth: int) -> sympy.Expr:
         base = self.convert(node.left, depth + 1)
         exponent = self.convert(node.right, depth + 1)
+        if exponent.free_symbols & set(CONFUSION_SYMBOLS):
+            self.fail(node.right, "exponents must be numbers or parameters (e.g. TP**2, TP**(1/2), "
+                                  "x**(1/gamma)), not expressions of confusion entries")
         if exponent.free_symbols:
-            self.fail(node.right, "exponents must be numbers (e.g. TP**2 or TP**(1/2)), not expressions "
-                                  "of symbols or parameters")
+            exponent = self._parameters_fixed(exponent)
         if abs(exponent.evalf()) > MAX_EXPONENT:
             self.fail(node.right, f"exponent {exponent} is larger than {MAX_EXPONENT} in magnitude")
         if exponent.is_negative and base.free_symbols and not base.free_symbols & set(CONFUSION_SYMBOLS) \
@@ -425,7 +419,22 @@ class _Converter:
             self.require(node, base, "positive" if exponent.is_negative else "nonnegative")
         elif exponent.is_negative:
             self.require(node, base, "nonzero")
-        return self._check_real(node, base ** exponent)
+        return self._within_limits(node, self._check_real(node, base ** exponent), "this power")
+
+    def _within_limits(self, node: ast.AST, value: sympy.Expr, what: str) -> sympy.Expr:
+        """``value``, refused at ``node`` beyond the structural limits (nested powers multiply their exponents)."""
+        try:
+            limits.check_expression(value, what)
+        except MetricSyntaxError as error:
+            self.fail(node, error.problem)
+        return value
+
+    def _parameters_fixed(self, exponent: sympy.Expr) -> sympy.Expr:
+        """An exponent over parameters with their values put in: the analysis and the derivation need a
+        numeric exponent, so a parameter there (focal Tversky's ``**(1/gamma)``) takes its value when the
+        metric is read. A value that is a float of a simple fraction (``4/3``) counts as that fraction."""
+        values = {parameter_symbol(k): _simple_rational(v) for k, v in self.params.items()}
+        return exponent.xreplace(values)
 
     def _convert_Call(self, node: ast.Call, depth: int) -> sympy.Expr:
         if isinstance(node.func, ast.Attribute):
@@ -468,6 +477,8 @@ class _Converter:
                 result = _SYMPY_FUNCTIONS[fname](*args)
         except ValueError as error:  # sympy's Min/Max refuse arguments they cannot order (log(-TP))
             self.fail(node, f"{fname}() of an argument that is not real ({error})")
+        if fname == "exp":
+            self._within_limits(node, result, "this exp()")
         return self._check_real(node, result)
 
     def _curve(self, node: ast.Call, fname: str, depth: int) -> sympy.Expr:

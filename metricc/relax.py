@@ -306,6 +306,13 @@ def default_relaxation(task: str = "binary") -> str:
     return "identity" if task == "multiclass" else "anyloss"
 
 
+def multiclass_relaxation_for(relaxation: Relaxation, named: bool) -> Relaxation:
+    """The relaxation whose multi-class form a compiled loss uses for task="multiclass": the one the user
+    named, else the multi-class default (:func:`default_relaxation`), whatever task it was compiled for. The
+    one owner of that default for compile_metric and for the modules ``metricc compile`` writes."""
+    return relaxation if named else resolve_relaxation(default_relaxation("multiclass"))
+
+
 def resolve_relaxation(spec) -> Relaxation:
     """A relaxation from an instance, a name, or ``"name:key=value,..."`` text.
 
@@ -327,6 +334,8 @@ def resolve_relaxation(spec) -> Relaxation:
         if not sep:
             raise ValueError(f"relaxation option {item!r} must look like key=value")
         key = key.strip()
+        if key in kwargs:  # the last one would silently win
+            raise ValueError(f"relaxation option {key!r} is given twice in {spec!r}; give it once")
         try:
             kwargs[key] = float(value) if key != "distribution" else value.strip()
         except ValueError:

@@ -2,21 +2,68 @@
 
 A generated loss module holds only what is particular to its metric: the metric and its two
 per-sample gradient factors as functions of the soft confusion entries, and a
-:class:`MetricDefinition` naming its relaxation and thresholds. This module does the rest:
+:class:`MetricDefinition` naming its relaxation and thresholds. This module does the rest. It
+imports only torch (and the standard library's math and warnings), so ``metricc compile
+--standalone`` inlines this file verbatim.
 
-* soft predictions (relaxations) and the soft confusion entries as four direct sums,
-  TP = Σ w·y·ŷ, FN = Σ w·y·(1 − ŷ), FP = Σ w·(1 − y)·ŷ, TN = Σ w·(1 − y)·(1 − ŷ), with 1 − ŷ
-  computed as its own value, so an entry whose label class is empty is exactly 0 and every
-  entry keeps a small relative error (never a difference of sums);
-* one (4, C, T) table of them per batch (C classes or labels, T thresholds), all-reduced in
-  one collective under torch.distributed, optionally mixed into a running estimate;
-* the metric per column, ``zero_division``, and the average over classes and thresholds;
-* the closed-form backward: per column one factor for positives and one for negatives,
-  times the relaxation's slope, times the chain rule to the logits (elementwise, or through
-  the softmax Jacobian for multi-class), O(N·C·T) time, saving only the inputs.
+The statistics table
+--------------------
+A loss depends on its batch only through one table of soft confusion entries, shaped
+``(4, S, C, T)``: the entries TP, FN, FP, TN; S segments; C classes or labels (1 for binary);
+T thresholds. Each entry is a direct sum, TP = Σ w·y·ŷ, FN = Σ w·y·(1 − ŷ), FP = Σ w·(1 − y)·ŷ,
+TN = Σ w·(1 − y)·(1 − ŷ), with 1 − ŷ computed as its own value (σ(−a), or the other classes'
+share of a softmax), never as a difference of sums, so an entry whose label class is empty is
+exactly 0. The backward needs per column two factors, one for positives and one for negatives
+(``(2, S, C, T)``), times the relaxation's slope and the chain rule to the logits.
 
-It imports only torch (and the standard library's math and warnings), so
-``metricc compile --standalone`` inlines this file verbatim.
+Inputs follow ``F.cross_entropy``'s layout: logits (N, C, d1, ..., dK) with the class axis in
+place, and every reduction runs over the other axes (no copy to (N·d, C)); binary input is
+(N, d1, ...) or (N, 1, d1, ...).
+
+Segments (the extension point for per-image and per-group metrics)
+------------------------------------------------------------------
+The segment axis S says which samples' entries are summed together, and every segment is
+evaluated by itself before the loss averages them:
+
+* ``reduce="batch"``: S = 1, the whole batch (MONAI's ``batch=True``); under ``sync=True`` this
+  table is all-reduced in one collective;
+* ``reduce="image"``: S = N, each sample's entries summed over its own pixels (MONAI's default);
+  segments are local to a rank, and the loss is the mean over images;
+* groups (issue 26): S = G, each sample carrying an integer segment id given at call time.
+
+A path (below) computes the table either for the whole batch or per sample (``per_sample=True``,
+shape (4, N, C, T)); :class:`Segments` then folds per-sample tables into S segments with one
+``index_add`` over the sample axis, and its backward gathers each sample's factors back with
+``index_select`` (:meth:`Segments.sample_factors`), so every element's gradient uses its
+segment's factors. To plug groups in:
+
+1. ``MetricLoss._per_sample`` is True when groups are in use (routes then build per-sample paths);
+2. ``MetricLoss._segments(batch)`` returns ``Segments(count=G, index=group_ids, local=False)``, the
+   ids a (N,) integer tensor given at call time (one per sample; a per-pixel id would fold a
+   (4, N·d, C, T) table the same way, at that memory);
+3. :func:`evaluate` receives the (4, G, C, T) table; a metric that consumes the group axis (max_g or
+   min_g of per-group rates) evaluates it whole and returns the loss and factors (2, G, C, T), each
+   group's factors being ∂loss/∂(its entries), as the per-column metrics do now.
+
+Nothing else changes: the paths, the autograd Function, ``sync`` (one all-reduce of the global
+(4, G, C, T) table, as for the batch) and the running estimator (S = 1 only) stay as they are.
+One cost to know: the multi-class path on flat (N, C) rows builds a (N, C, C) matrix per sample
+when per_sample is on (fine for images, whose rows are pixels; for many flat samples with groups,
+fold inside the path with ``index_add`` on ``group·C + class`` instead).
+
+Paths: one per kind of input, chosen once
+-----------------------------------------
+A path is a forward table function and its backward gradient function, side by side:
+
+* :class:`ElementwisePath`: binary and multi-label, one threshold (``elementwise``);
+* :class:`ThresholdPath`: binary and multi-label, several thresholds, and curves (``thresholds``);
+* :class:`ClassIndexPath`: multi-class with class-index targets (``class_indices``);
+* :class:`ClassScorePath`: multi-class with one-hot or probability targets (``class_scores``).
+
+:meth:`MetricLoss.forward` picks the path when the input's kind first appears (device, dtype, rank,
+target kind, weight kind, and whether torch.compile is tracing) and keeps it; the per-call work
+is the path's arithmetic plus the input checks that cannot be hoisted (shapes, label range). One
+``autograd.Function`` (:class:`_MetricLossFunction`) runs every path.
 """
 
 import math
@@ -25,8 +72,9 @@ import warnings
 import torch
 
 __all__ = [
-    "MetricDefinition", "MetricLoss", "SigmoidAmplifier", "PiecewiseLinear", "Probabilistic", "ScoreOriented",
-    "SoftmaxAmplifier", "TensorMath", "FloatMath", "MetricWarning", "CompileFallbackWarning",
+    "MetricDefinition", "MetricLoss", "functional_loss", "SigmoidAmplifier", "PiecewiseLinear", "Probabilistic",
+    "ScoreOriented", "SoftmaxAmplifier", "TensorMath", "FloatMath", "MetricWarning", "CompileFallbackWarning",
+    "check_flag", "check_choice", "check_momentum", "check_task", "check_zero_division",
 ]
 
 
@@ -38,13 +86,18 @@ class CompileFallbackWarning(MetricWarning):
     """``compile=True`` was requested but torch.compile is unavailable or failed; eager code runs."""
 
 
-CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, C) block processed at once: memory stays O(N·C)
+CHUNK_ELEMENTS = 1 << 20  # elements of a (T, rows, ...) block of several thresholds: memory stays O(N·C)
 CURVE_NEEDS_SCORES = ("a metric of the threshold curve needs binary scores: use task='binary' or 'multilabel' "
                       "(one curve per label)")
-SCALAR_PATH_COLUMNS = 64  # up to this many (class, threshold) columns, CPU metrics use Python floats
+SMALL_ELEMENTS = 1 << 14  # below, the elementwise path builds its forward buffers with one broadcast op each
+# (launches dominate); above, with plain passes (broadcast kernels are slower per element): docs/performance.md
+SCALAR_PATH_COLUMNS = 64  # up to this many (segment, class, threshold) columns, CPU metrics use Python floats
 TASKS = ("binary", "multiclass", "multilabel")
 AVERAGES = ("micro", "macro", "weighted")
 ESTIMATORS = ("batch", "running")
+REDUCES = ("batch", "image")
+REDUCTIONS = ("mean", "sum", "none")
+CLASS_WEIGHT_RULES = {"inverse_square": 2.0, "inverse": 1.0}  # weight 1/support**power, per segment (Sudre et al.)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,14 +116,44 @@ def _extremum(args, pairwise, pick, bound):
     return torch.clamp(result, **{bound: pick(numbers)}) if numbers else result
 
 
-class TensorMath:
-    """Elementwise functions on tensors (one value per class and threshold)."""
+def _number_sqrt(x):
+    return math.sqrt(x) if x >= 0 else math.nan  # NaN fails the test too
 
-    sqrt = staticmethod(torch.sqrt)
-    log = staticmethod(torch.log)
-    exp = staticmethod(torch.exp)
-    abs = staticmethod(torch.abs)
-    sign = staticmethod(torch.sign)
+
+def _number_log(x):
+    if x > 0:
+        return math.log(x)
+    return -math.inf if x == 0 else math.nan
+
+
+def _number_exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def _tensor_or_number(on_tensor, on_number):
+    """One function for both kinds of argument: sympy's cse can lift a term of parameters alone (sqrt(alpha) out
+    of sqrt(TP*alpha)) into its own line, which then reaches the function as a Python number; it gets torch's
+    values there (NaN, ±inf) rather than math's exceptions."""
+
+    def apply(x):
+        return on_tensor(x) if isinstance(x, torch.Tensor) else on_number(x)
+
+    apply.__name__ = on_tensor.__name__
+    return staticmethod(apply)
+
+
+class TensorMath:
+    """Elementwise functions on tensors (one value per segment, class and threshold), and on the numbers of
+    terms that hold parameters only."""
+
+    sqrt = _tensor_or_number(torch.sqrt, _number_sqrt)
+    log = _tensor_or_number(torch.log, _number_log)
+    exp = _tensor_or_number(torch.exp, _number_exp)
+    abs = _tensor_or_number(torch.abs, abs)
+    sign = _tensor_or_number(torch.sign, lambda x: _float_sign(x))
 
     @staticmethod
     def minimum(*args):
@@ -91,10 +174,10 @@ def _float_sign(x: float) -> float:
 
 
 class FloatMath:
-    """The same on Python floats: the CPU path for a few columns, where ~25 operations on
-    one-element tensors would cost more than the sums over a batch. Raises (ZeroDivisionError,
-    ValueError, OverflowError) or returns a complex number where a value is undefined; the
-    caller then takes the tensor path, which applies ``zero_division``."""
+    """The same on Python floats: the CPU evaluation of a few columns, where ~25 operations on
+    one-element tensors would cost more than the sums over a small batch (docs/performance.md).
+    Raises (ZeroDivisionError, ValueError, OverflowError) or returns a complex number where a value
+    is undefined; the caller then evaluates on tensors, which applies ``zero_division``."""
 
     sqrt = staticmethod(math.sqrt)
     log = staticmethod(math.log)
@@ -114,7 +197,9 @@ class FloatMath:
 #
 # Binary and multi-label relaxations act elementwise. Each gives ŷ and 1 − ŷ as separate values
 # (``soft_pair_``) and the slope dŷ/dp (``slope_``), in place in buffers the runtime owns.
-# ``threshold`` is a float, or a (T, 1, 1) tensor that broadcasts a (rows, C) block to (T, rows, C).
+# ``threshold`` is a float, or a (T, 1, ...) tensor that broadcasts a block to (T, ...).
+# ``public`` is how a user wrote the relaxation (metricc.Sigmoid(L=30) ...), for repr and messages;
+# ``repr`` is the constructor a generated module calls.
 
 
 class _ElementwiseRelaxation:
@@ -144,6 +229,33 @@ class _ElementwiseRelaxation:
         slope is symmetric about 1/2. In place in grad."""
         return grad.mul_(self.slope_(tail, threshold))
 
+    def soft_rows(self, input, threshold, from_logits, rows, small):
+        """(ŷ, 1 − ŷ) as one new (2, ...) buffer. ``rows`` holds the constants (0, 1) and (1, −1) shaped to
+        broadcast over it: (p, q) = σ(±z) from logits in one product and one sigmoid, or (p, 1 − p) from
+        probabilities (one addcmul for a ``small`` batch, a copy and a subtraction otherwise); then the
+        relaxation on each row, in place."""
+        offsets, signs = rows
+        pair = _pair_buffer(input)
+        if from_logits:
+            torch.mul(input, signs, out=pair).sigmoid_()
+        elif small:
+            torch.addcmul(offsets, signs, input, out=pair)
+        else:
+            pair[0].copy_(input)
+            torch.sub(1, input, out=pair[1])
+        predicted, complement = self.soft_pair_(pair[0], pair[1], threshold)
+        _into(pair[0], predicted)
+        _into(pair[1], complement)
+        return pair
+
+    # The same as values, for torch.compile, which fuses them into its loops instead of storing buffers.
+
+    def soft_pair(self, p, q, threshold):
+        return self.soft_pair_(p.clone(), q.clone(), threshold)
+
+    def slope(self, p, threshold):
+        return self.slope_(p.clone(), threshold)
+
 
 class SigmoidAmplifier(_ElementwiseRelaxation):
     """ŷ = σ(L·(p − t)): AnyLoss's amplifier (Han et al., KDD 2024, eq. 1), the soft-set paper's H^s."""
@@ -159,6 +271,10 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
     def __repr__(self):
         return f"SigmoidAmplifier(scale={self.scale!r}, threshold={self.threshold!r})"
 
+    @property
+    def public(self):
+        return f"metricc.Sigmoid(L={self.scale:g}, threshold={self.threshold:g})"
+
     def _argument_(self, p, threshold):
         """a = L·(p − t) in place. For a float t, L·p + (−L·t) in one pass: a fused multiply-add where
         the CPU has one, rounded once where L·t is exact (t = 1/2 by default)."""
@@ -170,24 +286,47 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         return self._argument_(p, threshold).sigmoid_()
 
     def soft_pair_(self, p, q, threshold):
-        if _is_compiling():
-            return _sigmoid_pair((p - threshold) * self.scale)
         a = self._argument_(p, threshold)
         complement = torch.neg(a, out=q) if q is not None else torch.neg(a)
         return a.sigmoid_(), complement.sigmoid_()
 
+    def soft_rows(self, input, threshold, from_logits, rows, small):
+        """σ(a) and σ(−a), a = L·(p − t), then one sigmoid over both rows. For a ``small`` batch
+        (a, −a) = (−L·t, L·t) + (L, −L)·p in one addcmul; otherwise a in one pass and −a in another (−a is
+        rounded as a is, with FMA or without, in both)."""
+        pair = _pair_buffer(input)
+        if small:
+            key = ("rows", threshold, rows[1].dtype, rows[1].device, rows[1].dim())
+            constants = self._constants.get(key)
+            if constants is None:
+                scale = rows[1] * self.scale
+                constants = self._constants[key] = (scale * -threshold, scale)
+            p = torch.sigmoid(input) if from_logits else input
+            return torch.addcmul(constants[0], constants[1], p, out=pair).sigmoid_()
+        if from_logits:
+            torch.sigmoid(input, out=pair[0])
+        else:
+            pair[0].copy_(input)
+        torch.neg(self._argument_(pair[0], threshold), out=pair[1])
+        return pair.sigmoid_()
+
     def slope_(self, p, threshold):
         """dŷ/dp = L·r·(1 − r), r = σ(−|a|) ≤ 1/2: keeps its precision where the amplifier saturates,
         where σ(a)·(1 − σ(a)) would round to 0 and stop learning (AnyLoss's "No More Update")."""
-        if _is_compiling():  # L·v/(1 + v)², v = e^(−|a|): one exponential
-            v = torch.exp(-torch.abs((p - threshold) * self.scale))
-            return self.scale * v / torch.square(1 + v)
         r = p.sub_(threshold).abs_().mul_(-self.scale).sigmoid_()
         return _mul_sigmoid_slope_(_constant(self._constants, self.scale, r), r, out=r)
 
     def mul_slope_at_tail_(self, grad, tail, threshold):
         """grad·r·(1 − r) = grad·(dŷ/dp)/L: r = σ(L·(q − t)) is σ(−|a|) without an abs, as q ≤ t = 1/2."""
         return _mul_sigmoid_slope_(grad, self.soft_(tail, threshold))
+
+    def soft_pair(self, p, q, threshold):
+        return _sigmoid_pair((p - threshold) * self.scale)
+
+    def slope(self, p, threshold):
+        """L·v/(1 + v)², v = e^(−|a|): one exponential, where the compiled loop pays per exponential."""
+        v = torch.exp(-torch.abs((p - threshold) * self.scale))
+        return self.scale * v / torch.square(1 + v)
 
     def shared_exponentials(self, thresholds):
         """For many thresholds from one exponential per sample: σ(L·(p − t_k)) = 1/(1 + E·c_k) with
@@ -200,6 +339,22 @@ class SigmoidAmplifier(_ElementwiseRelaxation):
         return centre, [math.exp(self.scale * (t - centre)) for t in thresholds]
 
 
+def _sigmoid_pair(x):
+    """(σ(x), σ(−x)) from one exponential, u = e^(−|x|): u/(1 + u) and 1/(1 + u), the larger one on x's side.
+    The form for torch.compile, whose fused loop pays per exponential, not per pass."""
+    u = torch.exp(-torch.abs(x))
+    large = 1 / (1 + u)
+    small = u * large
+    positive = x >= 0
+    return torch.where(positive, large, small), torch.where(positive, small, large)
+
+
+def _pair_buffer(like):
+    """A contiguous (2, *like.shape) buffer: its rows flatten to the matrix the table's product reads, whatever
+    like's layout (channels-last, a crop)."""
+    return like.new_empty((2, *like.shape))  # new_empty is always contiguous
+
+
 def _mul_sigmoid_slope_(grad, s, out=None):
     """grad·s·(1 − s) in one pass, in place in grad (or into ``out``): sigmoid_backward is autograd's own
     kernel for σ."""
@@ -207,9 +362,7 @@ def _mul_sigmoid_slope_(grad, s, out=None):
 
 
 def _constant(cache, value, like):
-    """A 0-dim tensor holding ``value`` in like's dtype and device, made once."""
-    if _is_compiling():
-        return torch.full((), value, dtype=like.dtype, device=like.device)
+    """A 0-dim tensor holding ``value`` in like's dtype and device, made once per (value, dtype, device)."""
     key = (value, like.dtype, like.device)
     tensor = cache.get(key)
     if tensor is None:
@@ -227,6 +380,10 @@ class PiecewiseLinear(_ElementwiseRelaxation):
 
     def __repr__(self):
         return f"PiecewiseLinear(threshold={self.threshold!r}, delta={self.delta!r})"
+
+    @property
+    def public(self):
+        return f"metricc.Linear(threshold={self.threshold:g}, delta={self.delta:g})"
 
     def _pieces(self, threshold):
         """Inner knots t ∓ t_m/2 and the three slopes; floats or tensors."""
@@ -270,6 +427,10 @@ class ScoreOriented(_ElementwiseRelaxation):
     def __repr__(self):
         return f"ScoreOriented(distribution={self.distribution!r}, mu={self.threshold!r}, delta={self.delta!r})"
 
+    @property
+    def public(self):
+        return f"metricc.ScoreOriented({self.distribution!r}, mu={self.threshold:g}, delta={self.delta:g})"
+
     def soft_(self, p, threshold):
         """From v = (p − (μ − δ))/δ ∈ [0, 2], the distance to the lower end: uniform v/2; raised cosine
         (x − sin x)/(2π), x = π·v, which near 0 cancels to x³/6 and is summed as its series there."""
@@ -311,6 +472,7 @@ class Probabilistic(_ElementwiseRelaxation):
     """ŷ = p: the expected confusion matrix under the predicted probabilities (any task)."""
 
     threshold = None
+    public = "metricc.Identity()"
 
     def slope_symmetric_at(self, threshold) -> bool:
         return True  # dŷ/dp = 1
@@ -324,8 +486,14 @@ class Probabilistic(_ElementwiseRelaxation):
     def soft_pair_(self, p, q, threshold):
         return p, q
 
+    def soft_pair(self, p, q, threshold):
+        return p, q
+
     def slope_(self, p, threshold):
         return p.fill_(1.0)
+
+    def slope(self, p, threshold):
+        return torch.ones_like(p)
 
     def mul_slope_at_tail_(self, grad, tail, threshold):
         return grad
@@ -344,87 +512,18 @@ class SoftmaxAmplifier:
     def __repr__(self):
         return f"SoftmaxAmplifier(scale={self.scale!r})"
 
-
-# ---------------------------------------------------------------------------------------------
-# Soft predictions of a block of rows, and the labels as (w·y, w·(1 − y)).
-
-
-def _probabilities(input, from_logits):
-    """(p, q = 1 − p) as new buffers: σ(z) and σ(−z) from logits, so q keeps its precision where p rounds to 1."""
-    if from_logits:
-        if _is_compiling():
-            return _sigmoid_pair(input)
-        return torch.sigmoid(input), torch.sigmoid(torch.neg(input))
-    return input.clone(), torch.sub(1, input)
+    @property
+    def public(self):
+        return f"metricc.Sigmoid(L={self.scale:g}) as a softmax amplifier"
 
 
-def _sigmoid_pair(x):
-    """(σ(x), σ(−x)) from one exponential, u = e^(−|x|): u/(1 + u) and 1/(1 + u), the larger one on x's side.
-    The form for torch.compile, whose fused loop pays per exponential, not per pass."""
-    u = torch.exp(-torch.abs(x))
-    large = 1 / (1 + u)
-    small = u * large
-    positive = x >= 0
-    return torch.where(positive, large, small), torch.where(positive, small, large)
-
-
-def _softmax_pair_(a):
-    """softmax(a) and 1 − softmax(a) along the last axis (a is overwritten), the complement as the other
-    classes' share Σ_{k≠c} e^{a_k}/Σ_k e^{a_k}, never 1 − ŷ: a confident class keeps its small complement.
-
-    With e = exp(a − max a), the largest e is exactly 1 and the others sum to s; then the largest class
-    has ŷ = 1/(1 + s) and 1 − ŷ = s/(1 + s), and every other class 1 − ŷ = (1 + s − e)/(1 + s), where
-    1 + s − e ≥ 1 cannot cancel."""
-    top, index = a.max(-1, keepdim=True)
-    e = a.sub_(top).exp_().scatter_(-1, index, 0.0)  # the largest e (exactly 1) left out of the sum
-    others = e.sum(-1, keepdim=True)
-    total = others + 1
-    complement = torch.sub(total, e).scatter_(-1, index, others).div_(total)
-    return e.div_(total).scatter_(-1, index, total.reciprocal()), complement
-
-
-def _softmax_backward(s, grad):
-    """∂/∂a of ⟨grad, softmax(a)⟩ given s = softmax(a): s ⊙ (grad − ⟨s, grad⟩), O(N·C)."""
-    return grad.sub_((s * grad).sum(-1, keepdim=True)).mul_(s)
-
-
-def _multiclass_pair(relaxation, input, from_logits):
-    """(ŷ, 1 − ŷ) for a (rows, C) block of logits or probabilities."""
-    if isinstance(relaxation, Probabilistic):
-        if from_logits:
-            return _softmax_pair_(input.clone())
-        return input.clone(), torch.sub(1, input)
-    amplified = torch.softmax(input, -1).mul_(relaxation.scale / 2) if from_logits else input * (relaxation.scale / 2)
-    return _softmax_pair_(amplified)
-
-
-def _label_block(target, rows, num_classes, dtype, weight):
-    """(w·y, w·(1 − y)) for a block of rows as a (2, rows, C) tensor; class indices become one-hot rows."""
-    target = target[rows]
-    if target.dim() == 1:  # class indices
-        y = torch.zeros((target.shape[0], num_classes), dtype=dtype, device=target.device)
-        y.scatter_(1, target.unsqueeze(1), 1.0)
-    else:
-        y = target
-    labels = torch.stack([y, torch.sub(1, y)])
-    if weight is not None:
-        labels.mul_(weight[rows].unsqueeze(1))
-    return labels
-
-
-def _row_blocks(rows_total, elements_per_row):
-    """Slices of rows of at most CHUNK_ELEMENTS elements; one slice under torch.compile, which fuses the
-    elementwise terms into the reductions and stores no block (and a loop would specialize on N)."""
-    if _is_compiling():
-        yield slice(None)
-        return
-    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
-    for start in range(0, rows_total, step):
-        yield slice(start, min(start + step, rows_total))
+def _public(relaxation):
+    """How a user names the relaxation (metricc.Sigmoid(L=30, ...)), for repr and messages."""
+    return getattr(relaxation, "public", None) or repr(relaxation)
 
 
 # ---------------------------------------------------------------------------------------------
-# The plan: a loss's definition and options, resolved once, read by the autograd Function.
+# What a generated module defines, and a loss's options resolved once.
 
 
 class MetricDefinition:
@@ -448,8 +547,7 @@ class MetricDefinition:
         scale_invariant: whether f(λ·TP, λ·FN, λ·FP, λ·TN) = f(TP, FN, FP, TN) (ratio metrics; for a
             curve, both coordinates). Such a metric is evaluated at each column's entries divided by their
             total, and its factors divided by it (∂f/∂x scales as 1/λ): products and powers of entries then
-            stay within the dtype's range whatever the weights' scale (all weights 1e-100 would underflow
-            a square of a product of two).
+            stay within the dtype's range whatever the weights' scale.
     """
 
     def __init__(self, *, name, metric, direction, relaxation, thresholds=(), multiclass_relaxation=None,
@@ -478,13 +576,16 @@ class MetricDefinition:
 class _Plan:
     """A loss's definition and options, checked once at construction."""
 
-    def __init__(self, definition, *, task, num_classes, average, class_weights, from_logits, zero_division,
-                 sync, process_group, grad_average, estimator, momentum):
+    def __init__(self, definition, *, task, num_classes, average, class_weights, reduce, reduction, ignore_index,
+                 from_logits, zero_division, sync, process_group, grad_average, estimator, momentum):
         self.definition = definition
         self.task = task
         self.num_classes = num_classes
         self.average = average
-        self.class_weights = class_weights
+        self.class_weights = class_weights  # None, a (C,) float64 tensor, or a CLASS_WEIGHT_RULES name
+        self.reduce = reduce
+        self.reduction = reduction
+        self.ignore_index = ignore_index
         self.from_logits = from_logits
         self.zero_division = zero_division
         self.sync = sync
@@ -496,47 +597,396 @@ class _Plan:
             if definition.curve is not None:
                 raise ValueError(CURVE_NEEDS_SCORES)
             if definition.multiclass_relaxation is None:
-                raise ValueError(f"relaxation {definition.relaxation!r} has no multi-class form; compile the metric "
-                                 "with relaxation='anyloss' (a softmax amplifier) or 'identity' for task='multiclass'")
+                raise ValueError(f"relaxation {_public(definition.relaxation)} has no multi-class form; compile the "
+                                 "metric with relaxation='anyloss' (a softmax amplifier) or 'identity' for "
+                                 "task='multiclass'")
             self.relaxation, self.thresholds = definition.multiclass_relaxation, (0.5,)
         else:
             self.relaxation, self.thresholds = definition.relaxation, definition.thresholds
+        if estimator == "running" and reduce != "batch":
+            raise ValueError("estimator='running' carries one table of the whole batch across steps; reduce='image' "
+                             "evaluates every image by itself, so there is no table to carry: use reduce='batch' "
+                             "with the running estimator, or estimator='batch'")
+        if isinstance(class_weights, str) and definition.curve is not None:
+            raise ValueError(f"class_weights={class_weights!r} weighs the confusion entries of each class before "
+                             "they are summed; a curve metric is evaluated per class: pass a tensor of class weights")
 
     @property
-    def columns(self):
-        return self.num_classes, len(self.thresholds)
+    def rule_weighted(self):
+        """Whether the classes' entries are weighted by a rule of their support and summed (generalized Dice)."""
+        return isinstance(self.class_weights, str)
+
+    @property
+    def summed_classes(self):
+        """Whether the metric is evaluated at entries summed over classes (micro, or rule-weighted)."""
+        return self.average == "micro" or self.rule_weighted
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics: the (4, C, T) table of soft confusion entries TP, FN, FP, TN.
+# Segments: which samples' entries are summed together (see the module docstring).
 
 
-def soft_confusion(plan, input, target, weight):
-    """The soft confusion entries of a batch as a (4, C, T) tensor, each a direct sum.
+class Segments:
+    """The segment axis S of the table for one call.
 
-    ``input`` is (N, C) (binary: C = 1), ``target`` (N, C) labels in [0, 1] or (N,) class indices,
-    ``weight`` (N,) or None. Rows are processed in blocks of at most CHUNK_ELEMENTS elements per
-    threshold, written into one buffer that every block reuses (a fresh one costs page faults).
+    Args:
+        count: S.
+        index: (N,) long tensor of each sample's segment, or None: one segment per sample (``local``)
+            or one for the whole batch (count 1).
+        local: whether segments belong to one rank (images: the loss averages them over every rank's
+            images, and the table is not all-reduced) or are shared by all ranks (the batch, groups).
     """
-    if input.dim() == 1:  # binary: (N,)
-        if len(plan.thresholds) == 1 and not _is_compiling():
-            return _binary_soft_confusion(plan, input, target, weight)
-        shared = _shared_exponentials(plan, input)
-        if shared is not None:
-            return _shared_exponential_confusion(plan, input, target, weight, *shared)
-        input, target = input.unsqueeze(1), target.unsqueeze(1)
-    if _is_compiling() and plan.task != "multiclass":
-        return _fused_soft_confusion(plan, input, target, weight)
-    if plan.task == "multiclass" and target.dim() == 1 and not _is_compiling():
-        return _class_index_confusion(plan, input, target, weight)
-    classes, count = plan.columns
-    table = input.new_zeros((2, 2, count, classes))  # (label, prediction, T, C)
-    scratch = _Scratch()
-    for rows in _row_blocks(input.shape[0], classes * count):
-        labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
-        soft = _soft_block(plan, input[rows], scratch)  # (2, T, rows, C)
-        table += _contract(labels, soft)
-    return table.reshape(4, count, classes).transpose(1, 2)
+
+    __slots__ = ("count", "index", "local")
+
+    def __init__(self, count, index=None, local=False):
+        self.count, self.index, self.local = count, index, local
+
+    @property
+    def per_sample(self):
+        """Whether the path computes a table per sample (then folded into segments), not one for the batch."""
+        return self.local or self.index is not None
+
+    def fold(self, table):
+        """A per-sample table (4, N, C, T) summed into segments (4, S, C, T)."""
+        if self.index is None:
+            return table
+        folded = table.new_zeros((table.shape[0], self.count, *table.shape[2:]))
+        return folded.index_add_(1, self.index, table)
+
+    def sample_factors(self, factors):
+        """Factors per segment (2, S, C, T) as factors per sample (2, N, C, T): each sample its segment's."""
+        if self.index is None or not isinstance(factors, torch.Tensor):
+            return factors
+        return factors.index_select(1, self.index)
+
+
+_WHOLE_BATCH = Segments(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch: checked tensors in the runtime's layout.
+
+
+class _Batch:
+    """input (N, C, d1, ...) with C = 1 for binary; ``target`` labels of the same shape (elementwise tasks and
+    class-score targets) or class indices (N, d1, ...); ``weight`` None or broadcastable to the input:
+    (N, 1, ...) per sample, (N, 1, d1, ...) per element; ``shape`` the input's shape as the caller passed it."""
+
+    __slots__ = ("input", "target", "weight", "dtype", "shape", "saved", "poison")
+
+    def __init__(self, input, target, weight, dtype, shape, saved=(), poison=None):
+        self.input, self.target, self.weight, self.dtype, self.shape = input, target, weight, dtype, shape
+        self.saved = saved  # what a path's table keeps for its gradient (the softmax of class paths)
+        self.poison = poison  # compiled checks: 0, or NaN where a logit is ±inf (see _Route._validate)
+
+    @property
+    def reduce_dims(self):
+        """The axes summed within a segment per sample: every axis after the class axis."""
+        return tuple(range(2, self.input.dim()))
+
+
+def _factor_view(factors, like):
+    """(S', C) factors viewed to broadcast over a (N, C, d1, ...) tensor (S' = 1 or N)."""
+    return factors.view(*factors.shape, *([1] * (like.dim() - 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths. Each is a forward table function and its backward gradient function, side by side.
+# table(batch) -> (4, S', C, T), S' = N per sample or 1 for the whole batch;
+# gradient(batch, factors) -> ∂loss/∂input in the input's layout, factors (2, S', C, T) or FloatFactors.
+
+
+class _Path:
+    name = ""
+
+    compiled = False
+
+    def __init__(self, plan, per_sample):
+        self.plan = plan
+        self.per_sample = per_sample
+        self.relaxation = plan.relaxation
+        self.thresholds = plan.thresholds
+        self._row_constants = {}
+
+    def __repr__(self):
+        return f"<metricc path {self.name}{', per sample' if self.per_sample else ''}>"
+
+
+def _probabilities_into(input, p, q, from_logits, needs_complement):
+    """p = σ(z) and q = σ(−z) (or p = input, q = 1 − input for probabilities) into buffers: q keeps its
+    precision where p rounds to 1; q is left alone where the relaxation makes its own complement."""
+    if from_logits:
+        torch.sigmoid(input, out=p)
+        if needs_complement:
+            torch.neg(input, out=q).sigmoid_()
+    else:
+        p.copy_(input)
+        if needs_complement:
+            torch.sub(1, input, out=q)
+
+
+def _into(out, value):
+    """Make sure ``value`` lies in ``out`` (a relaxation may return a new tensor instead of working in place)."""
+    if value is not out:
+        out.copy_(value)
+    return out
+
+
+def _label_pair(target, weight, shape, dtype):
+    """(w·y, w·(1 − y)) as one contiguous (2, *shape) buffer; for 0/1 labels each element of one row is 0."""
+    labels = torch.empty((2, *shape), dtype=dtype, device=target.device)
+    if weight is None:
+        labels[0].copy_(target)
+        torch.sub(1, labels[0], out=labels[1])
+    else:
+        torch.sub(1, target, out=labels[1]).mul_(weight)
+        torch.mul(target, weight, out=labels[0])
+    return labels
+
+
+def _contract(pred, target, weight, rows, per_sample, small):
+    """The table (4, S', C, 1) from the predictions (ŷ, 1 − ŷ), a contiguous (2, N, C, d...) buffer, and the
+    labels: Σ w·y·ŷ, Σ w·y·(1 − ŷ), Σ w·(1 − y)·ŷ, Σ w·(1 − y)·(1 − ŷ) over the reduced axes, in the table's order.
+
+    Matrix products where the summed axis is long and contiguous (one pass, no temporary): for one binary
+    column of a small batch one (2, n) @ (n, 2) product with the label rows (y, 1 − y) built by one broadcast
+    addcmul; of a large batch (TP, FN) = pred @ w·y, then pred − y·pred in place (exactly 0 or ŷ for 0/1
+    labels; for soft labels ŷ·(1 − y) to within an ulp of ŷ) and (FP, TN) = pred @ w: no label buffer, the
+    fewest fresh pages per call. Otherwise one product per side, with y and 1 − y; products and sums where the
+    summed axis is short (a flat multi-label (N, C) batch)."""
+    _, n, classes = pred.shape[:3]
+    inner = math.prod(pred.shape[3:])
+    if not per_sample and classes == 1:
+        flat = pred.view(2, -1)
+        if small:
+            labels = torch.addcmul(rows[0], rows[1], target, out=_pair_buffer(target))  # (y, 1 − y)
+            if weight is not None:
+                labels.mul_(weight)
+            return torch.mm(labels.view(2, -1), flat.t()).view(4, 1, 1, 1)
+        y = target.reshape(-1)
+        w = None if weight is None else weight.expand_as(target).reshape(-1)
+        positive = torch.mv(flat, y if w is None else y * w)  # TP, FN
+        negative = flat.addcmul_(y, flat, value=-1)
+        negative = negative.sum(1) if w is None else torch.mv(negative, w)  # FP, TN
+        return torch.cat([positive, negative]).view(4, 1, 1, 1)
+    positives = target if weight is None else target * weight
+    negatives = torch.sub(1, target) if weight is None else torch.sub(1, target).mul_(weight)
+    if per_sample or inner >= 16:
+        a = pred.view(2, n * classes, inner).transpose(0, 1)  # (N·C, 2, d)
+        sums = torch.stack([torch.bmm(a, side.expand_as(pred[0]).reshape(n * classes, inner, 1))
+                            for side in (positives, negatives)])  # (2 labels, N·C, 2 predictions, 1)
+        sums = sums.view(2, n, classes, 2).permute(0, 3, 1, 2).reshape(4, n, classes)
+        return (sums if per_sample else sums.sum(1, keepdim=True)).unsqueeze(-1)
+    dims = tuple(d for d in range(pred.dim() - 1) if d != 1)  # the sample and spatial axes of one row
+    return torch.stack([(side * pred[j]).sum(dims) for side in (positives, negatives) for j in range(2)]
+                       ).view(4, 1, classes, 1)
+
+
+def _entries(sums):
+    """(2 labels, 2 predictions, ...) sums -> the table (4, ...): TP, FN, FP, TN."""
+    return sums.reshape(4, *sums.shape[2:])
+
+
+def _sum(tensor, dims):
+    """tensor summed over ``dims``; no axis at all is no sum (torch sums everything for dims=())."""
+    return tensor.sum(dims) if dims else tensor
+
+
+def _probabilities(input, from_logits):
+    """(p, q = 1 − p) as new buffers: σ(z) and σ(−z) from logits, so q keeps its precision where p rounds to 1."""
+    if from_logits:
+        return torch.sigmoid(input), torch.sigmoid(torch.neg(input))
+    return input, torch.sub(1, input)
+
+
+def _fused_table(path, batch):
+    """The (4, S', C, T) table written for torch.compile: per threshold four sums of elementwise terms, which
+    the compiler fuses into one loop over the elements without storing a block (the eager code's buffers and
+    matrix products would make it store them)."""
+    input, target, weight, plan = batch.input, batch.target, batch.weight, path.plan
+    positives = target if weight is None else target * weight
+    negatives = (1 - target) if weight is None else (1 - target) * weight
+    p, q = _sigmoid_pair(input) if plan.from_logits else (input, 1 - input)
+    dims = batch.reduce_dims if path.per_sample else (0, *batch.reduce_dims)
+    columns = []
+    for threshold in path.thresholds:
+        predicted, complement = path.relaxation.soft_pair(p, q, threshold)
+        sums = [_sum(label * value, dims) for value in (predicted, complement) for label in (positives, negatives)]
+        columns.append(torch.stack([sums[0], sums[2], sums[1], sums[3]]))  # TP, FN, FP, TN
+    table = torch.stack(columns, -1)
+    return table if path.per_sample else table.unsqueeze(1)
+
+
+def _fused_gradient(path, batch, factors):
+    """∂loss/∂input written for torch.compile: one elementwise term per threshold, fused into one loop."""
+    input, target, weight, plan = batch.input, batch.target, batch.weight, path.plan
+    positives = target if weight is None else target * weight
+    negatives = (1 - target) if weight is None else (1 - target) * weight
+    if plan.from_logits:
+        p, q = _sigmoid_pair(input)
+    else:
+        p = input
+    # One threshold: a slope symmetric about 1/2 taken at the tail σ(−|z|), as ElementwisePath's backward does
+    # (where σ(z) rounds to 1, the tail does not); several: at p, as ThresholdPath's.
+    tail = torch.minimum(p, q) if plan.from_logits and len(path.thresholds) == 1 else None
+    grad = 0
+    for k, threshold in enumerate(path.thresholds):
+        positive, negative = (_factor_view(f, input) for f in factors[..., k])
+        by_label = positives * positive + negatives * negative  # exact for 0/1 labels: one term is 0
+        at = tail if tail is not None and path.relaxation.slope_symmetric_at(threshold) else p
+        grad = grad + by_label * path.relaxation.slope(at, threshold)
+    return grad * (p * q) if plan.from_logits else grad
+
+
+class ElementwisePath(_Path):
+    """Binary and multi-label with one threshold: ŷ and 1 − ŷ into one (2, N, C, ...) buffer, the labels
+    (w·y, w·(1 − y)) into another, and the four entries as one matrix product of the two; the backward in a
+    few in-place passes, the relaxation's slope taken at q = σ(−|z|) where it is symmetric."""
+
+    name = "elementwise"
+
+    def table(self, batch):
+        input = batch.input
+        small = input.numel() < SMALL_ELEMENTS
+        rows = self._rows(input)
+        pred = self.relaxation.soft_rows(input, self.thresholds[0], self.plan.from_logits, rows, small)
+        return _contract(pred, batch.target, batch.weight, rows, self.per_sample, small)
+
+    def _rows(self, like):
+        """The constants (0, 1) and (1, −1) as (2, 1, ...) tensors in like's dtype, device and rank, made once."""
+        key = (like.dtype, like.device, like.dim())
+        rows = self._row_constants.get(key)
+        if rows is None:
+            shape = (2, *([1] * like.dim()))
+            rows = self._row_constants[key] = (torch.tensor([0.0, 1.0], dtype=like.dtype, device=like.device)
+                                               .view(shape),
+                                               torch.tensor([1.0, -1.0], dtype=like.dtype, device=like.device)
+                                               .view(shape))
+        return rows
+
+    def gradient(self, batch, factors):
+        if isinstance(factors, FloatFactors):
+            positive, negative = factors
+        else:
+            positive, negative = (_factor_view(f, batch.input) for f in factors[..., 0])
+        grad = _elementwise_input_gradient(self.plan, self.relaxation, self.thresholds[0], batch.input, batch.target,
+                                           positive, negative)
+        return grad if batch.weight is None else grad.mul_(batch.weight)
+
+    compiled_table, compiled_gradient = _fused_table, _fused_gradient
+
+
+def _elementwise_input_gradient(plan, relaxation, threshold, input, target, positive, negative):
+    """(y·positive + (1 − y)·negative)·dŷ/dp·dp/dz in few in-place passes: label factors first, into the one
+    new buffer, then dp/dz and the relaxation's slope multiplied in, each in one pass."""
+    if not plan.from_logits:
+        grad = relaxation.slope_(input.clone(), threshold)
+        return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
+    tail = _tail_probability(input)
+    if relaxation.slope_symmetric_at(threshold):
+        # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
+        # backward has already; its constant factor (L for the amplifier) is folded into the factors.
+        scale = relaxation.tail_slope_scale
+        if scale != 1.0:
+            positive, negative = positive * scale, negative * scale
+        grad = _select_by_label(target, positive, negative, out=torch.empty_like(tail))
+        return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
+    grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
+    return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
+
+
+def _tail_probability(input, out=None):
+    """q = σ(−|z|) = min(p, 1 − p) ≤ 1/2, one sigmoid: dp/dz = q·(1 − q) from it never rounds to 0
+    where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would, and learning would stop)."""
+    return torch.abs(input, out=out).neg_().sigmoid_()
+
+
+def _select_by_label(target, positive, negative, out):
+    """y·positive + (1 − y)·negative, written into ``out``: exact for 0/1 labels (one term is exactly 0),
+    unlike negative + y·(positive − negative), which loses a positive factor much smaller than the
+    negative one; linear in y, so soft labels get the interpolated factor. Factors are Python floats or
+    tensors that broadcast to the target."""
+    if not isinstance(negative, torch.Tensor):
+        # Two passes with Python numbers (a three-operand addcmul with a one-element operand is not
+        # vectorized on the CPU): −negative·y + negative = negative·(1 − y), then + positive·y.
+        torch.mul(target, -negative, out=out).add_(negative)
+        return out.add_(target, alpha=positive)
+    torch.mul(target, negative, out=out)
+    torch.sub(negative, out, out=out)
+    return out.addcmul_(target, positive)
+
+
+class ThresholdPath(_Path):
+    """Binary and multi-label with several thresholds (and the metrics of the curve over them): blocks of
+    samples of at most CHUNK_ELEMENTS elements per threshold, written into one buffer every block reuses.
+    One binary column of the sigmoid amplifier shares one exponential per sample between all thresholds."""
+
+    name = "thresholds"
+
+    def __init__(self, plan, per_sample):
+        super().__init__(plan, per_sample)
+        shared = getattr(self.relaxation, "shared_exponentials", None)
+        self.shared = None if shared is None or per_sample or plan.num_classes != 1 else shared(self.thresholds)
+
+    def _uses_shared(self, batch):
+        return self.shared is not None and batch.input.dtype in (torch.float32, torch.float64)
+
+    def table(self, batch):
+        if self._uses_shared(batch):
+            return _shared_exponential_confusion(self.plan, batch, *self.shared)
+        input, target, weight = batch.input, batch.target, batch.weight
+        count = len(self.thresholds)
+        threshold = torch.tensor(self.thresholds, dtype=input.dtype, device=input.device)
+        threshold = threshold.view(-1, *([1] * input.dim()))
+        # a block's products are (T, rows, C, d...): sum the spatial axes, and the rows unless per sample
+        dims = tuple(range(3, input.dim() + 1)) if self.per_sample else (1, *range(3, input.dim() + 1))
+        blocks = []
+        scratch = _Scratch()
+        for rows in _row_blocks(input.shape[0], count * math.prod(input.shape[1:])):
+            block = input[rows]
+            out = scratch.take((2, count, *block.shape), block)
+            p, q = _probabilities(block, self.plan.from_logits)
+            out[0].copy_(p.expand_as(out[0]))
+            out[1].copy_(q.expand_as(out[1]))
+            predicted, complement = self.relaxation.soft_pair_(out[0], out[1], threshold)
+            _into(out[0], predicted)
+            _into(out[1], complement)
+            labels = _label_pair(target[rows], None if weight is None else weight[rows], block.shape, block.dtype)
+            blocks.append(torch.stack([torch.stack([_sum(labels[i] * out[j], dims) for j in range(2)])
+                                       for i in range(2)]))  # (2 labels, 2 predictions, T, [rows,] C)
+        if not blocks:  # an empty batch (another rank holds the samples under sync)
+            return input.new_zeros((4, 0 if self.per_sample else 1, input.shape[1], count))
+        sums = torch.cat(blocks, dim=3) if self.per_sample else torch.stack(blocks).sum(0).unsqueeze(3)
+        return _entries(sums.permute(0, 1, 3, 4, 2))  # (4, S', C, T)
+
+    def gradient(self, batch, factors):
+        if self._uses_shared(batch):
+            return _shared_exponential_gradient(self.plan, batch, factors, *self.shared)
+        input, target = batch.input, batch.target
+        grad = torch.empty_like(input)
+        count = len(self.thresholds)
+        threshold = torch.tensor(self.thresholds, dtype=input.dtype, device=input.device)
+        threshold = threshold.view(-1, *([1] * input.dim()))
+        scratch = _Scratch()
+        # (2, T, S', C, 1, ...): each threshold's factors broadcast over a block's (rows, C, d...)
+        by_threshold = factors.permute(0, 3, 1, 2).reshape(2, count, *factors.shape[1:3], *([1] * (input.dim() - 2)))
+        for rows in _row_blocks(input.shape[0], count * math.prod(input.shape[1:])):
+            block = input[rows]
+            p = torch.sigmoid(block) if self.plan.from_logits else block
+            slopes = scratch.take((count, *block.shape), block)
+            slopes.copy_(p.expand_as(slopes))
+            slopes = self.relaxation.slope_(slopes, threshold)  # (T, rows, C, d...)
+            block_factors = by_threshold[:, :, rows] if self.per_sample else by_threshold
+            positive = (block_factors[0] * slopes).sum(0)
+            negative = (block_factors[1] * slopes).sum(0)
+            by_label = _select_by_label(target[rows], positive, negative, out=torch.empty_like(positive))
+            if self.plan.from_logits:
+                by_label = _mul_sigmoid_slope_(by_label, _tail_probability(block))
+            grad[rows] = by_label
+        return grad if batch.weight is None else grad.mul_(batch.weight)
+
+    compiled_table, compiled_gradient = _fused_table, _fused_gradient
 
 
 class _Scratch:
@@ -547,64 +997,16 @@ class _Scratch:
 
     def take(self, shape, like):
         size = math.prod(shape)
-        if _is_compiling():
-            return like.new_empty(shape)
         if self.buffer is None or self.buffer.numel() < size:
             self.buffer = like.new_empty(size)
         return self.buffer[:size].view(shape)
 
 
-def _contract(labels, soft):
-    """Σ over rows of labels (2, rows, C) times soft predictions (2, T, rows, C): (2, 2, T, C)."""
-    _, count, rows, classes = soft.shape
-    if classes == 1 and not _is_compiling():  # one matrix product (compiled: products and sums fuse into a loop)
-        return torch.mm(labels.view(2, rows), soft.view(2 * count, rows).t()).view(2, 2, count, 1)
-    # Per class a column sum of products (einsum would batch tiny matrix products over the classes, slowly).
-    return torch.stack([torch.stack([(label * predicted).sum(-2) for predicted in soft]) for label in labels])
-
-
-def _soft_block(plan, input, scratch):
-    """(ŷ, 1 − ŷ) of a (rows, C) block at every threshold: (2, T, rows, C)."""
-    if plan.task == "multiclass":
-        return torch.stack(_multiclass_pair(plan.relaxation, input, plan.from_logits)).unsqueeze(1)
-    thresholds = plan.thresholds
-    if _is_compiling():  # values, not buffers: the compiler fuses the chain into the reductions
-        p, q = _probabilities(input, plan.from_logits)
-        threshold = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
-        shape = (len(thresholds), *input.shape)
-        return torch.stack(plan.relaxation.soft_pair_(p.expand(shape).clone(), q.expand(shape).clone(), threshold))
-    out = scratch.take((2, len(thresholds), *input.shape), input)
-    predicted, complement = out[0], out[1]
-    p, q = _probabilities(input, plan.from_logits)
-    predicted.copy_(p.expand_as(predicted))
-    complement.copy_(q.expand_as(complement))
-    if len(thresholds) == 1:
-        threshold = thresholds[0]
-    else:
-        threshold = torch.tensor(thresholds, dtype=input.dtype, device=input.device).view(-1, 1, 1)
-    values = plan.relaxation.soft_pair_(predicted, complement, threshold)
-    _into(predicted, values[0])
-    _into(complement, values[1])
-    return out
-
-
-def _into(out, value):
-    """Make sure ``value`` lies in ``out`` (a relaxation may return a new tensor instead of working in place)."""
-    if value is out:
-        return out
-    if _is_compiling() or value.data_ptr() != out.data_ptr() or value.stride() != out.stride():
-        out.copy_(value)
-    return out
-
-
-def _shared_exponentials(plan, input):
-    """(t₀, c) of SigmoidAmplifier.shared_exponentials for several binary thresholds in eager float32/64
-    code, else None."""
-    shared = getattr(plan.relaxation, "shared_exponentials", None)
-    if shared is None or len(plan.thresholds) < 2 or _is_compiling() or input.dtype not in (torch.float32,
-                                                                                             torch.float64):
-        return None
-    return shared(plan.thresholds)
+def _row_blocks(rows_total, elements_per_row):
+    """Slices of rows of at most CHUNK_ELEMENTS elements."""
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
+    for start in range(0, rows_total, step):
+        yield slice(start, min(start + step, rows_total))
 
 
 def _exponential_block(plan, input, centre, column, out):
@@ -614,10 +1016,18 @@ def _exponential_block(plan, input, centre, column, out):
     return row, torch.mul(column, row, out=out).add_(1).reciprocal_()
 
 
-def _shared_exponential_confusion(plan, input, target, weight, centre, factors):
+def _flat(tensor, like):
+    """A per-sample or per-element tensor as one value per element of ``like``, flat."""
+    return tensor.expand_as(like).reshape(-1)
+
+
+def _shared_exponential_confusion(plan, batch, centre, factors):
     """Binary entries at many sigmoid thresholds from one stored (T, rows) block per step, ŷ: with
     u = E·c_k, 1 − ŷ = u·ŷ, so Σ w·y·(1 − ŷ) = c_k·Σ (w·y·E)·ŷ, and all four sums are one matrix
     product of ŷ with (w·y, w·(1 − y), w·y·E, w·(1 − y)·E): no complement block, no subtraction."""
+    input = batch.input.reshape(-1)
+    target = batch.target.reshape(-1)
+    weight = None if batch.weight is None else _flat(batch.weight, batch.input)
     column = torch.tensor(factors, dtype=input.dtype, device=input.device).unsqueeze(1)  # c_k, (T, 1)
     sums = input.new_zeros((4, len(factors)))
     scratch = _Scratch()
@@ -633,15 +1043,17 @@ def _shared_exponential_confusion(plan, input, target, weight, centre, factors):
         sums += labels @ predicted.t()  # (4, rows) @ (rows, T): the long axis contiguous in both
     tp, fp, fn_scaled, tn_scaled = sums
     table = torch.stack([tp, fn_scaled * column[:, 0], fp, tn_scaled * column[:, 0]])  # (4, T)
-    return table.unsqueeze(1)
+    return table.view(4, 1, 1, -1)
 
 
-def _shared_exponential_gradient(plan, input, target, weight, factors, centre, column_factors):
+def _shared_exponential_gradient(plan, batch, factors, centre, column_factors):
     """The backward of the same: dŷ/dp = L·ŷ·(1 − ŷ) = L·c_k·E·ŷ², so Σ_k factor_k·dŷ/dp at t_k is
     L·E·((factor ⊙ c) @ ŷ²), one (2, T) @ (T, rows) product per block; then dp/dz."""
+    input = batch.input.reshape(-1)
+    target = batch.target.reshape(-1)
     scale = plan.relaxation.scale
     column = torch.tensor(column_factors, dtype=input.dtype, device=input.device).unsqueeze(1)
-    weighted = (factors[:, 0, :] * column[:, 0]).mul_(scale)  # (2, T): L·c_k·factor_k
+    weighted = (factors[:, 0, 0, :] * column[:, 0]).mul_(scale)  # (2, T): L·c_k·factor_k
     grad = torch.empty_like(input)
     scratch = _Scratch()
     for rows in _row_blocks(input.shape[0], len(column_factors)):
@@ -651,119 +1063,213 @@ def _shared_exponential_gradient(plan, input, target, weight, factors, centre, c
         _select_by_label(target[rows], positive, negative, out=grad[rows])
     if plan.from_logits:
         grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
-    return grad if weight is None else grad.mul_(weight)
+    grad = grad.view(batch.input.shape)
+    return grad if batch.weight is None else grad.mul_(batch.weight)
 
 
-def _fused_soft_confusion(plan, input, target, weight):
-    """The (4, C, T) table written for torch.compile: per threshold four sums of elementwise terms, which
-    the compiler fuses into one loop over the samples without storing a (T, N) block (the eager code's
-    blocks and matrix products would make it store them)."""
-    positives = target if weight is None else target * weight.unsqueeze(1)
-    negatives = (1 - target) if weight is None else (1 - target) * weight.unsqueeze(1)
-    p, q = _probabilities(input, plan.from_logits)
-    columns = []
-    for threshold in plan.thresholds:
-        predicted, complement = plan.relaxation.soft_pair_(p.clone(), q.clone(), threshold)
-        columns.append(torch.stack([(positives * predicted).sum(0), (positives * complement).sum(0),
-                                    (negatives * predicted).sum(0), (negatives * complement).sum(0)]))
-    return torch.stack(columns, -1)
-
-
-def _fused_input_gradient(plan, input, target, weight, factors):
-    """∂loss/∂input written for torch.compile: one elementwise term per threshold, fused into one loop."""
-    positives = target if weight is None else target * weight.unsqueeze(1)
-    negatives = (1 - target) if weight is None else (1 - target) * weight.unsqueeze(1)
+def _softmax_pair(plan, batch):
+    """ŷ over the class axis 1 of logits (or probabilities): softmax(z), or the amplifier softmax(L/2·p). The
+    softmax of logits is kept in ``batch.saved`` for the gradient (one softmax fewer per call; CE keeps one too)."""
+    relaxation = plan.relaxation
+    input = batch.input
     if plan.from_logits:
-        p, q = _sigmoid_pair(input)
+        p = torch.softmax(input, 1)
+        batch.saved = (p,)
     else:
         p = input
-    grad = 0
-    for k, threshold in enumerate(plan.thresholds):
-        by_label = positives * factors[0, :, k] + negatives * factors[1, :, k]  # exact for 0/1 labels
-        grad = grad + by_label * plan.relaxation.slope_(p.clone(), threshold)
-    return grad * (p * q) if plan.from_logits else grad
+    if isinstance(relaxation, Probabilistic):
+        return p
+    return torch.softmax(p * (relaxation.scale / 2), 1)
 
 
-def _class_index_confusion(plan, input, target, weight):
-    """Multi-class with class indices, by gathers and scatters instead of one-hot rows: the own class's
-    ŷ and 1 − ŷ of each sample go to TP and FN (O(N)); the other classes', zeroed at the own class, are
-    column sums for FP and TN."""
-    classes = plan.num_classes
-    table = input.new_zeros((4, classes))
-    for rows in _row_blocks(input.shape[0], classes):
-        labels = target[rows].unsqueeze(1)
-        predicted, complement = _multiclass_pair(plan.relaxation, input[rows], plan.from_logits)
-        own, own_complement = predicted.gather(1, labels)[:, 0], complement.gather(1, labels)[:, 0]
-        weight_rows = None if weight is None else weight[rows]
-        if weight_rows is not None:
-            own, own_complement = own * weight_rows, own_complement * weight_rows
-        table[0].index_add_(0, labels[:, 0], own)
-        table[1].index_add_(0, labels[:, 0], own_complement)
-        predicted.scatter_(1, labels, 0.0)
-        complement.scatter_(1, labels, 0.0)
-        if weight_rows is None:
-            table[2] += predicted.sum(0)
-            table[3] += complement.sum(0)
-        else:
-            table[2] += torch.mv(predicted.t(), weight_rows)
-            table[3] += torch.mv(complement.t(), weight_rows)
-    return table.unsqueeze(2)
-
-
-def _binary_soft_confusion(plan, input, target, weight):
-    """The common case, one binary threshold, in few passes over two buffers, ŷ and 1 − ŷ: TP and FN are
-    dot products with w·y; then each buffer is multiplied by 1 − y in place as ŷ − y·ŷ (for 0/1 labels
-    exactly 0 or ŷ; the product with 1 − y needs no third buffer), and FP and TN are its sums (with w)."""
+def _softmax_chain(plan, batch, grad):
+    """∂loss/∂input from ∂loss/∂ŷ through the softmax Jacobian(s), s ⊙ (g − ⟨s, g⟩) along the class axis:
+    O(N·C), never N·C·C; autograd's own softmax backward kernel."""
     relaxation = plan.relaxation
-    p = torch.sigmoid(input) if plan.from_logits else input.clone()
-    q = None
-    if relaxation.needs_complement:
-        q = torch.neg(input).sigmoid_() if plan.from_logits else torch.sub(1, input)
-    predicted, complement = relaxation.soft_pair_(p, q, plan.thresholds[0])
-    positives = target if weight is None else target * weight
-    tp, fn = torch.dot(predicted, positives), torch.dot(complement, positives)
-    predicted = predicted.addcmul_(target, predicted, value=-1)
-    complement = complement.addcmul_(target, complement, value=-1)
-    if weight is None:
-        fp, tn = predicted.sum(), complement.sum()
+    p = batch.saved[0] if plan.from_logits else batch.input
+    if not isinstance(relaxation, Probabilistic):
+        amplified = torch.softmax(p * (relaxation.scale / 2), 1)
+        grad = torch._softmax_backward_data(grad, amplified, 1, grad.dtype).mul_(relaxation.scale / 2)
+    if not plan.from_logits:
+        return grad
+    return torch._softmax_backward_data(grad, p, 1, grad.dtype)
+
+
+def _confusion_entries(matrix):
+    """The (4, ..., C) entries from soft confusion matrices M (..., C true, C predicted), M[j, k] = Σ over the
+    samples of class j of ŷ_k. With ŷ summing to 1 over the classes, each entry is a sum of M's elements, all
+    non-negative, none subtracted: TP = M[c, c], FN = Σ_{k≠c} M[c, k] (the other classes' share of a class-c
+    sample: its 1 − ŷ_c without cancellation), FP = Σ_{j≠c} M[j, c], TN = Σ_{j≠c, k≠c} M[j, k]."""
+    classes = matrix.shape[-1]
+    off = 1 - torch.eye(classes, dtype=matrix.dtype, device=matrix.device)
+    off_diagonal = matrix * off
+    tp = torch.diagonal(matrix, dim1=-2, dim2=-1)
+    fn = off_diagonal.sum(-1)
+    fp = off_diagonal.sum(-2)
+    tn = (torch.matmul(off, matrix) * off).sum(-1)  # row c: Σ_{j≠c} Σ_{k≠c} M[j, k]
+    return torch.stack([tp, fn, fp, tn])
+
+
+class ClassIndexPath(_Path):
+    """Multi-class with class indices: ŷ = softmax over the class axis in place (N, C, d...), then per segment
+    the soft confusion matrix M by one ``index_add`` of each image's ŷ into the columns of its pixels'
+    classes, and the entries from M (:func:`_confusion_entries`). The backward: ∂loss/∂ŷ is each class's
+    negative factor with the own class's entry replaced by its positive one, then the softmax's Jacobian."""
+
+    name = "class_indices"
+
+    def table(self, batch):
+        input, indices, weight = batch.input, batch.target, batch.weight
+        classes = input.shape[1]
+        predicted = _softmax_pair(self.plan, batch)
+        if weight is not None:
+            predicted = predicted * weight
+        n = input.shape[0]
+        if input.dim() == 2:  # (N, C): rows
+            if self.per_sample:
+                matrix = torch.zeros((n, classes, classes), dtype=input.dtype, device=input.device)
+                matrix[torch.arange(n, device=input.device), indices] = predicted
+            else:
+                matrix = torch.zeros((classes, classes), dtype=input.dtype, device=input.device)
+                matrix.index_add_(0, indices, predicted)
+        else:
+            flat = predicted.reshape(n, classes, -1)
+            labels = indices.reshape(n, -1)
+            transposed = torch.zeros((n if self.per_sample else 1, classes, classes), dtype=input.dtype,
+                                     device=input.device)  # M transposed: [predicted k, true j]
+            for image in range(n):
+                transposed[image if self.per_sample else 0].index_add_(1, labels[image], flat[image])
+            matrix = transposed.transpose(-1, -2)
+        entries = _confusion_entries(matrix)
+        if not self.per_sample:
+            entries = entries.reshape(4, 1, classes)
+        return entries.unsqueeze(-1)
+
+    def gradient(self, batch, factors):
+        input, indices, weight = batch.input, batch.target, batch.weight
+        if isinstance(factors, FloatFactors):
+            factors = factors.tensor(input).expand(2, 1, input.shape[1], 1)
+        positive, negative = factors[..., 0]  # (S', C)
+        shape = input.shape
+        # table[s, j, k]: ∂loss/∂ŷ_k of a sample of class j in segment s, the negative factor of class k but the
+        # own class's positive one (exact, no 0·x + 1·y); each sample's row is gathered from it.
+        table = negative.unsqueeze(1).expand(-1, shape[1], -1).clone()
+        table.diagonal(dim1=1, dim2=2).copy_(positive)
+        if input.dim() == 2:
+            grad = table[0].index_select(0, indices) if not self.per_sample else \
+                table[torch.arange(shape[0], device=indices.device), indices]
+        else:
+            grad = torch.empty(shape, dtype=input.dtype, device=input.device)
+            by_predicted = table.transpose(1, 2).contiguous()  # [s, predicted k, true j]
+            labels = indices.reshape(shape[0], -1)
+            for image in range(shape[0]):  # one gather per image, straight into the (C, d...) layout
+                torch.index_select(by_predicted[image if self.per_sample else 0], 1, labels[image],
+                                   out=grad[image].view(shape[1], -1))
+        if weight is not None:
+            grad.mul_(weight)
+        return _in_layout(_softmax_chain(self.plan, batch, grad), input)
+
+    def compiled_table(self, batch):
+        """For torch.compile: M from one-hot rows by a matrix product (a loop over images would unroll)."""
+        predicted = _softmax_pair(self.plan, batch)
+        if batch.weight is not None:
+            predicted = predicted * batch.weight
+        truth = _one_hot(batch.target, batch.input.shape[1], batch.input)
+        return _confusion_entries(_soft_confusion_matrix(truth, predicted, self.per_sample)).unsqueeze(-1)
+
+    def compiled_gradient(self, batch, factors):
+        input, indices, weight = batch.input, batch.target, batch.weight
+        positive, negative = (_factor_view(f, input) for f in factors[..., 0])
+        own = _one_hot(indices, input.shape[1], input) > 0
+        grad = torch.where(own, positive, negative)  # exact: no 0·x + 1·y
+        if weight is not None:
+            grad = grad * weight
+        return _softmax_chain(self.plan, batch, grad)
+
+
+def _soft_confusion_matrix(truth, predicted, per_sample):
+    """M[j, k] = Σ truth_j·ŷ_k over the reduced axes, (S', C, C), from (N, C, d...) rows: one batched matrix
+    product per image (or one product of the flat (N, C) rows)."""
+    n, classes = predicted.shape[:2]
+    truth, guess = truth.reshape(n, classes, -1), predicted.reshape(n, classes, -1)
+    if not per_sample and guess.shape[-1] == 1:
+        return torch.mm(truth[..., 0].t(), guess[..., 0]).unsqueeze(0)
+    matrix = torch.bmm(truth, guess.transpose(1, 2))  # (N, C true, C predicted)
+    return matrix if per_sample else matrix.sum(0, keepdim=True)
+
+
+def _one_hot(indices, classes, like):
+    """(N, d...) class indices as one-hot rows (N, C, d...) in like's dtype, the class axis in place."""
+    shape = (1, classes, *([1] * (indices.dim() - 1)))
+    return (indices.unsqueeze(1) == torch.arange(classes, device=indices.device).view(shape)).to(like.dtype)
+
+
+def _in_layout(grad, input):
+    """The gradient in the input's memory layout (channels-last in, channels-last out; a crop's gradient is
+    contiguous, as empty_like makes it)."""
+    if grad.stride() == input.stride():
+        return grad
+    like = torch.empty_like(input)
+    return grad if like.stride() == grad.stride() else like.copy_(grad)
+
+
+class ClassScorePath(_Path):
+    """Multi-class with one-hot or probability targets y (N, C, d...), each row a distribution: the soft
+    confusion matrix M = Σ y ⊗ ŷ per segment by one batched matrix product, the entries from M; the backward
+    (w·y·g+ + w·(1 − y)·g-) through the softmax's Jacobian."""
+
+    name = "class_scores"
+
+    def table(self, batch):
+        predicted = _softmax_pair(self.plan, batch)
+        if batch.weight is not None:
+            predicted = predicted * batch.weight
+        return _confusion_entries(_soft_confusion_matrix(batch.target, predicted, self.per_sample)).unsqueeze(-1)
+
+    def gradient(self, batch, factors):
+        input, target, weight = batch.input, batch.target, batch.weight
+        if isinstance(factors, FloatFactors):
+            factors = factors.tensor(input).expand(2, 1, input.shape[1], 1)
+        positive, negative = (_factor_view(f, input) for f in factors[..., 0])
+        grad = _select_by_label(target, positive, negative, out=torch.empty_like(input))
+        if weight is not None:
+            grad.mul_(weight)
+        return _in_layout(_softmax_chain(self.plan, batch, grad), input)
+
+    compiled_table = table
+
+    def compiled_gradient(self, batch, factors):
+        input, target, weight = batch.input, batch.target, batch.weight
+        positive, negative = (_factor_view(f, input) for f in factors[..., 0])
+        grad = target * positive + (1 - target) * negative  # exact for 0/1 labels: one term is 0
+        if weight is not None:
+            grad = grad * weight
+        return _softmax_chain(self.plan, batch, grad)
+
+
+def _compiled_flavour(path):
+    """The path with its forms for torch.compile (values the compiler fuses, no buffers or loops over images)."""
+    return type(f"Compiled{path.__name__}", (path,), {"compiled": True, "table": path.compiled_table,
+                                                       "gradient": path.compiled_gradient})
+
+
+_PATHS = {path: (path, _compiled_flavour(path)) for path in (ElementwisePath, ThresholdPath, ClassIndexPath,
+                                                             ClassScorePath)}
+
+
+def _choose_path(plan, index_targets, per_sample, compiled):
+    """The path for a kind of input: fixed by the task, the target's kind and the thresholds."""
+    if plan.task == "multiclass":
+        path = ClassIndexPath if index_targets else ClassScorePath
+    elif len(plan.thresholds) > 1 or plan.definition.curve is not None:
+        path = ThresholdPath
     else:
-        fp, tn = torch.dot(predicted, weight), torch.dot(complement, weight)
-    return torch.stack([tp, fn, fp, tn]).view(4, 1, 1)
+        path = ElementwisePath
+    return _PATHS[path][compiled](plan, per_sample)
 
 
 # ---------------------------------------------------------------------------------------------
-# The metric per column, zero_division, and the average: the loss and its per-column factors.
-
-
-def evaluate(plan, table):
-    """The loss and the per-column factors (2, C, T) for positives and negatives.
-
-    ``table`` is the (4, C, T) table of soft confusion entries (of the batch, or the running
-    estimate). Columns where the metric is undefined on finite entries take ``zero_division`` and
-    contribute no gradient; non-finite entries (NaN or inf in the input or weights) make the loss NaN.
-    """
-    if plan.average == "micro":
-        table = table.sum(1, keepdim=True)
-    if plan.definition.curve is not None:
-        result = None
-        if table.device.type == "cpu" and table.shape[1] == 1 and table.shape[2] <= SCALAR_PATH_COLUMNS \
-                and not _is_compiling():
-            result = _evaluate_curve_floats(plan, table)
-        loss, factors = _evaluate_curve(plan, table) if result is None else result
-        if plan.average == "micro":
-            factors = factors.expand(2, plan.num_classes, factors.shape[-1])
-        return loss, factors
-    weights = _column_weights(plan, table)
-    result = None
-    if table.device.type == "cpu" and table.shape[1] * table.shape[2] <= SCALAR_PATH_COLUMNS \
-            and not _is_compiling():
-        result = _evaluate_floats(plan, table, weights)
-    if result is None:
-        result = _evaluate_tensors(plan, table, weights)
-    loss, factors = result
-    if plan.average == "micro":
-        factors = factors.expand(2, plan.num_classes, factors.shape[-1])
-    return loss, factors
+# The metric per column, zero_division, and the averages over classes, thresholds and segments.
 
 
 class FloatFactors(tuple):
@@ -771,52 +1277,136 @@ class FloatFactors(tuple):
     so that the backward needs no tensor operation to read them."""
 
     def tensor(self, like):
-        return torch.tensor(self, dtype=like.dtype).view(2, 1, 1)
+        return torch.tensor(self, dtype=like.dtype, device=like.device).view(2, 1, 1, 1)
 
     def __mul__(self, scale):
-        return FloatFactors(value * float(scale) for value in self)
+        scale = float(scale)
+        return FloatFactors((self[0] * scale, self[1] * scale))
+
+
+def _support(table):
+    """Σ w·y per (segment, class): TP + FN at any threshold (they depend on the labels only)."""
+    return table[0, :, :, 0] + table[1, :, :, 0]
+
+
+def _rule_weights(plan, table):
+    """Each class's weight 1/support**power within its segment (S, C); a class absent from a segment takes the
+    largest weight of the segment's present classes, as MONAI's GeneralizedDiceLoss does (Sudre et al. 2017
+    leave it open), and a segment without any class weighs nothing."""
+    support = _support(table)
+    weights = torch.reciprocal(support ** CLASS_WEIGHT_RULES[plan.class_weights])
+    infinite = torch.isinf(weights)
+    weights = weights.masked_fill(infinite, 0.0)
+    return weights + infinite * weights.amax(1, keepdim=True)
+
+
+def _columns(plan, table):
+    """The columns the metric is evaluated at, (4, S, C', T), and the classes' weights in them (S, C) where
+    they are summed with weights (generalized Dice), else None. micro: the entries summed over classes."""
+    if plan.rule_weighted:
+        weights = _rule_weights(plan, table)
+        return (table * weights.unsqueeze(-1)).sum(2, keepdim=True), weights
+    if plan.average == "micro":
+        return table.sum(2, keepdim=True), None
+    return table, None
+
+
+def _class_shares(plan, table, columns):
+    """Each column's class weight within its segment (S, C'), rows summing to 1, or None where uniform; and
+    the segments whose weights are all 0 (average='weighted' without any positive), or None."""
+    if plan.class_weights is not None and not plan.rule_weighted:
+        weights = plan.class_weights.to(dtype=table.dtype, device=table.device).expand(columns.shape[1], -1)
+        return weights / weights.sum(1, keepdim=True), None
+    if plan.average == "weighted" and columns.shape[2] > 1:
+        support = _support(table)
+        total = support.sum(1, keepdim=True)
+        empty = (total == 0).squeeze(1)
+        return support / torch.where(total == 0, 1.0, total), empty
+    return None, None
+
+
+def evaluate(plan, table, allow_floats=False):
+    """The loss and the factors (2, S, C, T) for positives and negatives of a (4, S, C, T) table.
+
+    Columns where the metric is undefined on finite entries take ``zero_division`` and contribute no
+    gradient; non-finite entries (NaN or inf in the input or weights) make the loss NaN. The loss is the mean
+    over segments of the class average of the mean over thresholds (``reduction="mean"``), that times the
+    number of (segment, class) entries (``"sum"``), or the (S, C') losses per entry (``"none"``).
+    ``allow_floats``: a CPU table outside torch.compile, whose few columns may be evaluated on Python floats.
+    """
+    classes = table.shape[2]
+    columns, weights = _columns(plan, table)
+    if plan.definition.curve is not None:
+        if allow_floats and plan.reduction != "none" and columns.shape[1] * columns.shape[2] == 1 \
+                and plan.class_weights is None:
+            result = _evaluate_curve_floats(plan, columns)
+            if result is not None:
+                loss, factors = result
+                return loss, _spread(factors, weights, classes)
+        value, factors = _curve_columns(plan, columns)  # (S, C'), (2, S, C', T)
+        count = 1
+    else:
+        if allow_floats and plan.reduction != "none" and columns.numel() <= 4 * SCALAR_PATH_COLUMNS \
+                and plan.class_weights is None and (plan.average != "weighted" or columns.shape[2] == 1):
+            result = _evaluate_floats(plan, columns)
+            if result is not None:
+                loss, factors = result
+                return loss, factors if isinstance(factors, FloatFactors) else _spread(factors, weights, classes)
+        value, factors = _metric_columns(plan, columns)  # (S, C', T), (2, S, C', T)
+        count = value.shape[-1]
+        value = value.mean(-1)
+    factors = factors / count
+    sign = plan.definition.loss_sign
+    losses = 1 - value if sign < 0 else value  # (S, C')
+    if plan.reduction == "none":
+        return losses, _spread(factors * sign, weights, classes)
+    shares, empty = _class_shares(plan, table, columns)
+    segments = value.shape[0]
+    if shares is None:
+        shares = torch.full_like(value, 1.0 / value.shape[1])
+    segment_value = (value * shares).sum(1)
+    factors = factors * shares.unsqueeze(-1)
+    if empty is not None:  # average='weighted' where no class has support: zero_division, no gradient
+        fill = math.nan if plan.zero_division is None else plan.zero_division
+        segment_value = torch.where(empty, fill, segment_value)
+        factors = factors.masked_fill(empty.view(1, -1, 1, 1), 0.0)
+    segment_losses = 1 - segment_value if sign < 0 else segment_value
+    scale = 1.0 / segments if plan.reduction == "mean" else float(value.shape[1])
+    loss = segment_losses.sum() * scale
+    return loss, _spread(factors * (sign * scale), weights, classes)
+
+
+def _spread(factors, weights, classes):
+    """Factors of the evaluated columns (2, S, C', T) as factors per class (2, S, C, T): a sum over classes
+    passes its factor to every class, times the class's weight where the sum is weighted."""
+    if weights is not None:
+        return factors * weights.view(1, *weights.shape, 1)
+    if factors.shape[2] != classes:
+        return factors.expand(-1, -1, classes, -1)
+    return factors
 
 
 def metric_values(plan, table):
-    """The metric of every column of a (4, C, T) table, ``zero_division`` applied: (C, T), or (C, 1) for
-    a metric of the curve over the thresholds."""
+    """The metric of every column of a (4, S, C, T) table, ``zero_division`` applied: (S, C, T), or (S, C, 1)
+    for a metric of the curve over the thresholds."""
     if plan.definition.curve is not None:
         value, _ = _curve_columns(plan, table)
-        return value.unsqueeze(1)
+        return value.unsqueeze(-1)
     value, _ = _metric_columns(plan, table)
     return value
 
 
-def _class_shares(plan, table):
-    """Each class's weight in the loss, summing to 1, as a (C,) tensor, or None where uniform.
-    weighted: by support Σ w·y per class (scikit-learn's average='weighted')."""
-    if plan.class_weights is not None and plan.average != "micro":
-        weights = plan.class_weights.to(dtype=table.dtype, device=table.device)
-    elif plan.average == "weighted" and table.shape[1] > 1:
-        weights = table[0, :, 0] + table[1, :, 0]  # TP + FN = Σ w·y per class
-    else:
-        return None
-    return weights / weights.sum()
-
-
-def _column_weights(plan, table):
-    """The weight of each (class, threshold) column in the loss, summing to 1, or None where uniform."""
-    shares = _class_shares(plan, table)
-    if shares is None:
-        return None
-    classes, count = table.shape[1], table.shape[2]
-    return shares.unsqueeze(1).expand(classes, count) / count
-
-
-def _evaluate_floats(plan, table, weights):
-    """The CPU path on Python floats; None where a value is undefined or not finite."""
+def _evaluate_floats(plan, columns):
+    """Python floats for a few columns on the CPU, uniform shares; None where a value is undefined or not
+    finite (the tensor evaluation then applies zero_division)."""
     definition = plan.definition
-    single = table.shape[1] == 1 and table.shape[2] == 1
-    rows = [[value[0][0]] for value in table.tolist()] if single else table.reshape(4, -1).tolist()
-    column_weights = [1.0 / len(rows[0])] * len(rows[0]) if weights is None else weights.reshape(-1).tolist()
+    rows = columns.reshape(4, -1).tolist()
+    count = columns.shape[-1]
+    share = 1.0 / len(rows[0]) if plan.reduction == "mean" else 1.0 / count
+    sign = definition.loss_sign
     loss, positives, negatives = 0.0, [], []
     try:
-        for (tp, fn, fp, tn), share in zip(zip(*rows), column_weights):
+        for tp, fn, fp, tn in zip(*rows):
             total = tp + fn + fp + tn if definition.scale_invariant else 0.0
             if total > 0 and math.isfinite(total):
                 tp, fn, fp, tn = tp / total, fn / total, fp / total, tn / total
@@ -826,43 +1416,32 @@ def _evaluate_floats(plan, table, weights):
             positive, negative = positive / total, negative / total
             if not (math.isfinite(value) and math.isfinite(positive) and math.isfinite(negative)):
                 return None
-            loss += share * (1 - value if definition.loss_sign < 0 else value)
-            positives.append(definition.loss_sign * share * positive)
-            negatives.append(definition.loss_sign * share * negative)
+            loss += share * (1 - value if sign < 0 else value)
+            positives.append(sign * share * positive)
+            negatives.append(sign * share * negative)
     except (ArithmeticError, ValueError, TypeError):  # 1/0, sqrt(-1), a complex power, overflow
         return None
-    positives, negatives = (_within_range(values, table.dtype) for values in (positives, negatives))
-    if single and plan.task == "binary":
+    positives, negatives = (_within_range(values, columns.dtype) for values in (positives, negatives))
+    if len(positives) == 1:
         factors = FloatFactors((positives[0], negatives[0]))
     else:
-        factors = torch.tensor([positives, negatives], dtype=table.dtype).view(2, *table.shape[1:])
-    return torch.tensor(loss, dtype=table.dtype), factors
+        factors = torch.tensor([positives, negatives], dtype=columns.dtype).view(2, *columns.shape[1:])
+    return torch.tensor(loss, dtype=columns.dtype), factors
 
 
 def _within_range(values, dtype):
     """Factors as Python floats, each held within the dtype's finite range: a factor beyond it (float32:
     3.4e38, where ŷ of a saturated sample is tiny) stored as inf would make y·inf = NaN for the samples of
     the other label."""
-    limit = torch.finfo(dtype).max
+    limit = _LARGEST.get(dtype) or _LARGEST.setdefault(dtype, torch.finfo(dtype).max)
     return [min(max(value, -limit), limit) for value in values]
 
 
-def _evaluate_tensors(plan, table, weights):
-    definition = plan.definition
-    value, factors = _metric_columns(plan, table)
-    shares = torch.full_like(value, 1.0 / value.numel()) if weights is None else weights
-    losses = 1 - value if definition.loss_sign < 0 else value
-    loss = (losses * shares).sum()
-    factors = factors * (shares * definition.loss_sign)
-    if _is_compiling():
-        # The compiler's partitioner saves a concatenation for the backward rather than recompute
-        # the zero_division handling inside its loop (7-13 % of the loss's time).
-        factors = torch.cat([factors[:1], factors[1:]])
-    return loss, factors
+_LARGEST = {}  # torch.finfo(dtype).max by dtype
 
 
 def _metric_columns(plan, table):
-    """The metric and its two factors per column of a (4, C, T) table, as tensors, zero_division applied."""
+    """The metric and its two factors per column of a (4, ...) table, as tensors, zero_division applied."""
     definition = plan.definition
     finite_entries = torch.isfinite(table).all(0)
     total = None
@@ -890,24 +1469,12 @@ def _metric_columns(plan, table):
     return value, factors
 
 
-def _evaluate_curve(plan, table):
-    """Loss and factors of a metric of the curve over the thresholds: one value per class."""
-    definition = plan.definition
-    value, factors = _curve_columns(plan, table)  # (C,), (2, C, T)
-    shares = _class_shares(plan, table)
-    if shares is None:
-        shares = torch.full_like(value, 1.0 / value.numel())
-    losses = 1 - value if definition.loss_sign < 0 else value
-    loss = (losses * shares).sum()
-    return loss, factors * (shares * definition.loss_sign).unsqueeze(1)
-
-
 def _evaluate_curve_floats(plan, table):
-    """One curve on Python floats, the formulas of _curve_columns: some 30 tensor operations on a (4, 1, T)
-    table would cost more than the sums over a small batch. None where a value is undefined or not finite;
-    the tensor path then applies zero_division."""
+    """One curve (a (4, 1, 1, T) table) on Python floats, the formulas of _curve_columns: some 30 tensor
+    operations would cost more than the sums over a small batch (docs/performance.md). None where a value is
+    undefined or not finite; the tensor evaluation then applies zero_division."""
     definition = plan.definition
-    tp, fn, fp, tn = table[:, 0, :].tolist()
+    tp, fn, fp, tn = table[:, 0, 0, :].tolist()
     positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
     total = positives + negatives if definition.scale_invariant else 0.0  # every threshold's entries sum to it
     if total > 0 and math.isfinite(total):  # the curve at the rates (see MetricDefinition.scale_invariant)
@@ -944,11 +1511,12 @@ def _evaluate_curve_floats(plan, table):
         return None
     factors = [_within_range(values, table.dtype) for values in (positive, negative)]
     loss = 1 - value if definition.loss_sign < 0 else value
-    return torch.tensor(loss, dtype=table.dtype), torch.tensor(factors, dtype=table.dtype).view(2, 1, -1)
+    return torch.tensor(loss, dtype=table.dtype), torch.tensor(factors, dtype=table.dtype).view(2, 1, 1, -1)
 
 
 def _curve_columns(plan, table):
-    """The curve metric per class and its factors per (class, threshold), zero_division applied.
+    """The curve metric per (segment, class) column (S, C) and its factors per threshold (2, S, C, T),
+    zero_division applied.
 
     The curve runs through the points (X_k, Y_k), k = 0 … T + 1: the thresholds in ascending order,
     between two fixed ends, threshold 0 (every sample predicted positive: TP = P, FP = N) and threshold 1
@@ -961,10 +1529,12 @@ def _curve_columns(plan, table):
     likewise), so the backward stays the elementwise one, O(N·T).
     """
     definition = plan.definition
-    finite_entries = torch.isfinite(table).all(0).all(1)  # (C,)
+    segments, classes = table.shape[1:3]
+    table = table.reshape(4, segments * classes, -1)
+    finite_entries = torch.isfinite(table).all(0).all(1)  # (S·C,)
     total = None
     if definition.scale_invariant:  # the curve at the rates, its factors divided by the total
-        total = table[:, :, 0].sum(0)  # (C,): every threshold's entries sum to it
+        total = table[:, :, 0].sum(0)  # every threshold's entries sum to it
         total = torch.where((total > 0) & finite_entries, total, 1.0)
         table = table / total.view(1, -1, 1)
     TP, FN, FP, TN = table
@@ -972,7 +1542,7 @@ def _curve_columns(plan, table):
     zeros = torch.zeros_like(positives)
     start = torch.stack([positives, zeros, negatives, zeros])
     end = torch.stack([zeros, positives, zeros, negatives])
-    points = torch.cat([start, table, end], dim=2)  # (4, C, T + 2)
+    points = torch.cat([start, table, end], dim=2)  # (4, S·C, T + 2)
     (y, y_positive, y_negative), (x, x_positive, x_negative) = (
         [torch.as_tensor(v, dtype=table.dtype, device=table.device).expand_as(points[0]) for v in quantity]
         for quantity in definition.metric(*points, TensorMath))
@@ -997,150 +1567,11 @@ def _curve_columns(plan, table):
         factors = factors.masked_fill(undefined.unsqueeze(1), 0.0)
     value = torch.where(finite_entries, value, math.nan)
     factors = torch.where(finite_entries.unsqueeze(1), factors, math.nan)
-    return value, factors
+    return value.view(segments, classes), factors.view(2, segments, classes, -1)
 
 
 # ---------------------------------------------------------------------------------------------
-# Backward: ∂loss/∂input from the per-column factors, saving only the inputs.
-
-
-def input_gradient(plan, input, target, weight, factors):
-    """∂loss/∂input for an (N, C) or binary (N,) input, given factors (2, C, T) (positive and negative per
-    column) or, for one binary column, FloatFactors."""
-    if input.dim() == 1:  # binary
-        if isinstance(factors, FloatFactors) or (len(plan.thresholds) == 1 and not _is_compiling()):
-            positive, negative = factors if isinstance(factors, FloatFactors) else factors.view(2).unbind(0)
-            grad = _binary_input_gradient(plan, input, target, positive, negative)
-            return grad if weight is None else grad.mul_(weight)
-        shared = _shared_exponentials(plan, input)
-        if shared is not None:
-            return _shared_exponential_gradient(plan, input, target, weight, factors, *shared)
-        return input_gradient(plan, input.unsqueeze(1), target.unsqueeze(1), weight, factors).view(-1)
-    if _is_compiling() and plan.task != "multiclass":
-        return _fused_input_gradient(plan, input, target, weight, factors)
-    grad = torch.empty_like(input)
-    classes, count = plan.columns
-    scratch = _Scratch()
-    index_targets = plan.task == "multiclass" and target.dim() == 1 and not _is_compiling()
-    for rows in _row_blocks(input.shape[0], classes * count):
-        if index_targets:
-            grad[rows] = _multiclass_block_gradient(plan, input[rows], None, factors[:, :, 0], target[rows],
-                                                    None if weight is None else weight[rows])
-            continue
-        labels = _label_block(target, rows, classes, input.dtype, weight)  # (2, rows, C)
-        if plan.task == "multiclass":
-            block = _multiclass_block_gradient(plan, input[rows], labels, factors[:, :, 0])
-        else:
-            block = _elementwise_block_gradient(plan, input[rows], labels, factors, scratch)
-        if _is_compiling():
-            grad = block
-        else:
-            grad[rows] = block
-    return grad
-
-
-def _elementwise_block_gradient(plan, input, labels, factors, scratch):
-    """Σ_t (w·y·positive + w·(1 − y)·negative)·dŷ/dp at t, times dp/dz, for a (rows, C) block."""
-    chain = None
-    if plan.from_logits and _is_compiling():  # p and dp/dz = p·(1 − p) from one exponential
-        p, q = _sigmoid_pair(input)
-        chain = p * q
-    else:
-        p = torch.sigmoid(input) if plan.from_logits else input
-    thresholds = plan.thresholds
-    slopes = scratch.take((len(thresholds), *p.shape), p) if not _is_compiling() else None
-    if len(thresholds) == 1:
-        threshold = thresholds[0]
-    else:
-        threshold = torch.tensor(thresholds, dtype=p.dtype, device=p.device).view(-1, 1, 1)
-    if slopes is None:  # compiled: a value the compiler fuses, not a buffer
-        slopes = plan.relaxation.slope_(p.expand(len(thresholds), *p.shape).clone(), threshold)
-    else:
-        slopes.copy_(p.expand_as(slopes))
-        slopes = plan.relaxation.slope_(slopes, threshold)  # (T, rows, C)
-    count, rows, classes = slopes.shape
-    if classes == 1 and not _is_compiling():  # Σ_t factor·slope as one matrix product: (2, T) @ (T, rows)
-        by_label = torch.mm(factors[:, 0, :], slopes.view(count, rows)).unsqueeze(-1)
-    elif count == 1:
-        by_label = factors[:, :, 0].unsqueeze(1) * slopes  # (2, rows, C)
-    else:
-        by_label = (factors.transpose(1, 2).unsqueeze(2) * slopes).sum(1)  # Σ_t: (2, T, rows, C) → (2, rows, C)
-    grad = (labels * by_label).sum(0)  # exact for 0/1 labels: one term of the two is 0
-    if chain is not None:
-        return grad * chain
-    if plan.from_logits:
-        grad = _mul_sigmoid_slope_(grad, _tail_probability(input))
-    return grad
-
-
-def _multiclass_block_gradient(plan, input, labels, factors, indices=None, weight=None):
-    """Through the softmax Jacobian(s), p ⊙ (g − ⟨p, g⟩): O(rows·C), never rows·C·C. The labels come as
-    (w·y, w·(1 − y)) rows, or as class ``indices`` (and weights): then ∂loss/∂ŷ is the negative factor
-    with the own class's entry replaced by the positive one (exact, no 0·x + 1·y)."""
-    if indices is None:
-        grad = (labels * factors.unsqueeze(1)).sum(0)  # ∂loss/∂ŷ: (rows, C)
-    else:
-        positive, negative = factors
-        grad = negative.expand(indices.shape[0], -1).clone()
-        grad.scatter_(1, indices.unsqueeze(1), positive[indices].unsqueeze(1))
-        if weight is not None:
-            grad.mul_(weight.unsqueeze(1))
-    relaxation = plan.relaxation
-    if isinstance(relaxation, Probabilistic):
-        if plan.from_logits:
-            return _softmax_backward(torch.softmax(input, -1), grad)
-        return grad
-    p = torch.softmax(input, -1) if plan.from_logits else input
-    amplified = torch.softmax(p * (relaxation.scale / 2), -1)
-    grad = _softmax_backward(amplified, grad).mul_(relaxation.scale / 2)
-    return _softmax_backward(p, grad) if plan.from_logits else grad
-
-
-def _tail_probability(input, out=None):
-    """q = σ(−|z|) = min(p, 1 − p) ≤ 1/2, one sigmoid: dp/dz = q·(1 − q) from it never rounds to 0
-    where σ(z) rounds to 1 (σ(z)·(1 − σ(z)) would, and learning would stop)."""
-    return torch.abs(input, out=out).neg_().sigmoid_()
-
-
-def _binary_input_gradient(plan, input, target, positive, negative):
-    """The common case in few in-place passes: label factors first, into the one new buffer, then dp/dz
-    and the relaxation's slope multiplied in, each in one pass."""
-    relaxation, threshold = plan.relaxation, plan.thresholds[0]
-    if not plan.from_logits:
-        grad = relaxation.slope_(input.clone(), threshold)
-        return grad.mul_(_select_by_label(target, positive, negative, out=torch.empty_like(grad)))
-    tail = _tail_probability(input)
-    if relaxation.slope_symmetric_at(threshold):
-        # dŷ/dp(p) = dŷ/dp(1 − p): the slope at p = σ(z) is the slope at q = min(p, 1 − p), which the
-        # backward has already; its constant factor (L for the amplifier) is folded into the factors.
-        scale = relaxation.tail_slope_scale
-        if scale != 1.0:
-            positive, negative = positive * scale, negative * scale
-        grad = _select_by_label(target, positive, negative, out=torch.empty_like(tail))
-        return relaxation.mul_slope_at_tail_(_mul_sigmoid_slope_(grad, tail), tail, threshold)
-    grad = _mul_sigmoid_slope_(relaxation.slope_(torch.sigmoid(input), threshold), tail)
-    return grad.mul_(_select_by_label(target, positive, negative, out=tail))  # tail is free again
-
-
-def _select_by_label(target, positive, negative, out):
-    """y·positive + (1 − y)·negative, written into ``out``: exact for 0/1 labels (one term is exactly 0),
-    unlike negative + y·(positive − negative), which loses a positive factor much smaller than the
-    negative one; linear in y, so soft labels get the interpolated factor."""
-    if isinstance(negative, torch.Tensor) and out.device.type == "cpu" and negative.numel() == 1 \
-            and not _is_compiling():
-        negative, positive = negative.item(), positive.item()
-    if not isinstance(negative, torch.Tensor):
-        # Two passes with Python numbers (a three-operand addcmul with a one-element operand is not
-        # vectorized on the CPU): −negative·y + negative = negative·(1 − y), then + positive·y.
-        torch.mul(target, -negative, out=out).add_(negative)
-        return out.add_(target, alpha=positive)
-    torch.mul(target, negative, out=out)
-    torch.sub(negative, out, out=out)
-    return out.addcmul_(target, positive)
-
-
-# ---------------------------------------------------------------------------------------------
-# torch.distributed and torch.compile
+# torch.distributed, torch.compile and torch.func
 
 
 def _world_size(process_group):
@@ -1155,62 +1586,113 @@ def _world_size(process_group):
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 
 
+def _under_functorch():
+    """Whether a torch.func transform (grad, vmap, ...) is active."""
+    level = getattr(torch._C._functorch, "maybe_current_level", None)
+    return level is not None and level() is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # The autograd Function
 
 
-def _forward(input, target, weight, plan, running):
-    """The loss, the per-column factors (2, C, T) and the table the metric was evaluated at."""
-    table = soft_confusion(plan, input, target, weight)
+def _forward(route, batch, segments, running):
+    """The loss, the table the metric was evaluated at, and the factors."""
+    plan = route.plan
+    table = segments.fold(route.path.table(batch))
     grad_scale = 1.0
-    if plan.sync:
-        world = _world_size(plan.process_group)
-        if world > 1:
-            table = table.contiguous()
-            torch.distributed.all_reduce(table, group=plan.process_group)
-            # DDP averages gradients over ranks; scaling by the world size makes that
-            # average equal the gradient of the loss on the global batch.
-            grad_scale = float(world) if plan.grad_average else 1.0
+    world = _world_size(plan.process_group) if plan.sync else 1
+    if world > 1 and not segments.local:
+        table = table.contiguous()
+        torch.distributed.all_reduce(table, group=plan.process_group)
+        # DDP averages gradients over ranks; scaling by the world size makes that
+        # average equal the gradient of the loss on the global batch.
+        grad_scale = float(world) if plan.grad_average else 1.0
     if running is not None:
         table = running.update(table)
-    loss, factors = evaluate(plan, table)
+    loss, factors = evaluate(plan, table, allow_floats=route.floats)
+    if world > 1 and segments.local and plan.reduction != "none":
+        loss, factors = _global_mean_over_images(plan, loss, factors, segments.count)
     if grad_scale != 1.0:
         factors = factors * grad_scale
-    return loss, factors, table
+    return loss, table, factors
 
 
-def _backward(plan, input, target, weight, factors, grad_loss):
-    with torch.no_grad():
-        scale = grad_loss.item() if isinstance(factors, FloatFactors) else grad_loss
-        grad = input_gradient(plan, input, target, weight, factors * scale)
-    if torch.is_grad_enabled() and input.requires_grad:  # create_graph=True, or a torch.func transform
-        grad = _FirstDerivativeOnly.apply(grad, input)
-    return grad, None, None, None, None
+def _global_mean_over_images(plan, loss, factors, images):
+    """With reduce='image' and sync: every image's entries are its own, so only the loss crosses ranks, in one
+    all-reduce of (Σ losses, number of images); the loss is the mean over every rank's images."""
+    if isinstance(factors, FloatFactors):
+        factors = factors.tensor(loss)
+    local_sum = loss * images if plan.reduction == "mean" else loss
+    totals = torch.stack([local_sum.reshape(()) if images else torch.zeros_like(loss),
+                          torch.tensor(float(images), dtype=loss.dtype, device=loss.device)])
+    torch.distributed.all_reduce(totals, group=plan.process_group)
+    world = float(_world_size(plan.process_group)) if plan.grad_average else 1.0
+    if plan.reduction == "mean":
+        return totals[0] / totals[1], factors * (images / totals[1] * world)
+    return totals[0], factors * world
+
+
+def _backward(route, batch, segments, factors, grad_loss):
+    if torch.is_autocast_enabled(batch.input.device.type):  # the gradient in the compute dtype, as the forward
+        with torch.autocast(batch.input.device.type, enabled=False):
+            return _backward(route, batch, segments, factors, grad_loss)
+    if torch.is_grad_enabled():  # create_graph=True, or a torch.func transform
+        with torch.no_grad():
+            grad = _gradient(route, batch, segments, factors, grad_loss)
+        return _FirstDerivativeOnly.apply(grad, batch.input) if batch.input.requires_grad else grad
+    return _gradient(route, batch, segments, factors, grad_loss)
+
+
+def _gradient(route, batch, segments, factors, grad_loss):
+    if isinstance(factors, FloatFactors):
+        factors = factors * grad_loss.item()
+    elif grad_loss.dim() == 0:
+        factors = factors * grad_loss
+    else:  # reduction='none': one gradient per (segment, class) entry
+        entries = grad_loss.reshape(factors.shape[1], -1)
+        factors = factors * entries.unsqueeze(0).unsqueeze(-1)
+    return route.path.gradient(batch, segments.sample_factors(factors))
 
 
 class _MetricLossFunction(torch.autograd.Function):
-    """Forward: the (4, C, T) table, the metric and the per-column factors. Backward: elementwise.
-
-    Written with setup_context, as torch.func transforms (grad, functional_call) need."""
+    """Forward: the route's table, the metric and its factors. Backward: the route's gradient. Saves the inputs
+    only (and the factors). Written with setup_context, as torch.func transforms need; eager calls skip
+    Function.apply's per-call argument binding (see _apply)."""
 
     @staticmethod
-    def forward(input, target, weight, plan, running):
-        loss, factors, table = _forward(input, target, weight, plan, running)
-        if isinstance(factors, FloatFactors):
-            factors = factors.tensor(loss)
-        return loss, factors, table
+    def forward(input, target, weight, poison, route, segments, running):
+        batch = _Batch(input, target, weight, input.dtype, input.shape)
+        loss, table, factors = _forward(route, batch, segments, running)
+        if poison is not None:  # 0, or NaN where a logit is ±inf (compiled code; see _Route._validate)
+            loss, factors = loss + poison, factors + poison
+        return loss, table, factors, *batch.saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, target, weight, plan, _ = inputs
-        _, factors, _ = output
-        ctx.plan = plan
-        ctx.save_for_backward(input, target, weight, factors)
-        ctx.mark_non_differentiable(*output[1:])
+        input, target, weight, _, route, segments, _ = inputs
+        _, table, factors, *saved = output
+        ctx.route, ctx.segments = route, segments
+        ctx.set_materialize_grads(False)  # no zero tensors for the outputs that take no gradient
+        if isinstance(factors, torch.Tensor):
+            ctx.float_factors = None
+            ctx.save_for_backward(input, target, weight, factors, *saved)
+            ctx.mark_non_differentiable(table, factors, *saved)
+        else:
+            ctx.float_factors = factors
+            ctx.save_for_backward(input, target, weight, *saved)
+            ctx.mark_non_differentiable(table, *saved)
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_factors, grad_table):
-        return _backward(ctx.plan, *ctx.saved_tensors, grad_loss)
+    def backward(ctx, grad_loss, *_):
+        if grad_loss is None:  # only outputs that take no gradient were differentiated
+            return None, None, None, None, None, None, None
+        if ctx.float_factors is None:
+            input, target, weight, factors, *saved = ctx.saved_tensors
+        else:
+            (input, target, weight, *saved), factors = ctx.saved_tensors, ctx.float_factors
+        batch = _Batch(input, target, weight, input.dtype, input.shape, tuple(saved))
+        return _backward(ctx.route, batch, ctx.segments, factors, grad_loss), None, None, None, None, None, None
 
     @staticmethod
     def vmap(info, in_dims, *args):
@@ -1219,66 +1701,19 @@ class _MetricLossFunction(torch.autograd.Function):
                            "losses")
 
 
-class _EagerMetricLossFunction(torch.autograd.Function):
-    """The same with the forward taking ctx: Function.apply binds the arguments of a setup_context-style
-    forward with inspect.signature on every call, some 20 µs that a small batch's loss cannot afford."""
-
-    @staticmethod
-    def forward(ctx, input, target, weight, plan, running):
-        loss, factors, table = _forward(input, target, weight, plan, running)
-        ctx.plan = plan
-        ctx.set_materialize_grads(False)  # no zero tensors for the outputs that take no gradient
-        if isinstance(factors, FloatFactors):
-            ctx.float_factors = factors
-            ctx.save_for_backward(input, target, weight)
-            ctx.mark_non_differentiable(table)
-            return loss, None, table
-        ctx.float_factors = None
-        ctx.save_for_backward(input, target, weight, factors)
-        ctx.mark_non_differentiable(factors, table)
-        return loss, factors, table
-
-    @staticmethod
-    def backward(ctx, grad_loss, grad_factors, grad_table):
-        if grad_loss is None:  # only outputs that take no gradient were differentiated
-            return None, None, None, None, None
-        if ctx.float_factors is not None:
-            return _backward(ctx.plan, *ctx.saved_tensors, ctx.float_factors, grad_loss)
-        return _backward(ctx.plan, *ctx.saved_tensors, grad_loss)
+# Function.apply binds a setup_context-style forward's arguments with inspect.signature on every call, which
+# a small batch cannot afford (docs/performance.md says how much); without torch.func transforms and outside
+# torch.compile's tracing, the C++ apply underneath it does the same work.
+_FAST_APPLY = super(torch.autograd.Function, _MetricLossFunction).apply
 
 
-class _BinaryLossFunction(torch.autograd.Function):
-    """The common case in a straight line: one binary column on the CPU, eager, the batch's own table (no
-    sync, no running estimate). The same functions as the general path (_binary_soft_confusion,
-    _evaluate_floats, input_gradient), without the forward's per-call dispatch: 5–8 % of a call at
-    n = 64 … 1024 (docs/performance.md), bit for bit the same loss and gradient (tests/test_emit.py)."""
-
-    @staticmethod
-    def forward(ctx, input, target, weight, plan):
-        table = _binary_soft_confusion(plan, input, target, weight)
-        result = _evaluate_floats(plan, table, None)
-        loss, factors = _evaluate_tensors(plan, table, None) if result is None else result
-        ctx.plan, ctx.factors = plan, factors
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(input, target, weight)
-        ctx.mark_non_differentiable(table)
-        return loss, table
-
-    @staticmethod
-    def backward(ctx, grad_loss, grad_table):
-        if grad_loss is None:
-            return None, None, None, None
-        if torch.is_grad_enabled():  # create_graph=True: the general backward says why it cannot
-            return _backward(ctx.plan, *ctx.saved_tensors, ctx.factors, grad_loss)[:4]
-        factors = ctx.factors
-        scale = grad_loss.item() if isinstance(factors, FloatFactors) else grad_loss
-        return input_gradient(ctx.plan, *ctx.saved_tensors, factors * scale), None, None, None
-
-
-def _under_functorch():
-    """Whether a torch.func transform (grad, vmap, ...) is active."""
-    level = getattr(torch._C._functorch, "maybe_current_level", None)
-    return level is not None and level() is not None
+def _apply(input, target, weight, poison, route, segments, running):
+    if torch.is_autocast_enabled(input.device.type):  # the table's matrix products stay in the compute dtype
+        with torch.autocast(input.device.type, enabled=False):
+            return _apply(input, target, weight, poison, route, segments, running)
+    if route.compiled or _under_functorch():
+        return _MetricLossFunction.apply(input, target, weight, poison, route, segments, running)
+    return _FAST_APPLY(input, target, weight, poison, route, segments, running)
 
 
 class _FirstDerivativeOnly(torch.autograd.Function):
@@ -1309,7 +1744,7 @@ class _RunningEstimate:
     The estimate is an exponential moving average of the entries as rates (entries / Σ w), debiased
     as Adam's moments are, and evaluated at the current batch's size, so the metric and its factors
     are those of a batch as large as this one whose rates are the running estimate. With momentum 0
-    that is the batch itself.
+    that is the batch itself. One segment (reduce='batch'): the table is (4, 1, C, T).
     """
 
     def __init__(self, rates, total, momentum, update):
@@ -1321,7 +1756,7 @@ class _RunningEstimate:
                              "move the loss with loss_fn.to(device)")
         if table.numel() == 4 and table.device.type == "cpu" and not _is_compiling():
             return self._update_floats(table)
-        batch = table.to(self.rates.dtype)  # the estimate accumulates in float64
+        batch = table[:, 0].to(self.rates.dtype)  # the estimate accumulates in float64
         size = batch[:, :1, :1].sum()  # Σ w: every column's four entries add up to it
         # A batch without weight (every weight 0) carries no rates: it leaves the estimate as it is and is
         # evaluated as itself, all zeros, so its metric is 0/0 (zero_division), as with the batch estimator.
@@ -1337,7 +1772,7 @@ class _RunningEstimate:
         if self.store:
             self.rates.copy_(rates)
             self.total.copy_(total)
-        return torch.where(weighed, rates * (size / total), batch).to(table.dtype)
+        return torch.where(weighed, rates * (size / total), batch).to(table.dtype).unsqueeze(1)
 
     def _update_floats(self, table):
         """The same for one column on the CPU, on Python floats (float64, as the buffers): some 13 tensor
@@ -1362,8 +1797,16 @@ class _RunningEstimate:
         return torch.tensor([rate * (size / total) for rate in rates], dtype=table.dtype).view_as(table)
 
 
+def _fingerprint(text):
+    """A stable 63-bit FNV-1a hash of ``text`` (hashlib would be one more import in standalone modules)."""
+    value = 0xCBF29CE484222325
+    for byte in text.encode("utf-8"):
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value >> 1
+
+
 # ---------------------------------------------------------------------------------------------
-# Input checks and formats
+# Input checks and the runtime's layout
 
 
 def _check_tensor(value, what):
@@ -1376,136 +1819,280 @@ def _compute_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _raise_or_assert(bad, message):
-    """Raise ValueError(message) where ``bad`` (a 0-dim bool tensor) is true; under torch.compile the
-    check is compiled into the graph (torch._assert_async), so a traced loss still refuses bad input."""
-    if _is_compiling():
-        torch._assert_async(~bad, message)
-    elif bool(bad):
-        raise ValueError(message)
+def _shape(shape):
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-class _Batch:
-    """The checked batch in the runtime's layout: input (N, C), target (N, C) or class indices (N,)."""
+class _Route:
+    """What one kind of input gets (device, dtypes and ranks of input, target and weight, and whether
+    torch.compile is tracing), decided when the kind first appears: the path, whether the evaluation may run
+    on Python floats, and which layout checks each call still needs."""
 
-    def __init__(self, input, target, weight, dtype):
-        self.input, self.target, self.weight, self.dtype = input, target, weight, dtype
+    def __init__(self, plan, input, target, weight, compiled, per_sample):
+        _check_tensor(input, "input")
+        _check_tensor(target, "target")
+        if weight is not None:
+            _check_tensor(weight, "weight")
+        kind = "logits" if plan.from_logits else "probabilities"
+        if not input.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor of {kind}, got dtype {input.dtype}")
+        for tensor, what in ((target, "target"), (weight, "weight")):
+            if tensor is not None and tensor.device != input.device:
+                raise ValueError(f"{what} is on {tensor.device} but input is on {input.device}; move it first")
+        self.plan = plan
+        self.compiled = compiled
+        self.source_dtype = input.dtype
+        self.compute = _compute_dtype(input.dtype)
+        self.floats = input.device.type == "cpu" and not compiled
+        task = plan.task
+        if task == "binary":
+            if input.dim() == 0:
+                raise ValueError("input must have shape (N,), (N, 1) or (N, [1,] d1, ...) for task='binary', got a "
+                                 "0-dim tensor")
+            self.index_targets = False
+        else:
+            noun = "classes" if task == "multiclass" else "labels"
+            if input.dim() < 2:
+                raise ValueError(f"input must have shape (N, {plan.num_classes}) or (N, {plan.num_classes}, d1, ...) "
+                                 f"for task={task!r} with {plan.num_classes} {noun}, got {_shape(input.shape)}")
+            self.index_targets = task == "multiclass" and target.dim() == input.dim() - 1
+            if self.index_targets and (target.is_floating_point() or target.dtype == torch.bool):
+                raise ValueError(f"target of shape (N, d1, ...) must hold class indices (an integer dtype), got "
+                                 f"{target.dtype}; or pass one-hot or probability rows of input's shape "
+                                 f"(N, {plan.num_classes}, d1, ...)")
+            if task == "multiclass" and not self.index_targets and plan.ignore_index is not None:
+                raise ValueError(f"ignore_index={plan.ignore_index} applies to class-index targets of shape "
+                                 "(N, d1, ...); these targets are one-hot or probability rows (N, C, d1, ...): give "
+                                 "ignored pixels weight 0 instead (weight of shape (N, d1, ...))")
+            if task == "multilabel" and plan.ignore_index is not None and target.is_floating_point():
+                raise ValueError(f"ignore_index={plan.ignore_index} marks integer labels; these targets are floats: "
+                                 "give ignored elements weight 0 instead")
+        if task == "binary" and plan.ignore_index is not None and target.is_floating_point():
+            raise ValueError(f"ignore_index={plan.ignore_index} marks integer labels (0, 1 or the ignored value); "
+                             "these targets are floats: pass integer labels, or give ignored pixels weight 0 instead")
+        spatial_rank = max(input.dim() - (1 if task == "binary" else 2), 0)
+        if plan.reduce == "image" and spatial_rank == 0 and not (task == "binary" and input.dim() == 2):
+            raise ValueError(f"reduce='image' evaluates the metric per sample over its pixels, but input of shape "
+                             f"{_shape(input.shape)} has no spatial axes (each image would be one pixel): pass dense "
+                             "input (N, C, d1, ...), or use reduce='batch'")
+        self.path = _choose_path(plan, self.index_targets, per_sample, compiled)
+        self.checks = self._checks(target.dtype, weight is not None)  # fixed here: no cache filled while tracing
 
+    # -- per call: shapes, dtypes, ignore_index and the value checks --------------------------------
 
-def _prepare(plan, input, target, weight, validate, allow_empty):
-    _check_tensor(input, "input")
-    _check_tensor(target, "target")
-    kind = "logits" if plan.from_logits else "probabilities"
-    if not input.is_floating_point():
-        raise TypeError(f"input must be a floating-point tensor of {kind}, got dtype {input.dtype}")
-    dtype = input.dtype
-    compute = _compute_dtype(dtype)
-    if plan.task == "binary":
-        if input.dim() == 2 and input.shape[1] == 1:
-            input = input[:, 0]
-        if input.dim() != 1:
-            raise ValueError(f"input must have shape (N,) or (N, 1) for task='binary', got {tuple(input.shape)}; "
-                             "for one column per class pass task='multiclass' or task='multilabel'")
-        target = _flat_target(target, input)
-    else:
-        _check_columns(plan, input)
-        target = _class_target(plan, target, input, validate)
-    if weight is not None:
+    def prepare(self, input, target, weight, validate, allow_empty):
+        plan = self.plan
+        shape = input.shape
+        if plan.task == "binary":
+            if input.dim() >= 2 and shape[1] == 1:
+                canonical = input
+            else:
+                canonical = input.unsqueeze(1)
+            spatial = canonical.shape[2:]
+            if target.shape == canonical.shape:
+                labels = target
+            elif target.shape == (shape[0], *spatial):
+                labels = target.unsqueeze(1)
+            else:
+                raise ValueError(self._target_message(target, shape, spatial))
+        else:
+            classes = plan.num_classes
+            if shape[1] != classes:
+                noun = "classes" if plan.task == "multiclass" else "labels"
+                raise ValueError(f"input must have shape (N, {classes}) or (N, {classes}, d1, ...) for "
+                                 f"task={plan.task!r} with {classes} {noun}, got {_shape(shape)}")
+            canonical, spatial = input, shape[2:]
+            expected = (shape[0], *spatial) if self.index_targets else shape
+            if target.shape != expected:
+                raise ValueError(self._target_message(target, shape, spatial))
+            labels = target
+        if shape[0] == 0 and not allow_empty:
+            raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
+        if (target.requires_grad or (weight is not None and weight.requires_grad)) and torch.is_grad_enabled():
+            what = "target" if target.requires_grad else "weight"
+            raise ValueError(f"{what} requires grad, but a metricc loss differentiates the predictions only "
+                             f"(its closed form has no derivative with respect to the {what}): pass "
+                             f"{what}.detach()")
+        if weight is not None:
+            weight = self._weight_view(weight, canonical, spatial)
+        compute = self.compute
+        if canonical.dtype != compute:
+            canonical = canonical.to(compute)
+        if plan.ignore_index is not None:
+            ignored = labels == plan.ignore_index
+            labels = labels.masked_fill(ignored, 0)
+            kept = (~ignored).to(compute)
+            kept = kept.unsqueeze(1) if self.index_targets else kept
+            weight = kept if weight is None else weight * kept
+        poison = None
+        if validate:
+            canonical, weight, poison = self._validate(canonical, labels, weight)
+        if self.index_targets:
+            labels = labels.long()
+        elif labels.dtype != compute:
+            labels = labels.to(compute)
+        if weight is not None and weight.dtype != compute:
+            weight = weight.to(compute)
+        return _Batch(canonical, labels, weight, input.dtype, shape, poison=poison)
+
+    def _target_message(self, target, shape, spatial):
+        plan = self.plan
+        if target.dim() and target.shape[0] != shape[0]:
+            return f"input holds {shape[0]} samples but target holds {target.shape[0]}; they must match"
+        if plan.task == "binary":
+            if not spatial:
+                return f"target must have shape (N,) or (N, 1), got {_shape(target.shape)}"
+            return (f"target must have input's shape {_shape(shape)} or (N, d1, ...) = "
+                    f"{_shape((shape[0], *spatial))}, got {_shape(target.shape)}; nothing is broadcast")
+        classes = plan.num_classes
+        if plan.task == "multiclass":
+            dense = f" or {_shape((shape[0], *spatial))} class indices" if spatial else ""
+            return (f"target must have shape (N,) class indices or (N, {classes}) for task='multiclass', got "
+                    f"{_shape(target.shape)}" if not spatial else
+                    f"target must have input's shape {_shape(shape)} (one-hot or probability rows){dense} for "
+                    f"task='multiclass', got {_shape(target.shape)}; nothing is broadcast")
+        return (f"target must have shape (N, {classes}) for task='multilabel', got {_shape(target.shape)}"
+                if not spatial else
+                f"target must have input's shape {_shape(shape)} for task='multilabel', got "
+                f"{_shape(target.shape)}; nothing is broadcast")
+
+    def _weight_view(self, weight, canonical, spatial):
+        """weight per sample (N,) or per element (N, d1, ...) (or with the class axis of size 1), viewed to
+        broadcast over the (N, C, d1, ...) input."""
         _check_tensor(weight, "weight")
-        if weight.dim() == 2 and weight.shape[1] == 1:
-            weight = weight[:, 0]
-        if weight.dim() != 1 or weight.shape[0] != input.shape[0]:
-            raise ValueError(f"weight must have shape ({input.shape[0]},), one per sample, got {tuple(weight.shape)}")
-        _same_device(weight, input, "weight")
-    if input.shape[0] == 0 and not allow_empty:
-        raise ValueError("the batch is empty: a confusion-matrix metric needs at least one sample")
-    input = input.to(compute)
-    if plan.task != "multiclass" or target.dim() == 2:
-        target = target.to(compute)
-    if weight is not None:
-        weight = weight.to(compute)
-    if validate and not _validate(plan, input, target, weight):
-        # ±inf logits: σ would take them as certain predictions and the loss would stay finite. x + (x − x)
-        # is x where x is finite and NaN where it is not, with gradient 1: the loss and its gradient are
-        # NaN, as with NaN input (and as AMP's GradScaler needs to skip the step).
-        input = input + (input - input)
-    return _Batch(input, target, weight, dtype)
+        n = canonical.shape[0]
+        if weight.shape == (n,):
+            return weight.view(n, *([1] * (canonical.dim() - 1)))
+        if weight.shape == (n, *spatial):
+            return weight.unsqueeze(1)
+        if weight.shape == (n, 1, *spatial):
+            return weight
+        per_element = f" or per element {_shape((n, *spatial))}" if spatial else ""
+        raise ValueError(f"weight must have shape ({n},), one per sample{per_element}, got {_shape(weight.shape)}; "
+                         "a weight per class is class_weights=")
 
+    def _checks(self, labels_dtype, weighted):
+        """The value checks of this kind of input, fixed once: (statistic, lower, upper, NaN passes, message)."""
+        plan = self.plan
+        checks = []
+        if self.index_targets:
+            ignore = "" if plan.ignore_index is None else f" or ignore_index={plan.ignore_index}"
+            checks.append(("labels", 0, plan.num_classes - 1, False,
+                           f"target must hold class indices in [0, {plan.num_classes - 1}]{ignore}"))
+        elif labels_dtype != torch.bool:
+            checks.append(("labels", 0, 1, False, "target must hold labels in [0, 1]"))
+        tolerance = self._tolerance(plan.num_classes)
+        if plan.task == "multiclass" and not self.index_targets:
+            checks.append(("label rows", 1 - tolerance if labels_dtype.is_floating_point else 1,
+                           1 + tolerance if labels_dtype.is_floating_point else 1, False,
+                           "target rows (one-hot or probabilities over the class axis 1) must each sum to 1, the "
+                           "distribution over classes this loss's entries assume; multi-hot rows are "
+                           "task='multilabel'"))
+        if not plan.from_logits:
+            checks.append(("input", 0, 1, False,
+                           "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True"))
+            if plan.task == "multiclass":
+                checks.append(("input rows", 1 - tolerance, 1 + tolerance, False,
+                               "from_logits=False expects class probabilities that sum to 1 over the class axis 1 "
+                               "(a softmax's output); pass logits with from_logits=True"))
+        if weighted:
+            checks.append(("weight", 0, None, True, "weight must be non-negative"))
+        return checks
 
-def _flat_target(target, input):
-    if target.dim() == 2 and target.shape[1] == 1:
-        target = target[:, 0]
-    if target.dim() != 1:
-        raise ValueError(f"target must have shape (N,) or (N, 1), got {tuple(target.shape)}")
-    if target.shape[0] != input.shape[0]:
-        raise ValueError(f"input holds {input.shape[0]} samples but target holds {target.shape[0]}; they must match")
-    _same_device(target, input, "target")
-    return target
+    def _rescaled(self, weight, largest, elements):
+        """Weights so large that their sum over the batch would overflow the dtype (float32 weights of 3e38)
+        divided by a power of two, exactly, where the metric does not depend on their scale (a ratio metric);
+        the loss and gradient are unchanged, the table is in the rescaled units. Not under sync: ranks would
+        rescale differently."""
+        limit = torch.finfo(weight.dtype).max / 16
+        if not (math.isfinite(largest) and largest * elements > limit) or self.plan.sync \
+                or not self.plan.definition.scale_invariant:
+            return weight
+        return weight * 2.0 ** -math.ceil(math.log2(largest * elements / limit))
 
+    def _tolerance(self, classes):
+        """How far from 1 a sum over the class axis may be: rounding (a few units in the last place per class of
+        the caller's dtype), and at least 1e-3, which lets finite differences (gradcheck) probe near the simplex
+        while logits, scores or multi-hot rows passed as distributions are refused."""
+        return max(1e-3, 16 * classes * torch.finfo(self.source_dtype).eps)
 
-def _check_columns(plan, input):
-    noun = "classes" if plan.task == "multiclass" else "labels"
-    if input.dim() != 2 or input.shape[1] != plan.num_classes:
-        raise ValueError(f"input must have shape (N, {plan.num_classes}) for task={plan.task!r} with "
-                         f"{plan.num_classes} {noun}, got {tuple(input.shape)}")
+    def _validate(self, input, labels, weight):
+        """Labels in [0, 1] (0/1, or soft labels) or class indices in [0, C); one-hot/probability target rows
+        and probability input rows that sum to 1 (multi-class); probabilities in [0, 1]; weights non-negative.
+        NaN in input or weights is not an error: it propagates to the loss, as binary_cross_entropy_with_logits
+        does and AMP's GradScaler needs. ±inf logits make the loss NaN (the returned input).
 
+        Every bound is read in one transfer; under torch.compile the checks are compiled in (_assert_async)."""
+        checks = self.checks
+        statistics = []
+        for name, *_ in checks:
+            if name == "labels":
+                statistics.append(torch.aminmax(labels) if labels.numel() else None)
+            elif name == "label rows":
+                statistics.append(torch.aminmax(labels.sum(1, dtype=self.compute)) if labels.numel() else None)
+            elif name == "input":
+                statistics.append(torch.aminmax(input) if input.numel() else None)
+            elif name == "input rows":
+                statistics.append(torch.aminmax(input.sum(1)) if input.numel() else None)
+            else:
+                statistics.append(torch.aminmax(weight) if weight.numel() else None)
+        logit_sum = input.sum() if self.plan.from_logits and input.numel() else None
+        if self.compiled:
+            for (_, lower, upper, nan_passes, text), values in zip(checks, statistics):
+                if values is not None:
+                    low, high = values[0], values[-1]
+                    fine = ~(low < lower) if nan_passes else low >= lower
+                    torch._assert_async(fine if upper is None else fine & (high <= upper), text)
+            # ±inf logits would be taken as certain predictions: a 0-dim poison, 0 or NaN, added to the loss and
+            # the factors makes both NaN (not x + (x − x), a new input the compiled graph would have to store)
+            # (explicit: the compiler may fold x·0 to 0)
+            return input, weight, (None if logit_sum is None else
+                                   torch.where(torch.isfinite(logit_sum), 0.0, math.nan).to(input.dtype))
+        flat = [value for values in statistics if values is not None for value in values]
+        if logit_sum is not None:
+            flat.append(logit_sum)
+        values = torch.stack(flat).tolist() if flat else []
+        position = 0
+        for (name, lower, upper, nan_passes, text), statistic in zip(checks, statistics):
+            if statistic is None:
+                continue
+            low, high = values[position], values[position + len(statistic) - 1]
+            position += len(statistic)
+            if (not low < lower if nan_passes else low >= lower) and (upper is None or high <= upper):
+                continue
+            if name == "labels":
+                raise ValueError(self._index_message(labels) if self.index_targets else self._label_message(labels))
+            raise ValueError(text)
+        if weight is not None and weight.numel():
+            weight = self._rescaled(weight, values[position - 1], input.numel() // input.shape[1])
+        if logit_sum is not None and not math.isfinite(values[-1]) and bool(torch.isinf(input).any()):
+            # ±inf logits: σ would take them as certain predictions and the loss would stay finite. x + (x − x)
+            # is x where x is finite and NaN where it is not, with gradient 1: the loss and its gradient are
+            # NaN, as with NaN input (and as AMP's GradScaler needs to skip the step).
+            input = input + (input - input)
+        return input, weight, None
 
-def _class_target(plan, target, input, validate):
-    _same_device(target, input, "target")
-    if target.shape[0] != input.shape[0]:
-        raise ValueError(f"input holds {input.shape[0]} samples but target holds {target.shape[0]}; they must match")
-    if plan.task == "multiclass" and target.dim() == 1:
-        if target.is_floating_point() or target.dtype == torch.bool:
-            raise ValueError(f"target of shape (N,) must hold class indices (an integer dtype), got {target.dtype}; "
-                             f"or pass one-hot or probability rows of shape (N, {plan.num_classes})")
-        if validate and target.numel():
-            low, high = target.min(), target.max()
-            _raise_or_assert((low < 0) | (high >= plan.num_classes),
-                             f"target must hold class indices in [0, {plan.num_classes - 1}]")
-        return target
-    if target.dim() != 2 or target.shape[1] != plan.num_classes:
-        expected = f"(N,) class indices or (N, {plan.num_classes})" if plan.task == "multiclass" else \
-            f"(N, {plan.num_classes})"
-        raise ValueError(f"target must have shape {expected} for task={plan.task!r}, got {tuple(target.shape)}")
-    return target
+    def _label_message(self, labels):
+        bad = (labels < 0) | (labels > 1)
+        if labels.is_floating_point():
+            bad |= torch.isnan(labels)
+        position = bad.nonzero()[0].tolist()
+        value = labels[tuple(position)].item()
+        if self.plan.task == "binary":
+            position = position[:1] if labels[0].numel() == 1 else position[:1] + position[2:]
+        where = ", ".join(str(i) for i in position)
+        text = f"target must hold labels in [0, 1] (0/1, or soft labels), but target[{where}] = {value:g}"
+        if self.plan.ignore_index is not None:
+            text += f" (and ignore_index={self.plan.ignore_index})"
+        return text
 
-
-def _same_device(tensor, input, what):
-    if tensor.device != input.device:
-        raise ValueError(f"{what} is on {tensor.device} but input is on {input.device}; move it first")
-
-
-def _validate(plan, input, target, weight):
-    """Labels in [0, 1] (0/1, or soft labels for label smoothing and distillation); probabilities in
-    [0, 1] with from_logits=False; weights non-negative. NaN in input or weights is not an error:
-    it propagates to the loss, as binary_cross_entropy_with_logits does and AMP's GradScaler needs.
-
-    Returns whether the logits are free of ±inf (checked with the labels' range, in one synchronization);
-    always False while torch.compile traces, where the check cannot read values (the caller's remedy
-    fuses into the first elementwise kernel there)."""
-    check_labels = target.is_floating_point() and target.numel() > 0
-    check_logits = plan.from_logits and input.numel() > 0
-    bounds = [*(torch.aminmax(target) if check_labels else ()), *(torch.aminmax(input) if check_logits else ())]
-    finite_logits = True
-    if bounds and _is_compiling():
-        if check_labels:
-            torch._assert_async((bounds[0] >= 0) & (bounds[1] <= 1), "target must hold labels in [0, 1]")
-        finite_logits = not check_logits
-    elif bounds:
-        values = torch.stack(bounds).tolist()
-        finite_logits = not check_logits or (math.isfinite(values[-2]) and math.isfinite(values[-1]))
-        if check_labels and not (values[0] >= 0 and values[1] <= 1):  # NaN fails both
-            position = ((target < 0) | (target > 1) | torch.isnan(target)).nonzero()[0].tolist()
-            value = target[tuple(position)].item()
-            where = ", ".join(str(i) for i in (position[:1] if plan.task == "binary" else position))
-            raise ValueError(f"target must hold labels in [0, 1] (0/1, or soft labels), but target[{where}] = "
-                             f"{value:g}")
-    if not plan.from_logits and input.numel():
-        _raise_or_assert(((input < 0) | (input > 1)).any(),
-                         "from_logits=False expects probabilities in [0, 1]; pass logits with from_logits=True")
-    if weight is not None and weight.numel():
-        _raise_or_assert((weight < 0).any(), "weight must be non-negative")
-    return finite_logits
+    def _index_message(self, labels):
+        classes = self.plan.num_classes
+        position = ((labels < 0) | (labels >= classes)).nonzero()[0].tolist()
+        value = labels[tuple(position)].item()
+        where = ", ".join(str(i) for i in position)
+        ignore = "" if self.plan.ignore_index is None else f" or ignore_index={self.plan.ignore_index}"
+        return f"target must hold class indices in [0, {classes - 1}]{ignore}, but target[{where}] = {value}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1515,38 +2102,54 @@ def _validate(plan, input, target, weight):
 class MetricLoss(torch.nn.Module):
     """A confusion-matrix metric as a loss: ``loss_fn(input, target, weight=None)`` → a 0-dim tensor.
 
+    Shapes follow ``F.cross_entropy``: logits (N, C) or (N, C, d1, ..., dK) with the class axis 1 kept in place;
+    binary input (N,), (N, d1, ...) or (N, 1, d1, ...).
+
     Args:
         definition: the :class:`MetricDefinition` of a generated module.
-        task: ``"binary"`` (input (N,) or (N, 1), target 0/1), ``"multiclass"`` (input (N, C),
-            target (N,) class indices or (N, C) one-hot or probability rows) or ``"multilabel"``
-            (input (N, C), target (N, C) of 0/1).
-        num_classes: C, for multiclass and multilabel.
+        task: ``"binary"`` (target 0/1 of the input's shape, with or without the class axis of size 1),
+            ``"multiclass"`` (target (N, d1, ...) class indices, or (N, C, d1, ...) one-hot or probability rows,
+            each summing to 1) or ``"multilabel"`` (target (N, C, d1, ...) of 0/1).
+        num_classes: C, for multiclass and multilabel; ``num_labels`` is the same for multilabel.
         average: how per-class metrics combine (multiclass, multilabel), as scikit-learn's
             ``average=``: ``"micro"`` (the metric of the summed entries), ``"macro"`` (their mean)
-            or ``"weighted"`` (weighted by each class's support Σ w·y).
-        class_weights: a weight per class for the mean (instead of ``average``'s).
+            or ``"weighted"`` (weighted by each class's support Σ w·y; where no class has any, zero_division).
+        class_weights: a weight per class for the mean (instead of ``average``'s); or ``"inverse_square"``
+            (``"inverse"``): each class's entries weighted by 1/support² (1/support) within its segment and
+            summed over classes before the metric: Sudre et al.'s generalized Dice for the Dice metric.
+            (torch's ``weight=`` is per class; here ``weight`` at call time is per sample or per pixel.)
+        reduce: where entries are summed: ``"batch"`` (over the whole batch; MONAI's ``batch=True``) or
+            ``"image"`` (per sample over its pixels, the metric per image, then averaged; MONAI's default).
+        reduction: ``"mean"`` (default), ``"sum"`` (the mean times the number of (image, class) entries) or
+            ``"none"``: the loss per class (C,), per image and class (N, C) with reduce="image"; one entry per
+            segment where classes are summed (micro).
+        ignore_index: a target value whose pixels contribute nothing (class indices, binary labels).
         from_logits: whether ``input`` holds logits (default) or probabilities.
         zero_division: the metric's value on a batch where it is undefined on finite input (a
             zero denominator, e.g. recall without positives); such a column contributes no
             gradient. None lets NaN through.
         estimator: ``"batch"`` (the metric of each batch) or ``"running"`` (of a running estimate
-            of the entries across steps, for small batches; see docs/minibatch.md).
+            of the entries across steps, for small batches; see docs/minibatch.md); reduce="batch" only.
         momentum: the running estimate's momentum (weight of the past).
-        sync: all-reduce the (4, C, T) table over ``process_group``: every rank computes the loss of
-            the global batch (torch.distributed; a no-op without it).
+        sync: all-reduce the table over ``process_group``: every rank computes the loss of the global
+            batch (torch.distributed; a no-op without it). With reduce="image" only the loss's sum and the
+            number of images cross ranks.
         process_group: the group to reduce over; None is the default group.
         grad_average: with sync, scale gradients for DDP's averaging over ranks (True) or for
             summing them yourself (False).
         validate: check targets, probabilities and weights at every call.
-        compile: run the loss through ``torch.compile`` (input checks stay eager).
+        compile: run the whole call through ``torch.compile`` (checks compiled in as ``_assert_async``).
 
-    ``weight`` (call time) is per **sample**, not per class as torch's ``CrossEntropyLoss(weight=)``;
-    per-class weights are ``class_weights``.
+    ``weight`` (call time) is per **sample** (N,) or per **pixel** (N, d1, ...), not per class as torch's
+    ``CrossEntropyLoss(weight=)``; per-class weights are ``class_weights``.
 
     Shape:
-        - ``input``: (N,) or (N, 1) (binary), (N, C) (multiclass, multilabel).
-        - ``target``: N 0/1 labels (binary), (N,) class indices or (N, C) rows (multiclass), (N, C) 0/1
-          (multilabel); ``weight``: (N,). Output: ``()``.
+        - ``input``: (N,), (N, 1) or (N, [1,] d1, ...) (binary); (N, C) or (N, C, d1, ...) (multiclass,
+          multilabel), the class axis 1 as in ``F.cross_entropy``.
+        - ``target``: 0/1 labels of the input's shape (binary, with or without the axis of size 1;
+          multilabel); (N, d1, ...) class indices or the input's shape of rows (multiclass).
+        - ``weight``: (N,) or (N, d1, ...). Output: ``()``; with ``reduction="none"``, (C,), or (N, C)
+          with ``reduce="image"``.
 
     Example::
 
@@ -1556,43 +2159,63 @@ class MetricLoss(torch.nn.Module):
         (True, True)
         >>> round(loss_fn(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1, 0, 1, 1])).item(), 4)
         0.2
+        >>> dice = metricc.compile_metric("dice", task="multiclass", num_classes=3, reduce="image")
+        >>> logits, labels = torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
+        >>> round(dice(logits, labels).item(), 4)   # per image: class 0 at 1/3 everywhere, classes 1, 2 absent
+        0.8333
     """
 
-    def __init__(self, definition, *, task="binary", num_classes=None, average=None, class_weights=None,
-                 from_logits=True, zero_division=0.0, estimator="batch", momentum=0.9, sync=False,
-                 process_group=None, grad_average=True, validate=True, compile=False):
+    def __init__(self, definition, *, task="binary", num_classes=None, num_labels=None, average=None,
+                 class_weights=None, reduce="batch", reduction="mean", ignore_index=None, from_logits=True,
+                 zero_division=0.0, estimator="batch", momentum=0.9, sync=False, process_group=None,
+                 grad_average=True, validate=True, compile=False):
         super().__init__()
-        task, num_classes, average, class_weights = _check_task(task, num_classes, average, class_weights)
+        num_classes = _check_num_labels(task, num_classes, num_labels)
+        task, num_classes, average, class_weights = check_task(task, num_classes, average, class_weights)
         for name, value in (("from_logits", from_logits), ("sync", sync), ("grad_average", grad_average),
                             ("validate", validate), ("compile", compile)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False, got {value!r}")
-        _check_zero_division(zero_division)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+            check_flag(name, value)
+        check_zero_division(zero_division)
+        check_choice("estimator", estimator, ESTIMATORS)
+        check_choice("reduce", reduce, REDUCES)
+        check_choice("reduction", reduction, REDUCTIONS)
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise ValueError(f"ignore_index must be an integer (a target value to ignore) or None, "
+                             f"got {ignore_index!r}")
+        check_momentum(momentum)
         self.definition = definition
         self.plan = _Plan(definition, task=task, num_classes=num_classes, average=average,
-                          class_weights=class_weights, from_logits=from_logits, zero_division=zero_division,
-                          sync=sync, process_group=process_group, grad_average=grad_average,
-                          estimator=estimator, momentum=float(momentum))
+                          class_weights=class_weights, reduce=reduce, reduction=reduction, ignore_index=ignore_index,
+                          from_logits=from_logits, zero_division=zero_division, sync=sync,
+                          process_group=process_group, grad_average=grad_average, estimator=estimator,
+                          momentum=float(momentum))
+        if task != "binary" and isinstance(ignore_index, int) and 0 <= ignore_index < num_classes \
+                and task == "multiclass":
+            raise ValueError(f"ignore_index={ignore_index} is a class of the {num_classes}: pick a value outside "
+                             f"[0, {num_classes - 1}] (255 or -100 are usual)")
+        if task == "binary" and ignore_index in (0, 1):
+            raise ValueError(f"ignore_index={ignore_index} is a binary label: pick another value (255 or -100)")
         self.validate = validate
-        self._last = {}  # the last call's table (a plain dict: nn.Module.__setattr__ costs on every call)
+        # the last call's table: a plain dict (nn.Module.__setattr__ costs on every call) whose key exists from the
+        # start (a compiled call that added it would be recompiled on the next, guarding on its absence)
+        self._last = {"table": None}
+        self._routes = {}
         if estimator == "running":
-            classes, count = self.plan.columns
+            classes, count = num_classes, len(self.plan.thresholds)
             self.register_buffer("running_rates", torch.zeros(4, classes, count, dtype=torch.float64))
             self.register_buffer("running_weight", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("running_metric", torch.tensor(self._identity(), dtype=torch.int64))
         self._compile = compile
         self._compiled = None
-        # One binary column and nothing to mix into the table: the straight-line Function may serve.
-        self._straight = (task == "binary" and len(self.plan.thresholds) == 1 and definition.curve is None
-                          and not sync and not compile)
 
     # Options read as attributes, as on torch.nn losses.
     task = property(lambda self: self.plan.task)
     num_classes = property(lambda self: self.plan.num_classes)
+    num_labels = property(lambda self: self.plan.num_classes if self.plan.task == "multilabel" else None)
     average = property(lambda self: self.plan.average)
+    reduce = property(lambda self: self.plan.reduce)
+    reduction = property(lambda self: self.plan.reduction)
+    ignore_index = property(lambda self: self.plan.ignore_index)
     from_logits = property(lambda self: self.plan.from_logits)
     zero_division = property(lambda self: self.plan.zero_division)
     sync = property(lambda self: self.plan.sync)
@@ -1602,31 +2225,66 @@ class MetricLoss(torch.nn.Module):
     momentum = property(lambda self: self.plan.momentum)
 
     def forward(self, input, target, weight=None):
+        compiling = _is_compiling()
+        if self._compile and not compiling:
+            return self._compiled_call()(input, target, weight, self._route(input, target, weight, True))
+        return self._call(input, target, weight, self._route(input, target, weight, compiling))
+
+    def _route(self, input, target, weight, compiled):
+        """The route for this kind of input, built when the kind first appears."""
+        try:
+            key = (input.dtype, input.device, input.ndim, target.dtype, target.device, target.ndim, compiled,
+                   None if weight is None else (weight.dtype, weight.device))
+        except AttributeError:  # not tensors: the route's checks say which and what to pass
+            key = None
+        route = self._routes.get(key)
+        if route is None:
+            route = _Route(self.plan, input, target, weight, compiled, self._per_sample)
+            if key is not None:
+                self._routes[key] = route
+        return route
+
+    @property
+    def _per_sample(self):
+        """Whether the paths compute a table per sample (then folded into segments): per image; groups too."""
+        return self.plan.reduce == "image"
+
+    def _segments(self, batch):
+        """The segment axis of this call (the extension point for groups; see the module docstring)."""
+        return Segments(batch.input.shape[0], local=True) if self.plan.reduce == "image" else _WHOLE_BATCH
+
+    def _call(self, input, target, weight, route):
         plan = self.plan
         allow_empty = plan.sync and _world_size(plan.process_group) > 1  # other ranks may hold the batch
-        batch = _prepare(plan, input, target, weight, self.validate, allow_empty)
+        batch = route.prepare(input, target, weight, self.validate, allow_empty)
+        segments = _WHOLE_BATCH if plan.reduce == "batch" and not self._per_sample else self._segments(batch)
         running = None
         if plan.estimator == "running" and self.training:  # eval(): the batch alone, no update
             running = _RunningEstimate(self.running_rates, self.running_weight, plan.momentum, update=True)
-        if self._straight and running is None and batch.input.device.type == "cpu" and not _is_compiling() \
-                and not _under_functorch():
-            loss, table = _BinaryLossFunction.apply(batch.input, batch.target, batch.weight, plan)
-        else:
-            function = self._compiled_core() if self._compile else _apply
-            loss, table = function(batch.input, batch.target, batch.weight, plan, running)
+        loss, table = _apply(batch.input, batch.target, batch.weight, batch.poison, route, segments, running)[:2]
         self._last["table"] = table
+        if plan.reduction == "none" and plan.reduce == "batch":
+            loss = loss[0]
         return loss  # in the input's dtype, float32 for half-precision input (as autocast keeps losses)
 
     @property
     def per_class(self):
-        """The last call's metric value per class (the mean over thresholds), for logging; None before a call."""
+        """The last call's metric value per class (the mean over thresholds and images), for logging; None
+        before a call."""
         table = self._last.get("table")
-        return None if table is None else metric_values(self.plan, table).mean(-1)
+        return None if table is None else metric_values(self.plan, table).mean(-1).mean(0)
 
     @property
     def last_table(self):
         """The (4, C, T) table of soft confusion entries (TP, FN, FP, TN) the last call evaluated the metric at:
-        the batch's, or the running estimate's; None before a call."""
+        the batch's (summed over its images with reduce="image"), or the running estimate's; None before a
+        call. ``segment_table`` keeps the segment axis."""
+        table = self._last.get("table")
+        return None if table is None else table.sum(1)
+
+    @property
+    def segment_table(self):
+        """The last call's table with its segment axis, (4, S, C, T): S = 1 (reduce="batch") or N (per image)."""
         return self._last.get("table")
 
     def reset(self):
@@ -1635,20 +2293,31 @@ class MetricLoss(torch.nn.Module):
             self.running_rates.zero_()
             self.running_weight.zero_()
 
-    def _compiled_core(self):
+    def _compiled_call(self):
         if self._compiled is None:
-            self._compiled = _compile_function(_apply)
+            def eager(input, target, weight, route):
+                return self._call(input, target, weight, self._route(input, target, weight, False))
+
+            self._compiled = _compile_function(self._call, eager)
         return self._compiled
 
     def extra_repr(self):
-        parts = [f"metric={self.definition.name!r}", f"relaxation={self.plan.relaxation!r}"]
-        if self.plan.task != "binary":
-            parts += [f"task={self.plan.task!r}", f"num_classes={self.plan.num_classes}",
-                      f"average={self.plan.average!r}"]
-        parts += [f"from_logits={self.plan.from_logits}", f"zero_division={self.plan.zero_division}"]
-        if self.plan.estimator != "batch":
-            parts.append(f"estimator={self.plan.estimator!r}, momentum={self.plan.momentum}")
-        if self.plan.sync:
+        plan = self.plan
+        parts = [f"metric={self.definition.name!r}", f"relaxation={_public(plan.relaxation)}"]
+        if plan.task != "binary":
+            parts += [f"task={plan.task!r}", f"num_classes={plan.num_classes}", f"average={plan.average!r}"]
+        if isinstance(plan.class_weights, str):
+            parts.append(f"class_weights={plan.class_weights!r}")
+        if plan.reduce != "batch":
+            parts.append(f"reduce={plan.reduce!r}")
+        if plan.reduction != "mean":
+            parts.append(f"reduction={plan.reduction!r}")
+        if plan.ignore_index is not None:
+            parts.append(f"ignore_index={plan.ignore_index}")
+        parts += [f"from_logits={plan.from_logits}", f"zero_division={plan.zero_division}"]
+        if plan.estimator != "batch":
+            parts.append(f"estimator={plan.estimator!r}, momentum={plan.momentum}")
+        if plan.sync:
             parts.append("sync=True")
         return ", ".join(parts)
 
@@ -1656,16 +2325,124 @@ class MetricLoss(torch.nn.Module):
         raise RuntimeError("a metricc loss cannot be compiled with torch.jit.script: its forward is Python "
                            "code over a closed-form autograd.Function; use torch.compile (compile=True) instead")
 
+    # -- the running estimate's state -------------------------------------------------------------
 
-def _apply(input, target, weight, plan, running):
-    """The loss, and the table the metric was evaluated at."""
-    eager = not _is_compiling() and not _under_functorch()
-    function = _EagerMetricLossFunction if eager else _MetricLossFunction
-    loss, _, table = function.apply(input, target, weight, plan, running)
-    return loss, table
+    def _identity(self):
+        """A fingerprint of what the running estimate's rates mean: the metric, task, classes, thresholds."""
+        plan = self.plan
+        return _fingerprint(f"{self.definition.name}|{self.definition.expression}|{plan.task}|{plan.num_classes}|"
+                            f"{plan.thresholds}")
+
+    def _apply(self, fn, recurse=True):
+        """.half(), .float(), .to(dtype) keep the running estimate in float64 (the precision it accumulates in);
+        .to(device) moves it."""
+        if self.plan.estimator != "running":
+            return super()._apply(fn, recurse)
+        kept = {name: self._buffers[name] for name in ("running_rates", "running_weight")}
+        result = super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = self._buffers[name]
+            if after.dtype != before.dtype:
+                self._buffers[name] = before.to(device=after.device)
+        return result
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        if self.plan.estimator == "running":
+            problem = self._check_running_state(state_dict, prefix)
+            if problem is not None:
+                error_msgs.append(f"{prefix or 'the loss'}: {problem}")
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if f"{prefix}running_metric" not in state_dict and f"{prefix}running_metric" in missing_keys:
+            missing_keys.remove(f"{prefix}running_metric")  # a checkpoint from before the fingerprint
+
+    def _check_running_state(self, state_dict, prefix):
+        """Why a running estimate cannot be loaded, or None: it must be this metric's, finite, non-negative,
+        and its rates consistent (each column's four rates sum to the estimate's weight, at most 1)."""
+        metric = state_dict.get(f"{prefix}running_metric")
+        if metric is not None and int(metric) != self._identity():
+            return (f"this running estimate belongs to another metric, task, class count or thresholds than "
+                    f"{self.definition.name!r} ({self.definition.expression}); load it into the loss it was saved from")
+        rates, total = state_dict.get(f"{prefix}running_rates"), state_dict.get(f"{prefix}running_weight")
+        if rates is None or total is None:
+            return None  # torch reports the missing keys
+        rates, total = rates.double(), total.double()
+        if not (bool(torch.isfinite(rates).all()) and bool(torch.isfinite(total).all())):
+            return "running_rates and running_weight must be finite"
+        if bool((rates < 0).any()) or not 0 <= float(total) <= 1:
+            return "running_rates must be non-negative and running_weight in [0, 1]"
+        if rates.dim() and rates.shape[0] == 4:
+            sums = rates.sum(0)
+            tolerance = 1e-9 * max(1.0, float(total))
+            if bool(((sums - total).abs() > tolerance).any()):
+                return ("inconsistent running_rates: each (class, threshold) column's four rates must sum to "
+                        "running_weight, as the estimator writes them")
+        return None
 
 
-def _check_task(task, num_classes, average, class_weights):
+_FUNCTIONAL_MODULES = {}  # (loss class, options) -> the module a functional form reuses
+_FUNCTIONAL_LIMIT = 64
+
+
+def functional_loss(loss_class, input, target, weight, options):
+    """``loss_class(**options)(input, target, weight)`` with the module built once per distinct options (a
+    module per call costs more than the loss at small batches). Options that keep state across calls
+    (``estimator="running"``, also as the class's default) are refused: the state would be shared by every
+    caller; build the module. Options that cannot be hashed (a tensor of class weights) build a module per call."""
+    try:
+        key = (loss_class, tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                                        for name, value in options.items())))
+        module = _FUNCTIONAL_MODULES.get(key)
+    except TypeError:  # an unhashable option
+        key, module = None, None
+    if module is None:
+        module = loss_class(**options)
+        if module.plan.estimator != "batch":
+            raise ValueError(f"estimator={module.plan.estimator!r} keeps a running estimate across calls, which a "
+                             f"functional form cannot own: build the module once, loss_fn = "
+                             f"{loss_class.__name__}(...), and call it")
+        if key is not None:
+            if len(_FUNCTIONAL_MODULES) >= _FUNCTIONAL_LIMIT:
+                _FUNCTIONAL_MODULES.pop(next(iter(_FUNCTIONAL_MODULES)))
+            _FUNCTIONAL_MODULES[key] = module
+    return module(input, target, weight)
+
+
+# The option checks: one owner, here (a standalone module must carry them); emit.py and the API call them.
+
+
+def check_flag(name, value):
+    """A boolean option is True or False: 1 or "false" would silently mean something else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_momentum(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"momentum must be a number in [0, 1), got {value!r}")
+
+
+
+def _check_num_labels(task, num_classes, num_labels):
+    """``num_labels`` (torchmetrics' and Hugging Face's name for multi-label) as num_classes."""
+    if num_labels is None:
+        return num_classes
+    if task != "multilabel":
+        raise ValueError(f"num_labels is the number of labels of task='multilabel'; task={task!r} takes num_classes")
+    if num_classes is not None and num_classes != num_labels:
+        raise ValueError(f"num_labels={num_labels!r} and num_classes={num_classes!r} disagree; pass one of them")
+    return num_labels
+
+
+def check_task(task, num_classes, average, class_weights):
+    """The task, class count, average and class weights checked together; returns them normalized."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "binary":
@@ -1675,6 +2452,14 @@ def _check_task(task, num_classes, average, class_weights):
         return task, 1, None, None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"task={task!r} needs num_classes, a whole number of at least 2, got {num_classes!r}")
+    if isinstance(class_weights, str):
+        if class_weights not in CLASS_WEIGHT_RULES:
+            raise ValueError(f"class_weights must be one weight per class or one of {tuple(CLASS_WEIGHT_RULES)}, "
+                             f"got {class_weights!r}")
+        if average not in (None, "micro"):
+            raise ValueError(f"class_weights={class_weights!r} weighs each class's entries and sums them over classes "
+                             f"before the metric (generalized Dice): leave average unset, not {average!r}")
+        return task, num_classes, "micro", class_weights
     average = "macro" if average is None else average
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
@@ -1689,7 +2474,7 @@ def _check_task(task, num_classes, average, class_weights):
     return task, num_classes, average, class_weights
 
 
-def _check_zero_division(value):
+def check_zero_division(value):
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -1697,22 +2482,52 @@ def _check_zero_division(value):
                          f"undefined) or None (let NaN through), got {value!r}")
 
 
-def _compile_function(function):
-    """torch.compile(function), or the function itself where the compiler is unavailable or fails."""
-    compiled = torch.compile(function)
+def _compile_function(function, eager):
+    """torch.compile(function), or ``eager`` (the same call on the eager route) where the compiler is unavailable
+    or fails. A check compiled in as _assert_async fails as a RuntimeError; the eager call then raises its
+    ValueError with the offending position."""
+    compiled = torch.compile(_own_entry(function))
     state = {"fallback": False}
 
     def run(*args):
         if state["fallback"]:
-            return function(*args)
+            return eager(*args)
         try:
             return compiled(*args)
         except (ValueError, TypeError):
             raise
+        except RuntimeError as exc:
+            if any(phrase in str(exc) for phrase in _CHECK_PHRASES):
+                return eager(*args)  # raises the check's ValueError, with where
+            state["fallback"] = True
+            _warn_fallback(exc)
+            return eager(*args)
         except Exception as exc:  # a compiler that is missing or fails (no C++ toolchain, ...)
             state["fallback"] = True
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                          "running the eager code instead", CompileFallbackWarning, stacklevel=3)
-            return function(*args)
+            _warn_fallback(exc)
+            return eager(*args)
 
     return run
+
+
+_ENTRIES = [0]  # compiled entries made so far, for their names
+
+
+def _own_entry(function):
+    """``function`` behind an entry with its own code object. torch.compile keeps its cache, and its limit of
+    recompiles (8), per code object: every compiled loss shares MetricLoss._call, so the ninth loss (or kind
+    of input) would silently run uncompiled; each loss's entry gets its own."""
+    def entry(input, target, weight, route):
+        return function(input, target, weight, route)
+
+    _ENTRIES[0] += 1
+    code = entry.__code__.replace(co_name=f"metricc_compiled_call_{_ENTRIES[0]}")
+    return type(entry)(code, entry.__globals__, code.co_name, entry.__defaults__, entry.__closure__)
+
+
+_CHECK_PHRASES = ("target must hold", "must each sum to 1", "from_logits=False expects", "weight must be non-negative")
+
+
+def _warn_fallback(exc):
+    warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                  "running the eager code instead", CompileFallbackWarning, stacklevel=4)

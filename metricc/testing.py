@@ -218,8 +218,10 @@ def _catalog_expressions(draw) -> MetricExpression:
 
 
 # What the parser refuses in grammatical text for its meaning: symbols that cancel (TP - TP),
-# constants that fold to a zero divisor (TP/(1 - 1)), roots or logs of negatives (sqrt(-TP)).
-SEMANTIC_REJECTIONS = ("uses no confusion symbol", "division by zero", "is imaginary", "is not real")
+# constants that fold to a zero divisor (TP/(1 - 1)), roots or logs of negatives (sqrt(-TP)); and
+# beyond the structural limits of metricc.limits (nested powers, exp of exp).
+SEMANTIC_REJECTIONS = ("uses no confusion symbol", "division by zero", "is imaginary", "is not real",
+                       "has degree", "expands to up to", "exp() of an exp()")
 
 
 def _accepted(expression: MetricExpression) -> bool:

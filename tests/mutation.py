@@ -1,5 +1,6 @@
 """Mutation testing (opt-in, not in CI): does the suite fail when the code is wrong?
 
+    python tests/mutation.py budget           # metricc/budget.py (also parse, emit)
     python tests/mutation.py relax            # metricc/relax.py
     python tests/mutation.py derive           # metricc/derive.py
     python tests/mutation.py runtime          # metricc/runtime.py
@@ -52,6 +53,39 @@ def _matrix(path, test, metrics, relaxations=RELAXATIONS):
 
 
 SELECTIONS = {
+    # Budgets: deadlines, the watchdog, threads, ownership of exceptions; the analysis's use of them.
+    "budget": ["tests/test_budget.py",
+               "tests/test_hostile.py::test_the_nested_abs_metric_is_answered_within_the_budget",
+               "tests/test_hostile.py::test_every_expression_is_compiled_or_refused_within_the_budget",
+               "tests/test_analyze.py::test_unknown_says_what_was_tried_and_names_the_time_budget_only_when_it_ran_out"],
+    # The parser: the grammar, its refusals and positions, the written domain, hostile text, names, limits.
+    "parse": ["tests/test_parse.py", "tests/test_fuzz.py",
+              "tests/test_properties.py::test_printing_a_parsed_metric_and_parsing_it_again_gives_the_same_expression",
+              "tests/test_properties.py::test_round_trip_regressions",
+              "tests/test_properties.py::test_raw_expressions_parse_unless_their_symbols_cancel",
+              "tests/test_analyze.py::test_the_report_says_what_simplification_changed_in_the_written_domain",
+              "tests/test_analyze.py::test_poles_and_invalid_arguments_inside_the_domain",
+              "tests/test_hostile.py::test_nested_powers_and_exp_of_exp_are_refused_by_structure",
+              "tests/test_hostile.py::test_parameter_names_that_are_not_plain_identifiers",
+              "tests/test_hostile.py::test_a_parameter_name_with_code_is_refused",
+              "tests/test_hostile.py::test_a_relaxation_option_given_twice"],
+    # The code generator: every catalog metric once, names, options, the source's parts, standalone files.
+    "emit": [*_matrix("test_emit.py", "test_closed_form_backward_equals_autograd_of_plain_composition",
+                      ["f1", "mcc", "tversky", "gmean"], ["anyloss", "linear"]),
+             *[f"tests/test_emit.py::{name}" for name in (
+                 "test_a_single_threshold_other_than", "test_a_parameter_named_like_a_local",
+                 "test_weights_and_thresholds_against_plain_composition", "test_minimized_metric_loss_is_the_metric",
+                 "test_zero_division_policy", "test_generated_source_imports_only_the_runtime",
+                 "test_source_carries_metric_relaxation_parameters_and_derivation", "test_compile_is_cached_by_content",
+                 "test_compiled_loss_pickles", "test_metric_names_land_in_code",
+                 "test_cpu_float_path_equals_the_tensor_path", "test_cpu_float_path_leaves_undefined")],
+             "tests/test_derivation_text.py", "tests/test_curves.py", "tests/test_multiclass.py",
+             "tests/test_fuzz.py::test_metric_names_become_identifiers_or_are_refused",
+             "tests/test_fuzz.py::test_sources_and_descriptions_stay_inside_their_strings",
+             "tests/test_hostile.py::test_numpy_option_values", "tests/test_hostile.py::test_non_finite_option_values",
+             "tests/test_hostile.py::test_text_written_into_the_source",
+             "tests/test_hostile.py::test_any_parameter_name",
+             "tests/test_hostile.py::test_a_hand_built_metric_holds_only", "tests/test_cli_errors.py"],
     # The relaxations' parameters, specs, symbolic forms, amplifier ranges, and each relaxation once in a loss.
     "relax": ["tests/test_relax.py", "tests/test_derive.py",
               "tests/test_emit.py::test_source_carries_metric_relaxation_parameters_and_derivation",

@@ -39,6 +39,23 @@ def test_catalog_metrics_are_usable_and_their_direction_matches_the_catalog(name
     assert report.cpu_seconds < 5  # CPU time: the budget's clock, whatever else the machine runs
 
 
+# Segmentation metrics as users write them: focal Tversky as issue 24 spells it (its root's argument
+# 1 - TP/(TP + ...) is proved >= 0 over one common denominator) and Sudre et al.'s generalized Dice of
+# the two classes of a binary segmentation (foreground and background weighted 1/support^2).
+SEGMENTATION_TEXTS = [
+    "1 - (1 - TP/(TP + 0.3*FP + 0.7*FN))**0.75",
+    pytest.param("2*(TP/P**2 + TN/N**2)/((2*TP + FP + FN)/P**2 + (2*TN + FN + FP)/N**2)",
+                 marks=pytest.mark.slow),  # 3-7 s: its Lipschitz bound
+]
+
+
+@pytest.mark.parametrize("text", SEGMENTATION_TEXTS)
+def test_segmentation_metrics_as_written_have_proved_range_and_direction(text):
+    report = analyze(text)
+    assert report.ok, report.problem()
+    assert report.range == (0.0, 1.0) and report.direction == "maximize"
+
+
 @pytest.mark.parametrize("name", CATALOG)
 def test_stated_range_and_direction_hold_on_sampled_batches(name):
     report = analyze(name)

@@ -343,7 +343,12 @@ large_matrices = st.integers(0, 12).flatmap(lambda k: confusion_matrices(max_cou
 def test_every_metric_the_gate_accepts_has_a_proved_finite_range_that_matrices_up_to_n_1e12_respect(
         expression, matrices):
     note(expression.call("metricc.analyze"))
-    report = metricc.analyze(expression.text, expression.params or None)
+    try:
+        report = metricc.analyze(expression.text, expression.params or None)
+    except metricc.MetricCheckError as refused:  # the call's CPU budget (issue 22) ran out: refused, in bounded time
+        assert "did not finish within" in str(refused)
+        event("gate: out of time")
+        return
     note(f"report: ok {report.ok}, range {report.range}, problems {report.problems}")
     event(f"gate: {'accepts' if report.ok else 'refuses'}")
     f = OracleMetric(expression.text, expression.params)

@@ -53,7 +53,7 @@ def test_malformed_option_values_are_refused_by_the_parser(argv, message, capsys
     (["compile", "f1", "--thresholds", "0"], "thresholds must be numbers in (0, 1), got 0.0"),
     (["compile", "f1", "--thresholds", ",,"], "is empty; give at least one threshold in (0, 1)"),
     (["compile", "f1", "--zero-division", "inf"], "zero_division must be a finite number"),
-    (["compile", "f1", "--momentum", "2"], "momentum must be a number in [0, 1), got 2.0"),
+    (["compile", "f1", "--estimator", "running", "--momentum", "2"], "momentum must be a number in [0, 1), got 2.0"),
     (["compile", "f1", "--relaxation", "sigmoid:L=-3"], "Sigmoid: L must be positive, got -3.0"),
     (["compile", "f1", "--relaxation", "sigmoid:L=abc"], "relaxation option L='abc' needs a number"),
 ])
@@ -79,7 +79,7 @@ def test_an_output_path_through_a_file_is_an_error_not_a_traceback(tmp_path, cap
     (tmp_path / "notes.txt").write_text("a file, not a folder\n")
     code, _, err = run(["compile", "f1", "-o", str(tmp_path / "notes.txt" / "f1_loss.py")], capsys)
     assert code == 2
-    assert err.startswith("metricc: error: ") and "Not a directory" in err and "Traceback" not in err
+    assert err.startswith("metricc: error: ") and "notes.txt is a file, not a folder" in err and "Traceback" not in err
     assert (tmp_path / "notes.txt").read_text() == "a file, not a folder\n"
 
 

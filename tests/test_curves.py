@@ -176,21 +176,23 @@ def test_the_cpu_path_on_python_floats_equals_the_tensor_path(name, relaxation):
     zero_division."""
     from metricc import runtime
 
-    plan = metricc.compile_metric(name, relaxation=relaxation).plan
+    loss_fn = metricc.compile_metric(name, relaxation=relaxation)
+    plan = loss_fn.plan
     for seed, dtype in ((0, torch.float64), (1, torch.float64), (2, torch.float32)):
         generator = torch.Generator().manual_seed(seed)
         logits = torch.randn(150, generator=generator, dtype=dtype) * 2
         labels = (torch.rand(150, generator=generator) < 0.2).to(dtype)
         weight = torch.rand(150, generator=generator, dtype=dtype) if seed == 1 else None
-        table = runtime.soft_confusion(plan, logits, labels, weight)
+        loss_fn(logits, labels, weight)
+        table = loss_fn.segment_table  # (4, 1, 1, T)
         loss, factors = runtime._evaluate_curve_floats(plan, table)
-        expected_loss, expected_factors = runtime._evaluate_curve(plan, table)
+        expected_loss, expected_factors = runtime.evaluate(plan, table, allow_floats=False)
         tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-        assert loss.dtype == dtype and factors.shape == expected_factors.shape == (2, 1, table.shape[2])
+        assert loss.dtype == dtype and factors.shape == expected_factors.shape == (2, 1, 1, table.shape[-1])
         torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
         torch.testing.assert_close(factors, expected_factors, rtol=tolerance, atol=tolerance * factors.abs().max())
-    one_class = runtime.soft_confusion(plan, logits, torch.zeros_like(labels), None)
-    assert runtime._evaluate_curve_floats(plan, one_class) is None
+    loss_fn(logits, torch.zeros_like(labels))
+    assert runtime._evaluate_curve_floats(plan, loss_fn.segment_table) is None
 
 
 @pytest.mark.parametrize("name", ["auroc", "average_precision"])

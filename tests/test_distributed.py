@@ -66,6 +66,12 @@ CASES = {
     # batch into the same state, so the second step is the single process's second step on the whole batch.
     "f1_running_two_steps": dict(compile=dict(metric="f1", estimator="running", momentum=0.5, grad_average=False),
                                  two_steps=True),
+    # Dense (N, 3, 4, 5) logits and class indices: reduce='batch' all-reduces the (4, 1, 3, 1) table;
+    # reduce='image' keeps each image's entries and all-reduces only (Σ image losses, number of images).
+    "dense_dice_batch": dict(compile=dict(metric="dice", task="multiclass", num_classes=3, grad_average=False),
+                             columns=3, dense=True),
+    "dense_dice_image": dict(compile=dict(metric="dice", task="multiclass", num_classes=3, reduce="image",
+                                          grad_average=True), columns=3, dense=True),
 }
 
 
@@ -80,13 +86,18 @@ def _quiet():
 # Data and references (this process)
 
 
-def _shards(sizes, seed, no_positives_rank, weighted, columns=None, task=None):
+def _shards(sizes, seed, no_positives_rank, weighted, columns=None, task=None, dense=False):
     """Float64 logits, 0/1 targets and optional weights, one dict per rank; with ``columns``, (N, C) logits
     and class indices (multi-class) or (N, C) 0/1 labels (multi-label), the last class or label absent
     from rank 0's shard."""
     generator = torch.Generator().manual_seed(seed)
     shards = []
     for rank, size in enumerate(sizes):
+        if dense:
+            logits = torch.randn(size, columns, 4, 5, generator=generator, dtype=torch.float64)
+            target = torch.randint(columns, (size, 4, 5), generator=generator)
+            shards.append({"logits": logits, "target": target, "weight": None})
+            continue
         if columns is not None:
             logits = torch.randn(size, columns, generator=generator, dtype=torch.float64)
             if task == "multiclass":
@@ -127,8 +138,8 @@ def _oracle_loss(case, logits, target, weight):
     test_curves.py and test_running.py."""
     options = case.get("compile", {"metric": "f1"})
     name = options["metric"]
-    if case.get("two_steps") or name == "auroc":
-        return None
+    if case.get("two_steps") or name == "auroc" or case.get("dense"):
+        return None  # dense: tests/test_dense.py holds MONAI and the plain sums as oracles
     task = options.get("task", "binary")
     if task != "binary":
         relaxation = Relaxation.from_spec("identity" if task == "multiclass" else "anyloss")
@@ -186,7 +197,8 @@ def _plan(world_size, folder: Path):
         sizes = EMPTY_SHARD_SIZES[world_size] if case.get("empty_shard") else SHARD_SIZES[world_size]
         no_positives = None if case.get("empty_shard") else 0
         cases[name] = {"shards": _shards(sizes, 100 + index, no_positives, case.get("weighted", False),
-                                         case.get("columns"), case.get("compile", {}).get("task"))}
+                                         case.get("columns"), case.get("compile", {}).get("task"),
+                                         case.get("dense", False))}
     x, y = _ddp_data(world_size)
     return {"cases": cases, "standalone": str(standalone), "ddp": {"x": x, "y": y}}
 

@@ -99,6 +99,27 @@ def test_a_parameter_named_like_a_local_of_the_generated_code_keeps_its_value(pa
     torch.testing.assert_close(z.grad, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("text", ["sqrt(TP*alpha)*(FN + 2*TP)", "sqrt(TP/alpha) - FN", "TP*log(alpha) + exp(alpha)*FN",
+                                  "abs(alpha - 1)*TP - FP"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_term_of_parameters_alone_is_evaluated_on_every_path(text, dtype):
+    """Found by test_properties.py: sympy's cse lifts sqrt(alpha) out of sqrt(TP*alpha) into its own line, which
+    reached torch.sqrt as a Python float on the tensor path (a batch of one class, where the float path gives up)."""
+    loss_fn = metricc.compile_metric(text, params={"alpha": 0.5}, check=False, direction="minimize",
+                                     relaxation="identity")
+    for target in (torch.tensor([1, 0, 1, 0]), torch.zeros(4, dtype=torch.long)):
+        logits = torch.tensor([0.3, -1.0, 2.0, 0.5], dtype=dtype)
+        z = logits.clone().requires_grad_(True)
+        loss = loss_fn(z, target)
+        loss.backward()
+        reference, expected = autograd_value_and_grad(ReferenceMetric(text, {"alpha": 0.5}),
+                                                      Relaxation.from_spec("identity"), "minimize",
+                                                      logits.double(), target)
+        torch.testing.assert_close(loss.detach().double(), reference, rtol=1e-5, atol=1e-6)
+        if torch.isfinite(expected).all():  # sqrt(TP/alpha) at TP = 0 has no derivative: zero_division's case
+            torch.testing.assert_close(z.grad.double(), expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["f1", "mcc", "balanced_accuracy"])
 def test_weights_and_thresholds_against_plain_composition(name):
     thresholds = [0.2, 0.35, 0.5, 0.65, 0.8]
@@ -299,12 +320,13 @@ PIECEWISE_METRICS = ["min(TP/P, TN/N)", "max(TP/(TP+FP), 0.3) * TP/P", "1 - abs(
 
 
 def _evaluations(loss_fn, table):
-    """The runtime's two evaluations of one (4, C, T) table: Python floats and tensors."""
+    """The runtime's two evaluations of one (4, C, T) table (one segment): Python floats and tensors."""
     plan = loss_fn.plan
-    floats = metricc.runtime._evaluate_floats(plan, table, None)
+    table = table.unsqueeze(1)  # (4, S = 1, C, T)
+    floats = metricc.runtime._evaluate_floats(plan, table)
     if floats is not None and isinstance(floats[1], metricc.runtime.FloatFactors):  # one binary column
         floats = (floats[0], floats[1].tensor(floats[0]))
-    return floats, metricc.runtime._evaluate_tensors(plan, table, None)
+    return floats, metricc.runtime.evaluate(plan, table, allow_floats=False)
 
 
 @pytest.mark.parametrize("name", CATALOG + PIECEWISE_METRICS)
@@ -327,7 +349,7 @@ def test_cpu_float_path_leaves_undefined_batches_to_the_tensor_path():
     no_positives = torch.tensor([0.0, 0.0, 3.0, 7.0], dtype=torch.float64).view(4, 1, 1)  # TP, FN, FP, TN
     floats, _ = _evaluations(loss_fn, no_positives)
     assert floats is None
-    loss, factors = metricc.runtime.evaluate(loss_fn.plan, no_positives)
+    loss, factors = metricc.runtime.evaluate(loss_fn.plan, no_positives.unsqueeze(1), allow_floats=True)
     assert loss.item() == 0.75 and (factors == 0).all()  # 1 - zero_division, no gradient
 
 
@@ -343,13 +365,11 @@ def test_cpu_float_path_takes_torch_sign_convention_at_ties():
 
 @pytest.mark.parametrize("name", ["f1", "mcc", "specificity", "gmean", "npv"])
 @pytest.mark.parametrize("relaxation", ["anyloss", "linear", "identity", "sol"])
-def test_the_straight_line_binary_function_is_the_general_path_bit_for_bit(name, relaxation):
-    """MetricLoss serves one binary column on the CPU with _BinaryLossFunction; sync=True without a process
-    group takes the general path (_EagerMetricLossFunction) on the same table. Losses and gradients must be
-    identical, on mixed, single-class, saturated, weighted and float32 batches."""
+def test_sync_without_a_process_group_is_the_batch_loss_bit_for_bit(name, relaxation):
+    """sync=True without a process group must change nothing: losses and gradients identical to sync=False, on
+    mixed, single-class, saturated, weighted and float32 batches (both take the elementwise path)."""
     straight = metricc.compile_metric(name, relaxation=relaxation)
     general = metricc.compile_metric(name, relaxation=relaxation, sync=True)
-    assert straight._straight and not general._straight
     generator = torch.Generator().manual_seed(CATALOG.index(name))
     float64 = dict(dtype=torch.float64)
     batches = [(torch.randn(37, generator=generator, **float64) * 3, torch.rand(37, generator=generator) < 0.3, None),

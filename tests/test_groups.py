@@ -115,6 +115,28 @@ def test_float32_input_gives_the_float64_reference_within_float32_rounding():
     torch.testing.assert_close(z.grad.double(), grad, rtol=1e-3, atol=1e-6 * grad.abs().max().item())
 
 
+def test_dense_input_with_one_group_per_image_is_the_loss_of_its_pixels_each_in_its_image_group():
+    """The tables come from the runtime's path on its segment axis: (N, H, W) logits with a group per image give
+    the loss, the gradient and the multipliers' step of the N·H·W pixels, each carrying its image's group."""
+    case = PROBLEMS["accuracy_tpr_gap"]
+    dense, flat = _compile(case), _compile(case)
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 5, 4, generator=generator, dtype=torch.float64)
+    target = (torch.rand(6, 5, 4, generator=generator) < 0.4).double()
+    ids = torch.tensor([0, 1, 2, 0, 1, 2])
+    dense.multipliers.fill_(0.7)
+    flat.multipliers.fill_(0.7)
+    z = logits.clone().requires_grad_(True)
+    value = dense(z, target, groups=ids)
+    value.backward()
+    z_flat = logits.reshape(-1).clone().requires_grad_(True)
+    expected = flat(z_flat, target.reshape(-1), groups=ids.repeat_interleave(20))
+    expected.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(z.grad.reshape(-1), z_flat.grad, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(dense.multipliers, flat.multipliers, rtol=1e-12, atol=1e-12)
+
+
 def _hard_rates(matrix):
     (tn, fp), (fn, tp) = matrix
     return dict(tpr=tp / (tp + fn), precision=tp / (tp + fp), fpr=fp / (fp + tn), rate=(tp + fp) / matrix.sum())

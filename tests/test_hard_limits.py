@@ -58,6 +58,7 @@ def _score(name, y, p, zero_division=0.0):
         "jaccard": m.jaccard_score(y, p, **zd),
         "threat_score": m.jaccard_score(y, p, **zd),
         "tversky": tp / (tp + 0.3 * fp + 0.7 * fn),  # alpha = 0.3, beta = 0.7, the catalog's defaults
+        "focal_tversky": 1 - (1 - tp / (tp + 0.3 * fp + 0.7 * fn)) ** 0.75,  # and gamma = 4/3
         "gmean": math.sqrt(recall * specificity),
         "balanced_accuracy": m.balanced_accuracy_score(y, p),
         "informedness": m.balanced_accuracy_score(y, p, adjusted=True),

@@ -17,6 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "metricc"
 STAGES = {
     # the IR and what every stage uses; the runtime imports only torch (generated modules import it)
     "errors": 0, "budget": 0, "metric": 0, "catalog": 0, "signs": 0, "runtime": 0, "curves": 0,
+    # the limits and the names every Metric is checked against, and safe file writing
+    "limits": 0, "names": 0, "files": 0,
     "parse": 1,
     # the analysis and its helpers; simplify sits here because analyze and derive both tidy
     "analyze": 2, "domain": 2, "interval": 2, "simplify": 2,

@@ -55,6 +55,7 @@ def _choices(parser, *path, option):
     ("compile", "--task", runtime.TASKS), ("compile", "--average", runtime.AVERAGES),
     ("compile", "--estimator", runtime.ESTIMATORS), ("derive", "--task", runtime.TASKS),
     ("experiment", "--estimator", runtime.ESTIMATORS),
+    ("experiment", "--task", (*runtime.TASKS, "segmentation", "constrained", "fairness")),
 ])
 def test_the_command_line_offers_the_runtime_choices(command, option, constant):
     assert _choices(build_parser(), command, option=option) == constant

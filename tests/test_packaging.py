@@ -58,8 +58,10 @@ def test_non_editable_install_ships_the_catalog(wheel, tmp_path):
 
 
 def test_import_does_not_pull_in_optional_or_test_dependencies():
-    optional = ("sklearn", "matplotlib", "hypothesis", "pandas", "scipy", "lightning", "transformers", "torchmetrics")
-    script = f"import sys, metricc; print(' '.join(m for m in {optional!r} if m in sys.modules))"
+    optional = ("sklearn", "matplotlib", "hypothesis", "pandas", "scipy", "lightning", "transformers", "torchmetrics",
+                "monai")
+    script = ("import sys, metricc, metricc.cli; metricc.cli.build_parser(); "
+              f"print(' '.join(m for m in {optional!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr

@@ -50,7 +50,7 @@ def test_catalog_has_at_least_twenty_metrics_with_required_names():
     names = set(catalog())
     required = {"accuracy", "error_rate", "precision", "recall", "specificity", "npv", "f1", "fbeta", "gmean",
                 "balanced_accuracy", "mcc", "jaccard", "fowlkes_mallows", "informedness", "markedness",
-                "cohen_kappa", "tversky", "dice", "threat_score"}
+                "cohen_kappa", "tversky", "dice", "threat_score", "focal_tversky"}
     assert required <= names and len(names) >= 20
     for entry in catalog().values():
         parse(entry.name)  # every entry parses
@@ -86,11 +86,22 @@ def test_parameters_are_symbols_until_bound():
     assert metric.bound_expr().subs({TP: 1, FN: 1}) == pytest.approx(0.25)
 
 
+def test_parameters_in_exponents_take_their_values_when_the_metric_is_read():
+    metric = parse("1 - ((a*FP + b*FN)/(TP + a*FP + b*FN))**(1/g)", {"a": 0.3, "b": 0.7, "g": 4 / 3})
+    assert sympy.Rational(3, 4) in {power.exp for power in metric.expr.atoms(sympy.Pow)}  # 1/(4/3), exactly
+    assert metric.param_values == {"a": 0.3, "b": 0.7}  # g is in no expression any more
+    assert parse("(TP/(TP + FN))**g", {"g": 0.1}).expr == (TP / (TP + FN)) ** sympy.Rational(1, 10)
+    focal = parse("focal_tversky", {"gamma": 2.0}).bound_expr().subs({TP: 7, FN: 3, FP: 2, TN: 13})
+    assert float(focal) == pytest.approx(1 - (1 - 7 / (7 + 0.3 * 2 + 0.7 * 3)) ** 0.5)
+    with pytest.raises(metricc.MetricSyntaxError, match="larger than 64"):
+        parse("(TP/(TP + FN))**(1/g)", {"g": 0.001})
+
+
 @pytest.mark.parametrize("text, fragment, culprit", [
     ("2*TP/(2*TP+FP+FX)", "unknown name 'FX': did you mean 'FP' or 'FN'", "FX"),
     ("__import__('os').system('id')", "attribute access", "__import__('os').system"),
     ("TP.__class__", "attribute access", "TP.__class__"),
-    ("FN**TP", "exponents must be numbers", "TP"),
+    ("FN**TP", "exponents must be numbers or parameters", "TP"),
     ("(1+b**2)*TP/((1+b**2)*TP+b**2*FN+FP)", "parameter 'b' has no value", "b"),
     ("tp/(tp+FN)", "did you mean 'TP'", "tp"),
     ("foo(TP)", "function 'foo' is not allowed", "foo"),

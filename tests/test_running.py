@@ -107,7 +107,8 @@ def test_a_checkpoint_restored_mid_training_gives_the_same_next_step():
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict()},
                buffer)
-    assert set(loss_fn.state_dict()) == {"running_rates", "running_weight"}
+    # running_metric: the fingerprint of the metric the rates belong to (issue 22: load_state_dict checks it)
+    assert set(loss_fn.state_dict()) == {"running_rates", "running_weight", "running_metric"}
     expected = [step(model, loss_fn, optimizer, z, y) for z, y in steps[3:]]
     buffer.seek(0)
     saved = torch.load(buffer)

@@ -44,7 +44,7 @@ SAME_NAME = {
 CURVES = {"auroc": "AUROC", "average_precision": "AveragePrecision"}
 NO_COUNTERPART = {  # catalog metrics torchmetrics has no class for (scikit-learn's hard-limit test covers them)
     "fpr", "fnr", "dice", "threat_score", "tversky", "gmean", "balanced_accuracy", "informedness", "markedness",
-    "fowlkes_mallows",
+    "fowlkes_mallows", "focal_tversky",
 }
 MULTILABEL = {"accuracy", "precision", "recall", "specificity", "npv", "f1", "fbeta", "f2", "f05", "jaccard"}
 MULTICLASS_SAME = {"precision", "recall", "specificity", "npv", "f1", "fbeta", "f2", "f05", "jaccard"}

@@ -205,7 +205,12 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
             header = next(reader, None)
             if header is None:
                 raise DatasetError(f"{path} is empty")
-            return [column.strip() for column in header], [row for row in reader if row]
+            header = [column.strip() for column in header]
+            for index, column in enumerate(header):  # a dict of columns would silently keep the last one
+                if column in header[:index]:
+                    raise DatasetError(f"{path}: the header names column {column!r} twice (columns "
+                                       f"{header.index(column) + 1} and {index + 1}); rename one")
+            return header, [row for row in reader if row]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path} is not a readable UTF-8 CSV file ({exc})") from None
 
@@ -239,6 +244,9 @@ def _binary_labels(values: list[str], where: str) -> np.ndarray:
     return y
 
 
+MAX_FEATURE = 1e150  # its square, summed over a million rows, stays finite in float64
+
+
 def _as_number(value: str) -> float | None:
     """The number in a cell; NaN for a missing marker or a non-finite number; None for text."""
     if value.lower() in _MISSING:
@@ -257,6 +265,11 @@ def _encode_column(column: str, values: list[str], path: Path) -> tuple[np.ndarr
         missing = np.isnan(array)
         if missing.all():
             raise DatasetError(f"{path}: column {column!r} has no value in any row; drop it (--drop-columns)")
+        largest = int(np.nanargmax(np.abs(array)))
+        if abs(array[largest]) > MAX_FEATURE:  # standardising squares the values: 1e308 trained into NaN
+            raise DatasetError(f"{path}: column {column!r} holds {array[largest]:g} (line {largest + 2}); features "
+                               f"beyond ±{MAX_FEATURE:g} cannot be standardised in float64 (their squares overflow): "
+                               "rescale the column")
         if not missing.any():
             return array[:, None], [column], None
         block = np.stack([array, missing.astype(np.float64)], axis=1)

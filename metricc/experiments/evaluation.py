@@ -166,6 +166,8 @@ EVALUATORS: dict[str, Evaluator] = {
                               counts=_c_jaccard),
     "tversky": Evaluator("Tversky (0.3, 0.7)", _tversky,
                          counts=lambda tp, fn, fp, tn: _div(tp, tp + 0.3 * fp + 0.7 * fn)),
+    "focal_tversky": Evaluator("focal Tversky (0.3, 0.7, 4/3)", lambda y, p: 1.0 - (1.0 - _tversky(y, p)) ** 0.75,
+                               counts=lambda tp, fn, fp, tn: 1.0 - (1.0 - _div(tp, tp + 0.3 * fp + 0.7 * fn)) ** 0.75),
     "gmean": Evaluator("G-mean", lambda y, p: math.sqrt(_recall(y, p) * _specificity(y, p)),
                        counts=lambda *c: np.sqrt(_c_recall(*c) * _c_specificity(*c))),
     "balanced_accuracy": Evaluator("balanced accuracy", skm.balanced_accuracy_score, counts=_c_balanced_accuracy),

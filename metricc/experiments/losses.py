@@ -242,6 +242,8 @@ def _parse_options(text: str, allowed: Mapping[str, float] | tuple[str, ...], wh
         if not sep or key not in allowed:
             raise LossNameError(f"{where}: option {item!r} must be one of "
                                 f"{', '.join(f'{k}=...' for k in allowed)}")
+        if key in options:
+            raise LossNameError(f"{where}: option {key!r} is given twice; give it once")
         options[key] = _number(value.strip(), f"{where}: {key}")
     return options
 

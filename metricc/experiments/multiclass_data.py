@@ -15,6 +15,7 @@ cells NaN with an indicator column, imputed per training fold). ``digits`` is sc
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,7 +159,7 @@ def _integer(value: str, where: str, line: int) -> int:
         number = float(value)
     except ValueError:
         raise DatasetError(f"{where}: labels must be whole numbers, found {value!r} on line {line}") from None
-    if number != int(number):
+    if not math.isfinite(number) or number != int(number):
         raise DatasetError(f"{where}: labels must be whole numbers, found {value!r} on line {line}")
     return int(number)
 
@@ -168,10 +169,14 @@ def _class_indices(values: list[str], where: str) -> tuple[np.ndarray, tuple[str
     if y.min() < 0:
         raise DatasetError(f"{where}: class indices must be 0 or more, found {y.min()}")
     classes = int(y.max()) + 1
-    missing = sorted(set(range(classes)) - set(y.tolist()))
+    present = set(y.tolist())
+    # Every class needs rows, so C ≤ the number of rows; the first missing classes lie below len(present) + 10
+    # (never build range(C): a label of 10**9 made a set of a billion numbers).
+    missing = [c for c in range(min(classes, len(present) + 10)) if c not in present]
     if missing:
-        raise DatasetError(f"{where}: classes must be numbered 0 … C − 1 with rows in each; no rows of class(es) "
-                           f"{', '.join(map(str, missing[:10]))}")
+        largest = f" (the largest label, {classes - 1}, makes C = {classes})" if classes > len(y) else ""
+        raise DatasetError(f"{where}: classes must be numbered 0 … C − 1 with rows in each{largest}; no rows of "
+                           f"class(es) {', '.join(map(str, missing[:10]))}")
     if classes < 2:
         raise DatasetError(f"{where}: every row has class 0; a multi-class task needs two or more classes")
     return y, tuple(str(c) for c in range(classes))

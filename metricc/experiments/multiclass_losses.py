@@ -148,6 +148,8 @@ def _options(text: str, allowed: dict[str, float], entry: str) -> dict[str, floa
         if not equals or key.strip() not in allowed:
             raise TaskLossError(f"loss {entry!r}: option {item!r} must be one of "
                                 f"{', '.join(f'{k}=...' for k in allowed)}")
+        if key.strip() in options:
+            raise TaskLossError(f"loss {entry!r}: option {key.strip()!r} is given twice; give it once")
         try:
             options[key.strip()] = float(value)
         except ValueError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import statistics
 import sys
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import check_writable, write_file
 from .multiclass_data import DatasetError, TaskDataset, load_named, load_task_csv, runs
 from .multiclass_evaluation import evaluation_rows, row_label, score
 from .multiclass_losses import TaskLoss, TaskLossError, build_task_loss, parse_task_losses
 from .multiclass_relaxations import PrototypeMetricLoss, SoftPrediction, closeness, parse_soft_prediction
-from .training import TrainingError, TrainingRun, predict_logits
+from .training import TrainingError, TrainingRun, check_device, predict_logits
 
 MODELS = ("slp", "mlp", "resnet")
 EPOCHS = {"slp": 100, "mlp": 100, "resnet": 30}
@@ -277,9 +279,7 @@ def write_reports(results: list[TaskResult], out: Path, command: str, overwrite:
         paths = {"md": out / f"{stem}.md", "runs": out / f"{stem}_runs.csv"}
         if any(run.probes for r in group for run in r.runs):
             paths["probes"] = out / f"{stem}_probes.csv"
-        existing = [p for p in paths.values() if p.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(f"{existing[0]} exists; pass --force to overwrite")
+        check_writable(paths.values(), overwrite)
         parts = [f"# {key[0]} experiments, {key[1]}", "", f"`{command}`", ""]
         parts += [markdown_table(r) for r in group]
         comparison = [line for r in group for line in comparison_lines(r)]
@@ -287,28 +287,30 @@ def write_reports(results: list[TaskResult], out: Path, command: str, overwrite:
             parts += ["### Compiled losses against the baselines (mean paired difference ± standard error)", "",
                       "| dataset | loss | score | baseline | difference | verdict |", "|---|---|---|---|---:|---|",
                       *comparison, ""]
-        paths["md"].write_text("\n".join(parts))
-        with open(paths["runs"], "w", newline="") as handle:
-            writer = csv.writer(handle)
-            rows = sorted({row for r in group for row in r.rows})
-            writer.writerow(["dataset", "model", "loss", "run", "split", "cpu_seconds", "final_loss", "failed", *rows])
+        write_file(paths["md"], "\n".join(parts), overwrite=overwrite)
+        runs = io.StringIO(newline="")
+        writer = csv.writer(runs)
+        rows = sorted({row for r in group for row in r.rows})
+        writer.writerow(["dataset", "model", "loss", "run", "split", "cpu_seconds", "final_loss", "failed", *rows])
+        for r in group:
+            for run in r.runs:
+                writer.writerow([r.dataset, r.model, run.loss, run.run, run.label, f"{run.seconds:.3f}",
+                                 f"{run.final_loss:.6g}", run.failed or "",
+                                 *[f"{run.scores[row]:.6f}" if row in run.scores else "" for row in rows]])
+        write_file(paths["runs"], runs.getvalue(), overwrite=overwrite)
+        if "probes" in paths:
+            probes = io.StringIO(newline="")
+            writer = csv.writer(probes)
+            fields = ["epoch", "rows", "mass_off_argmax", "entry_gap", "metric_gap", "soft_metric", "hard_metric",
+                      "classes_predicted", "wrong_row_gradient"]
+            writer.writerow(["dataset", "model", "loss", "run", *fields])
             for r in group:
                 for run in r.runs:
-                    writer.writerow([r.dataset, r.model, run.loss, run.run, run.label, f"{run.seconds:.3f}",
-                                     f"{run.final_loss:.6g}", run.failed or "",
-                                     *[f"{run.scores[row]:.6f}" if row in run.scores else "" for row in rows]])
-        if "probes" in paths:
-            with open(paths["probes"], "w", newline="") as handle:
-                writer = csv.writer(handle)
-                fields = ["epoch", "rows", "mass_off_argmax", "entry_gap", "metric_gap", "soft_metric", "hard_metric",
-                          "classes_predicted", "wrong_row_gradient"]
-                writer.writerow(["dataset", "model", "loss", "run", *fields])
-                for r in group:
-                    for run in r.runs:
-                        for probe in run.probes:
-                            writer.writerow([r.dataset, r.model, run.loss, run.run,
-                                             *[probe[f] if isinstance(probe[f], (int, str)) else f"{probe[f]:.6g}"
-                                               for f in fields]])
+                    for probe in run.probes:
+                        writer.writerow([r.dataset, r.model, run.loss, run.run,
+                                         *[probe[f] if isinstance(probe[f], (int, str)) else f"{probe[f]:.6g}"
+                                           for f in fields]])
+            write_file(paths["probes"], probes.getvalue(), overwrite=overwrite)
         written.update({f"{stem}.{k}": p for k, p in paths.items()})
     return written
 
@@ -368,10 +370,9 @@ def run_task_from_args(args) -> int:
                 if tables:
                     raise ValueError(f"--model resnet needs image data; {', '.join(tables)} are tables")
         for model in models:  # fail before training, not after
-            for suffix in (".md", "_runs.csv", "_probes.csv"):
-                path = Path(args.out) / f"multi_{task}_{model}{suffix}"
-                if path.exists() and not args.force:
-                    raise FileExistsError(f"{path} exists; pass --force to overwrite")
+            check_writable([Path(args.out) / f"multi_{task}_{model}{suffix}"
+                            for suffix in (".md", "_runs.csv", "_probes.csv")], args.force)
+        check_device(args.device)
     except (TaskLossError, DatasetError, ValueError, FileExistsError) as exc:
         return _error(str(exc))
     torch.set_num_threads(args.threads)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import check_writable, save_figure, write_file
 from .protocol import DatasetResult, ExperimentConfig
 
 ACHIEVEMENT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
@@ -136,7 +137,10 @@ def folds_csv(results: list[DatasetResult]) -> str:
 
 
 def achievement_rate(curve: np.ndarray, epoch: int) -> float:
-    """AnyLoss eq. 14: the share of the total loss decrease reached after ``epoch`` epochs."""
+    """AnyLoss eq. 14: the share of the total loss decrease reached after ``epoch`` epochs; NaN where the curve
+    stops before (the mean curve of a loss whose training diverged in some fold stops at that epoch)."""
+    if len(curve) < max(epoch, 1):
+        return float("nan")
     total = curve[0] - curve[-1]
     return float((curve[0] - curve[epoch - 1]) / total) if total else float("nan")
 
@@ -174,7 +178,7 @@ def learning_time_markdown(results: list[DatasetResult], config: ExperimentConfi
     out.write("\nAchievement rate (AnyLoss eq. 14, Table 9): share of the total decrease of the mean training "
               "loss reached after a given share of the epochs.\n")
     for result in results:
-        epochs = len(result.mean_curve(names[0]))
+        epochs = max(len(result.mean_curve(name)) for name in names)
         marks = sorted({max(1, round(f * epochs)) for f in ACHIEVEMENT_FRACTIONS})
         out.write(f"\n**{result.dataset}**\n\n| loss | " + " | ".join(f"epoch {m}" for m in marks) + " |\n")
         out.write("|---|" + "---:|" * len(marks) + "\n")
@@ -209,7 +213,8 @@ def _color(spec, index: int):
     return palette(0.45 + 0.5 * ((index * 0.37) % 1.0))
 
 
-def plot_learning_curves(results: list[DatasetResult], config: ExperimentConfig, path: Path) -> None:
+def plot_learning_curves(results: list[DatasetResult], config: ExperimentConfig, path: Path, *,
+                         overwrite: bool = False) -> None:
     """Figure 5: mean training loss per epoch over folds, one panel per dataset; BCE red, AnyLoss blue, SOL green."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -236,10 +241,11 @@ def plot_learning_curves(results: list[DatasetResult], config: ExperimentConfig,
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path, overwrite=overwrite)
 
 
-def plot_validation_curves(result: DatasetResult, config: ExperimentConfig, path: Path) -> None:
+def plot_validation_curves(result: DatasetResult, config: ExperimentConfig, path: Path, *,
+                           overwrite: bool = False) -> None:
     """Held-out metrics per epoch (mean over folds), one panel per reported metric, one line per loss.
 
     Each metric is on its own axis and scale, so losses of different scales compare at a glance;
@@ -281,7 +287,7 @@ def plot_validation_curves(result: DatasetResult, config: ExperimentConfig, path
     else:
         figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
         figure.tight_layout(rect=(0, 0.6 / (3.4 * lines + 0.6) + 0.02, 1, 0.96))
-    figure.savefig(path)
+    save_figure(figure, path, overwrite=overwrite)
 
 
 def validation_curve_paths(results: list[DatasetResult], folder: Path) -> list[Path]:
@@ -312,7 +318,6 @@ def write_all(results: list[DatasetResult], config: ExperimentConfig, out: Path,
     """Write every output file into ``out`` (created if missing); refuses to replace files unless ``overwrite``."""
     paths = output_paths(out, config.model)
     ensure_writable(paths, overwrite, validation_curve_paths(results, paths["validation_dir"]))
-    mode = "w" if overwrite else "x"
     texts = {
         "scores_md": scores_markdown(results, config, command),
         "scores_csv": scores_csv(results),
@@ -322,13 +327,12 @@ def write_all(results: list[DatasetResult], config: ExperimentConfig, out: Path,
         "config_json": config_json(results, config, command),
     }
     for key, text in texts.items():
-        with open(paths[key], mode, encoding="utf-8") as handle:
-            handle.write(text)
-    plot_learning_curves(results, config, paths["curves_png"])
+        write_file(paths[key], text, overwrite=overwrite)
+    plot_learning_curves(results, config, paths["curves_png"], overwrite=overwrite)
     paths["validation_dir"].mkdir(exist_ok=True)
     for result, path in zip(results, validation_curve_paths(results, paths["validation_dir"])):
         if any(run.curve_epochs for run in result.folds):
-            plot_validation_curves(result, config, path)
+            plot_validation_curves(result, config, path, overwrite=overwrite)
     return paths
 
 
@@ -336,7 +340,8 @@ def ensure_writable(paths: dict[str, Path], overwrite: bool, more: list[Path] = 
     """Create the output folder; raise FileExistsError if a result file exists and ``overwrite`` is off."""
     folder = next(iter(paths.values())).parent
     folder.mkdir(parents=True, exist_ok=True)
-    existing = [str(p) for p in [*paths.values(), *more] if p.exists() and p.is_file()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --force to overwrite, "
-                              "or choose another --out folder")
+    files = [path for key, path in paths.items() if not key.endswith("_dir")]
+    try:  # every file the run writes, PNGs included: a link planted there (even a dangling one) counts
+        check_writable([*files, *more], overwrite)
+    except FileExistsError as error:
+        raise FileExistsError(f"{error}, or choose another --out folder") from None

@@ -20,7 +20,8 @@ MODELS = ("slp", "mlp", "resnet")  # as in models.py, which imports torch
 TIE_RULES = ("se", "wilcoxon")  # as in summary.py
 RESETS = ("never", "epoch")  # as in protocol.py
 DEFAULT_MOMENTUM = 0.9  # as in metricc.compile_metric
-EXPERIMENT_TASKS = (*TASKS, "constrained", "fairness")  # the runtime's tasks, and the constraint experiments
+EXPERIMENT_TASKS = (*TASKS, "segmentation", "constrained", "fairness")  # the runtime's tasks, the U-Net
+# experiment (segmentation_cli.py) and the constraint experiments (constrained_runner.py)
 
 
 def _positive_int(text: str) -> int:
@@ -38,8 +39,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"needs a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"needs a positive number, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"needs a finite positive number, got {text!r}")
     return value
 
 
@@ -177,8 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "--datasets digits, all ten digits); multilabel: CSV files with 0/1 label_* columns. "
                             "A 'split' column (train/test) is used as the split. Losses: ce, wce (multiclass), "
                             "bce, bce-pw, sigmoidf1 (multilabel), [macro-|micro-|weighted-]<metric>[@relaxation]; "
-                            "constrained: an objective subject to --constraint, against baselines with thresholds "
-                            "picked on the training data; fairness: accuracy under a gap bound across --protected "
+                            "segmentation: a U-Net on nuclei images (options below); constrained: an objective "
+                            "subject to --constraint, against baselines with thresholds picked on the training data; "
+                            "fairness: accuracy under a gap bound across --protected "
                             "groups (docs/constraints.md)")
     tasks.add_argument("--repeats", type=_positive_int, default=3,
                        help="--task multiclass/multilabel: training runs on a table's own train/test split "
@@ -191,6 +193,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .constrained_runner import add_arguments as add_constraint_arguments
 
     add_constraint_arguments(parser)
+    from .segmentation_cli import add_arguments as add_segmentation_arguments
+
+    add_segmentation_arguments(parser)
     evaluation = parser.add_argument_group("evaluation and output")
     evaluation.add_argument("--threshold", type=_threshold, default=0.5, metavar="T|compiled|tuned",
                             help="threshold on σ(logit) for the main tables' hard predictions (default 0.5); "
@@ -285,6 +290,10 @@ def run_from_args(args) -> int:
         from .constrained_runner import run_from_args as run_constraint_task
 
         return run_constraint_task(args)
+    if args.task == "segmentation":
+        from .segmentation_cli import run_from_args as run_segmentation_from_args
+
+        return run_segmentation_from_args(args)
     if args.task != "binary":
         from .multiclass_protocol import run_task_from_args
 
@@ -293,17 +302,23 @@ def run_from_args(args) -> int:
         return _summary_only(args)
     import torch
 
+    from ..cli import unique_params
     from .datasets import DatasetError, check_folds
     from .losses import LossNameError, parse_losses
     from .protocol import ExperimentConfig, run_dataset
     from .report import ensure_writable, output_paths, write_all
     from .summary import ScoreTable, summary_paths, write_summary
+    from .training import check_device
 
     if args.estimator != "running" and (args.momentum is not None or args.reset_estimate != "never"):
         option = "--momentum" if args.momentum is not None else "--reset-estimate"
         return _error(f"{option} applies to the running estimator; add --estimator running")
     try:
-        losses = parse_losses(args.losses, dict(args.param))
+        params = unique_params(args.param)
+    except ValueError as exc:  # a --param given twice
+        return _error(str(exc))
+    try:
+        losses = parse_losses(args.losses, params)
     except LossNameError as exc:
         message = str(exc)
         return _error(message if message.startswith("--") else f"--losses: {message}")
@@ -327,9 +342,9 @@ def run_from_args(args) -> int:
     except (DatasetError, FileExistsError, ValueError) as exc:
         return _error(str(exc))
     try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        return _error(f"--device: {exc}")
+        device = check_device(args.device)
+    except ValueError as exc:
+        return _error(str(exc))
     torch.set_num_threads(args.threads)
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     command = command_line(args)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_file
+
 TIE_RULES = ("se", "wilcoxon")
 GOAL_SET = {"fixed": ("wbce", "focal", "bce+tuned"), "tuned": ("wbce+tuned", "focal+tuned", "bce+tuned")}
 GOAL_BEAT = {"fixed": ("bce", "mse"), "tuned": ("bce+tuned", "mse+tuned")}
@@ -428,7 +430,7 @@ def comparisons_csv(comparisons: list[Comparison]) -> str:
 OUTCOME_COLORS = {"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828"}
 
 
-def plot_summary(table: ScoreTable, comparisons: list[Comparison], path: Path) -> None:
+def plot_summary(table: ScoreTable, comparisons: list[Comparison], path: Path, *, overwrite: bool = False) -> None:
     """Per dataset, the compiled loss's mean difference to the best baseline, sorted; one panel per
     (model, threshold rule) row and compiled loss column. Bars: green win, grey tie, red loss; whiskers ±SE.
     The best baseline is the goal's "best of (wbce, focal, bce+tuned)" where the run has them, else the
@@ -470,18 +472,20 @@ def plot_summary(table: ScoreTable, comparisons: list[Comparison], path: Path) -
         axis.tick_params(axis="y", labelsize=7)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    save_compact_png(figure, path)
+    save_compact_png(figure, path, overwrite=overwrite)
 
 
-def save_compact_png(figure, path: Path, colors: int = 64) -> None:
+def save_compact_png(figure, path: Path, colors: int = 64, *, overwrite: bool = False) -> None:
     """Save a figure as a PNG with an adaptive palette of ``colors`` colours: a third of the size, same look."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     buffer.seek(0)
     from PIL import Image  # a dependency of matplotlib
 
+    compact = io.BytesIO()
     with Image.open(buffer) as image:
-        image.convert("RGB").quantize(colors=colors).save(path, optimize=True)
+        image.convert("RGB").quantize(colors=colors).save(compact, format="png", optimize=True)
+    write_file(path, compact.getvalue(), overwrite=overwrite)  # never through a link, never half-written
 
 
 def _best_baseline_items(comparisons, model, rule, loss) -> tuple[str, list[Comparison]] | None:
@@ -501,15 +505,13 @@ def write_summary(table: ScoreTable, out: Path, tie_rule: str = "se", *, command
     """Write summary.md, summary.csv, comparisons.csv and summary.png into ``out``."""
     paths = summary_paths(out)
     comparisons = compare(table, tie_rule)
-    mode = "w" if overwrite else "x"
     out.mkdir(parents=True, exist_ok=True)
     for key, text in (("summary_md", summary_markdown(table, comparisons, tie_rule, command=command,
                                                       main_rule=main_rule)),
                       ("summary_csv", summary_csv(comparisons)), ("comparisons_csv", comparisons_csv(comparisons))):
-        with open(paths[key], mode, encoding="utf-8") as handle:
-            handle.write(text)
+        write_file(paths[key], text, overwrite=overwrite)
     if comparisons:
-        plot_summary(table, comparisons, paths["summary_png"])
+        plot_summary(table, comparisons, paths["summary_png"], overwrite=overwrite)
     return {key: path for key, path in paths.items() if path.exists()}
 
 

@@ -30,6 +30,20 @@ class History:
     epoch_seconds: tuple[float, ...]
 
 
+def check_device(name: str) -> torch.device:
+    """The ``--device`` to train on, after a small computation there: a CPU build of torch asked for
+    ``cuda:0`` or ``meta`` (which holds no values) fails here with a ValueError, not in the first epoch."""
+    try:
+        device = torch.device(name)
+        probe = torch.ones(2, device=device)
+        (probe * 2).sum().item()
+    except (RuntimeError, AssertionError, NotImplementedError, ValueError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--device {name}: cannot train there ({message}); use cpu, or a device this torch "
+                         "build and machine have") from None
+    return device
+
+
 def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor | None]:
     """Shuffled index batches; ``[None]`` (all rows, in order) for full-batch training.
 
