@@ -1,5 +1,6 @@
 """metricc.budget: CPU-time budgets, interrupted by a watchdog thread, on every thread."""
 
+import functools
 import gc
 import math
 import platform
@@ -173,6 +174,20 @@ def test_an_alarm_inside_a_garbage_collector_callback_waits_for_the_budgeted_cod
         sys.unraisablehook = hook
     assert finished == ["callable", "start"]
     assert unraisable == []
+
+
+def test_a_gc_callback_without_python_code_does_not_stop_the_watchdog():
+    """A builtin callable in gc.callbacks (a functools.partial: its type's __call__ is a slot, no __code__) is
+    no callback the raise must wait for; looking for its code must not fail inside the watchdog (a survivor of
+    the budget's mutation run: a lookup without its default raised AttributeError there, and nothing fired)."""
+    builtin = functools.partial(lambda phase, info: None)
+    gc.callbacks.append(builtin)
+    try:
+        with pytest.raises(BudgetExceeded):
+            with time_budget(0.05):
+                _spin(5.0)
+    finally:
+        gc.callbacks.remove(builtin)
 
 
 def test_an_alarm_inside_a_weak_reference_callback_waits_for_the_budgeted_code():
