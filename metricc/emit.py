@@ -122,31 +122,18 @@ class EmitOptions:
     multiclass_relaxation: Relaxation | None = dataclasses.field(default=None, metadata={"option": False})
 
     def __post_init__(self):
-        # Every value is written into the generated source with repr(): each is converted here to the plain
-        # Python value it stands for (np.float64(0.5) is 0.5; its repr is not Python the module can run).
-        for name in ("from_logits", "sync", "grad_average", "validate"):
-            runtime.check_flag(name, getattr(self, name))
-        plain = {"zero_division": _real_number(self.zero_division), "momentum": _real_number(self.momentum),
-                 "num_classes": _whole_number(self.num_classes), "ignore_index": _whole_number(self.ignore_index)}
-        for name, value in plain.items():
-            object.__setattr__(self, name, value)
+        as_plain_values(self, reals=("zero_division", "momentum"), wholes=("num_classes", "ignore_index"))
         # The runtime owns these checks (a standalone module must carry them): its own messages.
-        runtime.check_zero_division(self.zero_division)
+        check_loss_options(self)
         if self.class_weights is not None and not isinstance(self.class_weights, str):
             raise TypeError("EmitOptions.class_weights bakes a rule such as 'inverse_square'; pass per-class "
                             "weights to the loss instead")
         runtime.check_task(self.task, self.num_classes, self.average, self.class_weights)
         runtime.check_choice("reduce", self.reduce, runtime.REDUCES)
         runtime.check_choice("reduction", self.reduction, runtime.REDUCTIONS)
-        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
-        runtime.check_momentum(self.momentum)
-        # Our own strings, whatever object compared equal to them (a str subclass may print itself as anything).
-        choices = {"task": runtime.TASKS, "average": runtime.AVERAGES,
-                   "class_weights": tuple(runtime.CLASS_WEIGHT_RULES), "reduce": runtime.REDUCES,
-                   "reduction": runtime.REDUCTIONS, "estimator": runtime.ESTIMATORS}
-        for name, allowed in choices.items():
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, _choice(name, getattr(self, name), allowed))
+        as_own_strings(self, {"task": runtime.TASKS, "average": runtime.AVERAGES,
+                              "class_weights": tuple(runtime.CLASS_WEIGHT_RULES), "reduce": runtime.REDUCES,
+                              "reduction": runtime.REDUCTIONS, "estimator": runtime.ESTIMATORS})
 
     def as_dict(self) -> dict:
         """The options that differ from the runtime's defaults, in the runtime's keyword names."""
@@ -154,6 +141,33 @@ class EmitOptions:
         always = ("from_logits", "zero_division", "task")
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("option", True)
                 and (f.name in always or getattr(self, f.name) != getattr(defaults, f.name))}
+
+
+def as_plain_values(options, *, reals=(), wholes=()) -> None:
+    """Set a frozen dataclass of options to the plain Python numbers its values stand for: every value is written
+    into the generated source with repr(), and np.float64(0.5)'s repr is not Python the module can run (issue 22).
+    What is not a number is left for the checks."""
+    for name in reals:
+        object.__setattr__(options, name, _real_number(getattr(options, name)))
+    for name in wholes:
+        object.__setattr__(options, name, _whole_number(getattr(options, name)))
+
+
+def check_loss_options(options) -> None:
+    """The options every generated loss has, a metric's and a problem's, by the runtime's own checks."""
+    for name in ("from_logits", "sync", "grad_average", "validate"):
+        runtime.check_flag(name, getattr(options, name))
+    runtime.check_zero_division(options.zero_division)
+    runtime.check_choice("estimator", options.estimator, runtime.ESTIMATORS)
+    runtime.check_momentum(options.momentum)
+
+
+def as_own_strings(options, choices: dict[str, tuple[str, ...]]) -> None:
+    """Set each named option (not None) to metricc's own string equal to it: a str subclass may print itself as
+    anything. Call after the checks, which give the messages for values that are not choices."""
+    for name, allowed in choices.items():
+        if getattr(options, name) is not None:
+            object.__setattr__(options, name, _choice(name, getattr(options, name), allowed))
 
 
 def _real_number(value):

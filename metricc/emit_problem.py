@@ -21,16 +21,18 @@ from .derive import Derivation
 from .derive_problem import ProblemDerivation, QuantityDerivation
 from .emit import (
     GENERATOR,
-    _choice,
     _docstring_text,
     _LocalNames,
-    _real_number,
     _temporary_names,
+    as_own_strings,
+    as_plain_values,
+    check_loss_options,
     loss_names,
     print_python,
     runtime_source,
 )
 from .metric import to_text
+from .runtime import ESTIMATORS
 
 LAGRANGIAN_PATH = Path(__file__).with_name("lagrangian.py")
 _GROUP_ARGUMENTS = ("TP_g", "FN_g", "FP_g", "TN_g")
@@ -57,23 +59,14 @@ class ProblemOptions:
     penalty: float = 0.0
 
     def __post_init__(self):
-        from . import runtime
         from .lagrangian import CONSTRAINT_RATES, MULTIPLIER_UPDATES, check_multiplier_options
 
-        # Every value is written into the generated source with repr(): plain Python values only (issue 22).
-        for name in ("zero_division", "momentum", "multiplier_lr", "max_multiplier", "penalty"):
-            object.__setattr__(self, name, _real_number(getattr(self, name)))
-        for name in ("from_logits", "sync", "grad_average", "validate"):
-            runtime.check_flag(name, getattr(self, name))
-        runtime.check_zero_division(self.zero_division)
-        runtime.check_choice("estimator", self.estimator, runtime.ESTIMATORS)
-        runtime.check_momentum(self.momentum)
+        as_plain_values(self, reals=("zero_division", "momentum", "multiplier_lr", "max_multiplier", "penalty"))
+        check_loss_options(self)
         check_multiplier_options(self.multiplier_lr, self.max_multiplier, self.multiplier_update,
                                  self.constraint_rates, self.penalty)
-        choices = {"estimator": runtime.ESTIMATORS, "multiplier_update": MULTIPLIER_UPDATES,
-                   "constraint_rates": CONSTRAINT_RATES}
-        for name, allowed in choices.items():  # our own strings, whatever object compared equal to them
-            object.__setattr__(self, name, _choice(name, getattr(self, name), allowed))
+        as_own_strings(self, {"estimator": ESTIMATORS, "multiplier_update": MULTIPLIER_UPDATES,
+                              "constraint_rates": CONSTRAINT_RATES})
 
     def as_dict(self) -> dict:
         defaults = ProblemOptions()

@@ -473,7 +473,7 @@ class ConstrainedMetricLoss(torch.nn.Module):
         groups = _check_groups(groups, input, definition)
         route = self._route(input, target, weight, groups is not None)
         batch = route.prepare(input, target, weight, self.validate, allow_empty=world > 1)
-        segments = _runtime.Segments(definition.groups, groups) if groups is not None else _runtime.Segments(1)
+        segments = _runtime.Segments(definition.groups, groups) if groups is not None else _runtime._WHOLE_BATCH
         threshold = definition.threshold
         with torch.no_grad():
             soft = segments.fold(route.path.table(batch))[..., 0]  # (4, G, 1)

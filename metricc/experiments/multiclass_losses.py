@@ -88,11 +88,16 @@ def parse_task_losses(text: str, task: str) -> list[TaskLoss]:
     specs = [parse_task_loss(entry, task) for entry in split_entries(text)]
     if not specs:
         raise TaskLossError("--losses is empty")
-    names = [spec.name for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise TaskLossError(f"loss {duplicates[0]!r} is listed twice")
+    repeated = first_repeated(spec.name for spec in specs)
+    if repeated is not None:
+        raise TaskLossError(f"loss {repeated!r} is listed twice")
     return specs
+
+
+def first_repeated(names) -> str | None:
+    """The first (in sorted order) of the names that occur more than once, or None."""
+    names = list(names)
+    return min((name for name in names if names.count(name) > 1), default=None)
 
 
 def parse_task_loss(entry: str, task: str) -> TaskLoss:

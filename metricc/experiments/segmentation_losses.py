@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .lovasz import lovasz_hinge, lovasz_softmax
+from .multiclass_losses import first_repeated
 
 REDUCTIONS = ("image", "batch")  # metricc.runtime.REDUCES, the study's default first
 BASELINE_CHANNELS = {"ce": 2, "bce": 1, "monai-dice": 1, "monai-dicece": 1, "monai-tversky": 1,
@@ -67,10 +68,9 @@ def parse_segmentation_losses(text: str) -> list[SegmentationLoss]:
     specs = [parse_segmentation_loss(entry) for entry in text.split(",") if entry.strip()]
     if not specs:
         raise SegmentationLossError("--losses is empty")
-    names = [spec.name for spec in specs]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise SegmentationLossError(f"loss {twice[0]!r} is listed twice")
+    repeated = first_repeated(spec.name for spec in specs)
+    if repeated is not None:
+        raise SegmentationLossError(f"loss {repeated!r} is listed twice")
     return specs
 
 
