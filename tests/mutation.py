@@ -16,10 +16,12 @@ there (nothing in the repository changes), and runs mutmut under ``nice``, one w
 It prints the counts and the mutation score, killed / (killed + survived + timeouts); mutants in code
 no selected test executes are counted apart ("no tests").
 
-For ``runtime`` the worker processes start with the selection's losses already compiled (a warm-up
-module imported before forking): a mutant of the runtime cannot change what sympy derives or what the
-emitter writes, and compiling each loss again in every worker would cost most of the run. ``relax`` and
-``derive`` start cold, since their mutants change exactly that.
+For ``runtime`` and ``emit`` the worker processes start with the selection's losses already compiled (a
+warm-up module imported before forking): a mutant of either cannot change what sympy derives or what the
+analysis proves, both cached apart from the module, and compiling each loss again in every worker would
+cost most of the run. A mutant of the emitter still runs: every compile emits the source again and imports
+it anew unless it is the very text the warm-up imported. ``relax`` and ``derive`` start cold, since their
+mutants change exactly what is cached.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ SELECTIONS = {
                "tests/test_hostile.py::test_every_expression_is_compiled_or_refused_within_the_budget",
                "tests/test_analyze.py::test_unknown_says_what_was_tried_and_names_the_time_budget_only_when_it_ran_out"],
     # The parser: the grammar, its refusals and positions, the written domain, hostile text, names, limits.
-    "parse": ["tests/test_parse.py", "tests/test_fuzz.py",
+    "parse": ["tests/test_parse.py", "tests/test_parse_refusals.py", "tests/test_fuzz.py",
               "tests/test_properties.py::test_printing_a_parsed_metric_and_parsing_it_again_gives_the_same_expression",
               "tests/test_properties.py::test_round_trip_regressions",
               "tests/test_properties.py::test_raw_expressions_parse_unless_their_symbols_cancel",
@@ -115,6 +117,10 @@ SELECTIONS = {
                 "tests/test_multiclass.py::test_multilabel_threshold_averaging_against_autograd",
                 "tests/test_multiclass.py::test_bad_class_batches_get_clear_errors"],
 }
+# Tests a selection's files hold that exercise nothing of the module but cost most of each mutant's run.
+DESELECT = {"emit": ["tests/test_curves.py::test_compiled_curve_loss_equals_eager"]}  # torch.compile: 13 s
+# Modules whose workers start with the selection's losses compiled (see the module's docstring).
+WARM = ("runtime", "emit")
 WARMUP = '''"""Imported by mutmut's fork server before it forks workers: compile the selection's losses once."""
 import warnings
 
@@ -164,12 +170,14 @@ def _copy_tree(destination: Path) -> None:
 
 
 def _settings(module: str, selection: list[str]) -> str:
-    also_copy = ["grammar"] + (["mutation_warmup.py"] if module == "runtime" else [])
+    also_copy = ["grammar"] + (["mutation_warmup.py"] if module in WARM else [])
+    deselect = [argument for node in DESELECT.get(module, []) for argument in ("--deselect", node)]
     lines = ["", "[tool.mutmut]", 'source_paths = ["metricc"]', f'only_mutate = ["metricc/{module}.py"]',
-             f"also_copy = {json.dumps(also_copy)}", 'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+             f"also_copy = {json.dumps(also_copy)}",
+             f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', *deselect])}",
              f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
              'process_isolation = "forkserver"', "timeout_multiplier = 4.0", "timeout_constant = 20.0"]
-    if module == "runtime":
+    if module in WARM:
         lines += ['forkserver_warmup = "import"', 'preload_modules_file = "mutation_warmup.txt"']
     return "\n".join(lines) + "\n"
 
@@ -261,7 +269,7 @@ def main(argv=None) -> int:
                      if entry.split("::")[0] not in args.without]
         with (folder / "pyproject.toml").open("a", encoding="utf-8") as handle:
             handle.write(_settings(args.module, selection))
-        if args.module == "runtime":
+        if args.module in WARM:
             (folder / "mutation_warmup.py").write_text(WARMUP.format(relaxations=RELAXATIONS))
             (folder / "mutation_warmup.txt").write_text("mutation_warmup\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "METRICC_PROFILE": "ci",
