@@ -81,7 +81,8 @@ SELECTIONS = {
                  "test_source_carries_metric_relaxation_parameters_and_derivation", "test_compile_is_cached_by_content",
                  "test_compiled_loss_pickles", "test_metric_names_land_in_code",
                  "test_cpu_float_path_equals_the_tensor_path", "test_cpu_float_path_leaves_undefined")],
-             "tests/test_derivation_text.py", "tests/test_curves.py", "tests/test_multiclass.py",
+             "tests/test_emit_golden.py", "tests/test_emit_parts.py", "tests/test_derivation_text.py",
+             "tests/test_curves.py", "tests/test_multiclass.py",
              "tests/test_fuzz.py::test_metric_names_become_identifiers_or_are_refused",
              "tests/test_fuzz.py::test_sources_and_descriptions_stay_inside_their_strings",
              "tests/test_hostile.py::test_numpy_option_values", "tests/test_hostile.py::test_non_finite_option_values",
@@ -131,7 +132,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     for name in catalog():
         for relaxation in {relaxations!r}:
-            metricc.compile_metric(name, relaxation=relaxation)
+            try:
+                metricc.compile_metric(name, relaxation=relaxation)
+            except ValueError:  # a curve metric needs a relaxation with a threshold: the tests expect the refusal
+                pass
     for name in ("f1", "mcc", "balanced_accuracy", "precision"):
         for task, relaxations in (("multiclass", ("anyloss", "identity")),
                                   ("multilabel", ("anyloss", "linear", "sol:distribution=cosine"))):

@@ -46,6 +46,13 @@ REFUSALS = [
     ("\x7fTP", None, "character U+007F is not allowed: metric expressions are plain ASCII", (1, 0, 1)),
     ("(TP\n + \u0422P)/n", None, "character U+0422 CYRILLIC CAPITAL LETTER TE is not allowed: metric expressions "
                                  "are plain ASCII", (2, 3, 1)),
+    ("\u0422P\n/n", None, "character U+0422 CYRILLIC CAPITAL LETTER TE is not allowed: metric expressions are plain "
+                         "ASCII", (1, 0, 1)),  # lines after the culprit move nothing
+    ("(TP\n+\nFN+\u0422)", None, "character U+0422 CYRILLIC CAPITAL LETTER TE is not allowed: metric expressions are "
+                                 "plain ASCII", (3, 3, 1)),  # the column counts from the last line break
+    ("(TP\n+ 1\n)/\x01n", None, "character U+0001 is not allowed: metric expressions are plain ASCII", (3, 2, 1)),
+    ("(" * 101 + "TP" + ")" * 101 + "\n+FN", None, "parentheses nested deeper than 100 levels", (1, 100, 1)),
+    ("(TP\n+\n" + "(" * 101 + "TP" + ")" * 102, None, "parentheses nested deeper than 100 levels", (3, 99, 1)),
     ("~TP", None, "'~' is not allowed; only + - * / ** and sqrt log exp abs min max are", (1, 0, 3)),
     ("not TP", None, "'not' is not allowed; only + - * / ** and sqrt log exp abs min max are", (1, 0, 6)),
     ("(TP)+" + "(" * 101 + "TP" + ")" * 101, None, "parentheses nested deeper than 100 levels", (1, 105, 1)),
