@@ -254,8 +254,8 @@ def main(argv=None) -> int:
         _report(args.module, _counts(folder))
         return 0
     names = []
-    if args.rerun_survivors:  # and the mutants no selected test executed, which new tests may
-        names = _survivors(folder, ("survived", "no tests"))
+    if args.rerun_survivors:  # and those that timed out, and those no selected test executed, which new tests may
+        names = _survivors(folder, ("survived", "no tests", "timeout"))
         shutil.rmtree(folder / "tests")
         shutil.copytree(ROOT / "tests", folder / "tests", ignore=shutil.ignore_patterns("__pycache__"))
         settings = (folder / "pyproject.toml").read_text(encoding="utf-8").split("\n[tool.mutmut]\n")[0]

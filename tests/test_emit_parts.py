@@ -11,6 +11,8 @@ import sympy
 from metricc import emit
 from metricc.metric import FN, TP
 
+from .ids import plain_id
+
 
 @pytest.mark.parametrize("metric_name, names", [
     ("f1", ("F1Loss", "f1_loss")),
@@ -22,12 +24,12 @@ from metricc.metric import FN, TP
     ("metric", ("CompiledMetricLoss", "metric_loss")),    # must not shadow the runtime's MetricLoss
     ("functional", ("FunctionalLoss", "compiled_functional_loss")),  # nor its functional_loss
     ("Recall_AT_k", ("RecallATKLoss", "recall_at_k_loss")),
-])
+], ids=plain_id)
 def test_loss_names(metric_name, names):
     assert emit.loss_names(metric_name) == names
 
 
-@pytest.mark.parametrize("metric_name", ["class", "3d", "a-b", ""])
+@pytest.mark.parametrize("metric_name", ["class", "3d", "a-b", ""], ids=plain_id)
 def test_loss_names_refuse_what_is_not_an_identifier(metric_name):
     with pytest.raises(ValueError) as info:
         emit.loss_names(metric_name)
@@ -42,7 +44,7 @@ class _Loud(str):
 @pytest.mark.parametrize("value, source", [
     (None, "None"), (True, "True"), (3, "3"), (0.5, "0.5"), (-0.0, "-0.0"), ("a'b", '"a\'b"'),
     (("x",), "('x',)"), ((1, 2.5), "(1, 2.5)"), ((), "()"), (_Loud("f1"), "'f1'"),
-])
+], ids=plain_id)
 def test_literals_are_read_back_as_the_same_value(value, source):
     assert emit._literal(value) == source
     assert eval(source) == value  # noqa: S307 - the literal's own round trip
@@ -51,7 +53,7 @@ def test_literals_are_read_back_as_the_same_value(value, source):
 @pytest.mark.parametrize("value, shown", [
     (float("nan"), "nan (float)"), ([1], "[1] (list)"), (1 + 2j, "(1+2j) (complex)"),
     (np.float64(0.5), "np.float64(0.5) (float64)"),
-])
+], ids=plain_id)
 def test_literals_refuse_what_python_would_not_read_back(value, shown):
     with pytest.raises(TypeError) as info:
         emit._literal(value)
@@ -75,7 +77,7 @@ def test_literals_refuse_what_python_would_not_read_back(value, shown):
     (sympy.Heaviside(TP - FN), "ops.heaviside(-FN + TP)"),
     (sympy.Min(TP, FN), "ops.minimum(FN, TP)"),
     (sympy.Max(TP, FN, 1), "ops.maximum(1, FN, TP)"),
-])
+], ids=plain_id)
 def test_printed_expressions_call_the_runtimes_ops(expr, source):
     assert emit.print_python(expr) == source
 
@@ -97,7 +99,7 @@ def test_a_constant_that_is_not_finite_is_not_printed():
     (dict(sync="yes"), TypeError, "sync must be True or False, got 'yes'"),
     (dict(grad_average=None), TypeError, "grad_average must be True or False, got None"),
     (dict(validate=0), TypeError, "validate must be True or False, got 0"),
-])
+], ids=plain_id)
 def test_options_are_refused_with_the_runtimes_message(options, error, message):
     with pytest.raises(error) as info:
         emit.EmitOptions(**options)
