@@ -12,6 +12,7 @@ from metricc import emit
 from metricc.metric import FN, TP
 
 from .ids import plain_id
+from .test_hostile import _Printing as _Loud  # a str whose repr() is code
 
 
 @pytest.mark.parametrize("metric_name, names", [
@@ -34,11 +35,6 @@ def test_loss_names_refuse_what_is_not_an_identifier(metric_name):
     with pytest.raises(ValueError) as info:
         emit.loss_names(metric_name)
     assert str(info.value) == f"metric name {metric_name!r} is not a valid Python identifier"
-
-
-class _Loud(str):
-    def __repr__(self):
-        return "__import__('os')"
 
 
 @pytest.mark.parametrize("value, source", [
