@@ -64,7 +64,7 @@ class MetricCodePrinter(PythonCodePrinter):
         if exponent == -sympy.S.Half:
             return f"1/ops.sqrt({self._print(base)})"
         if exponent == -1:
-            return f"1/{self.parenthesize(base, 1000)}"  # parenthesized unless an atom
+            return f"1/{self.parenthesize(base, 1000, strict=True)}"  # parenthesized unless an atom
         return super()._print_Pow(expr, rational=rational)
 
     def _call(self, function, *args):

@@ -4,12 +4,17 @@ Whatever reaches generated source passes through one of these; ``test_emit_golde
 text they make up, these say what each part does at its edges (and what it refuses, word for word).
 """
 
+import ast
+import types
+import warnings
+
 import numpy as np
 import pytest
 import sympy
 
+import metricc
 from metricc import emit
-from metricc.metric import FN, TP
+from metricc.metric import FN, FP, TP
 
 from .ids import plain_id
 from .test_hostile import _Printing as _Loud  # a str whose repr() is code
@@ -124,3 +129,35 @@ def test_local_names_are_numbered_when_taken():
     local = emit._LocalNames()
     assert [local.unique(name) for name in ("value", "value", "TP", "ops", "value")] == \
         ["value", "value_2", "TP_2", "ops_2", "value_3"]
+
+
+def test_an_inverse_of_an_atom_is_not_parenthesized():
+    assert emit.print_python(1 / TP) == "1/TP"
+
+
+def test_docstring_text_reads_back_as_the_text():
+    text = 'a \\ b """ c \0 d \\n'
+    escaped = emit._docstring_text(text)
+    assert escaped == 'a \\\\ b \\"\\"\\" c \\x00 d \\\\n'
+    assert ast.literal_eval('"""' + escaped + '"""') == text
+
+
+def test_temporaries_are_named_after_what_they_compute():
+    """A named sum, its square, its integer multiples (a minus sign spelled out), a temporary used only as a
+    denominator, and one used both as a denominator and elsewhere (a plain term)."""
+    x = sympy.symbols("x0:7", real=True)
+    substitutions = [(x[0], TP + FP), (x[1], x[0] ** 2), (x[2], 3 * x[0]), (x[3], -3 * x[0]),
+                     (x[4], TP + 2 * FN), (x[5], FN + 3 * TP), (x[6], x[0] ** -2)]
+    derivation = types.SimpleNamespace(common_subexpressions=substitutions,
+                                       outputs=[x[1] * x[2] * x[3] * x[6] / x[4] + x[5] + 1 / x[5]])
+    names = emit._temporary_names(derivation, emit._LocalNames())
+    assert [names[symbol] for symbol in x] == ["PP", "PP_squared", "PP_times_3", "PP_times_minus_3", "denominator",
+                                               "term", "inverse_PP_squared"]
+
+
+def test_a_written_domain_of_several_entries_guards_each():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines = metricc.compile_metric("TP/n*FP/FP*FN/FN").source.splitlines()
+    assert "    # the text divides by FP, FN, which simplification cancelled: undefined where it is 0" in lines
+    assert "    defined = (FP)/(FP) * (FN)/(FN)" in lines

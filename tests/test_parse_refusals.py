@@ -12,7 +12,7 @@ import pytest
 import sympy
 
 import metricc
-from metricc.metric import FN, FP, TP, Metric
+from metricc.metric import FN, FP, TP, Metric, parameter_symbol
 from metricc.parse import MAX_DEPTH, MAX_LENGTH, _Converter, parse, written_domain
 
 from .ids import numbered_ids, plain_id
@@ -38,6 +38,8 @@ REFUSALS = [
     ("2*TP/(2*TP+FP+FN", None, "invalid syntax: '(' was never closed", (1, 5, 1)),
     ("(TP\n + FN) +", None, "invalid syntax: invalid syntax", (2, 0, 1)),
     ("TP ++* FN", None, "invalid syntax: invalid syntax", (1, 5, 1)),
+    ("TP FP", None, "invalid syntax: invalid syntax", (1, 3, 2)),  # the caret spans what Python marks
+    ("TP/n + 1e300*1e300", None, "this constant is larger than 1e+308 in magnitude", (1, 13, 5)),  # at the operand
     ("1 + 2", None, "the expression uses no confusion symbol: a metric must depend on at least one of TP, FN, FP, "
                     "TN (or P, N, PP, PN, n)", (1, 0, 5)),
     ("TP - TP + 1", None, f"the expression simplifies to the constant 1 (TP cancels), {_NO_SYMBOL}", (1, 0, 11)),
@@ -145,6 +147,8 @@ def test_a_nul_byte_is_shown_as_a_space():
     ("TP/n", {"gamma": 1, "alpha": 2}, "params= gives 'alpha', 'gamma', which the expression does not use; its "
                                        "parameters are: none"),
     ("fbeta", {"gamma": 1}, "params= gives 'gamma', which metric 'fbeta' does not use; its parameters are: beta"),
+    ("tversky", {"gamma": 1}, "params= gives 'gamma', which metric 'tversky' does not use; its parameters are: "
+                              "alpha, beta"),
     ("TP*a/n", [("a", 1)], "params must be a mapping of names to numbers, not list"),
     ("TP*a/n", {"a": float("nan")}, "parameter 'a' must be finite, got nan"),
 ], ids=plain_id)
@@ -232,6 +236,9 @@ def test_an_exponent_is_nested_like_any_operand():
     ("TP*1" + "0" * 308, TP * sympy.Integer(10) ** 308),
     ("exp(709)*TP", TP * sympy.exp(709)),
     ("TP*(1_000.5)", TP * sympy.Rational(2001, 2)),     # digits grouped by underscores stay exact
+    ("0.1000000000000000000001*TP", TP * sympy.Rational(10 ** 21 + 1, 10 ** 22)),  # as written, not as a float
+    (f"{int(1e308)}*TP", TP * int(1e308)),              # the float 1e308 exactly, written as an integer
+    (f"{int(1e308) // 2}*2*TP", TP * int(1e308)),       # and computed
     ("TP**-(-1)", TP),
     ("min(2, 3)*TP", 2 * TP),                          # numbers fold
     ("max(TP, min(FN, 1))", sympy.Max(TP, sympy.Min(FN, 1, evaluate=False), evaluate=False)),
@@ -240,12 +247,32 @@ def test_values_at_the_edge_of_the_limits_are_accepted(text, expr):
     assert parse(text).expr == expr
 
 
-def test_min_and_max_of_symbols_stay_as_written():
+@pytest.mark.parametrize("text, outer, inner", [("max(FN, min(TP, max(FN, FP)))/n", sympy.Max, sympy.Min),
+                                                 ("min(FN, max(TP, min(FN, FP)))/n", sympy.Min, sympy.Max)],
+                         ids=["max", "min"])
+def test_min_and_max_of_symbols_stay_as_written(text, outer, inner):
     """Unevaluated: sympy's evaluated Max(FN, Min(TP, Max(FN, FP))) would not survive printing and parsing."""
-    metric = parse("max(FN, min(TP, max(FN, FP)))/n")
+    metric = parse(text)
     assert parse(metric.text()).expr == metric.expr
     numerator = sympy.fraction(metric.expr)[0]
-    assert numerator.func is sympy.Max and sympy.Min in {arg.func for arg in numerator.args}
+    assert numerator == outer(FN, inner(TP, outer(FN, FP, evaluate=False), evaluate=False), evaluate=False)
+
+
+def test_a_name_of_many_xs_is_not_a_parenthesis():
+    """Only ( [ { open a level and only ) ] } close one: a long name neither nests nor un-nests."""
+    name = "X" * (MAX_DEPTH + 1)
+    assert parse(f"{name}*TP/n", {name: 2.0}).expr.free_symbols >= {TP, FN}
+    with pytest.raises(metricc.MetricSyntaxError, match="parentheses nested deeper than 100 levels"):
+        parse(f"{name}*" + "(" * (MAX_DEPTH + 1) + "TP" + ")" * (MAX_DEPTH + 1), {name: 2.0})
+
+
+def test_a_catalog_metric_keeps_the_domain_its_parameter_values_give():
+    """focal_tversky with gamma = -1 is 1 - (TP + αFP + βFN)/(αFP + βFN): the power of the written fraction
+    cancels its denominator, which must still be non-zero."""
+    metric = parse("focal_tversky", {"gamma": -1.0})
+    alpha, beta = parameter_symbol("alpha"), parameter_symbol("beta")
+    assert metric.domain == (TP + alpha * FP + beta * FN,)
+    assert metric.param_values == {"alpha": 0.3, "beta": 0.7}
 
 
 def test_an_imaginary_value_that_reaches_the_last_guard_is_refused():
@@ -259,6 +286,11 @@ def test_an_imaginary_value_that_reaches_the_last_guard_is_refused():
                                   f"{_REAL}")
     assert (info.value.column, info.value.length) == (0, 2)
     assert converter._check_real(node, sympy.sqrt(TP)) == sympy.sqrt(TP)
+    # Imaginary once the parameter's value is in (sqrt(a*TP) with a = -1), or through a constant sympy keeps.
+    with pytest.raises(metricc.MetricSyntaxError, match="this is imaginary"):
+        _Converter("TP", {"a": -1.0})._check_real(node, sympy.sqrt(parameter_symbol("a") * TP))
+    with pytest.raises(metricc.MetricSyntaxError, match="this is imaginary"):
+        converter._check_real(node, (-1) ** sympy.Rational(1, 3) * TP)
 
 
 def test_a_parser_that_runs_out_of_recursion_is_a_refusal(monkeypatch):
@@ -301,6 +333,19 @@ DOMAINS = [
     ("TP/FN*(FN*FP)/(FN*FP)", [("FP", "nonzero", "TP/FN*(FN*FP)/(FN*FP)", "FP = 0")]),  # still divides by FN
     ("sqrt(FP-FN)**2*sqrt(TP-FN)**2/n", [("FP - FN + abs(FN - FP)", "positive", "sqrt(FP-FN)", "FP - FN ≤ 0"),
                                          ("TP - FN + abs(FN - TP)", "positive", "sqrt(TP-FN)", "TP - FN ≤ 0")]),
+    ("TP/n*(FP-FN)**(-1)*(FP-FN)", [("FP - FN", "nonzero", "(FP-FN)**(-1)", "FP - FN = 0")]),
+    ("TP/n*log(FP-FN)**0", [("FP - FN + abs(FN - FP)", "positive", "log(FP-FN)", "FP - FN ≤ 0")]),
+    ("sqrt(TP-FP)*(TP-FP)/(TP-FP)/n", [("TP - FP", "nonzero", "sqrt(TP-FP)*(TP-FP)/(TP-FP)", "TP - FP = 0")]),
+    ("TP/n*sqrt((TP-FP)/(TP-FN))**2", [  # the denominator's sign is unknown: the whole quotient must be > 0
+        ("(TP - FP)/(TP - FN) + abs((FP - TP)/(FN - TP))", "positive", "sqrt((TP-FP)/(TP-FN))",
+         "(TP - FP)/(TP - FN) ≤ 0")]),
+    ("TP/n*(TP/2-FP)/(TP/2-FP)", [("(1/2)*TP - FP", "nonzero", "TP/n*(TP/2-FP)/(TP/2-FP)", "(1/2)*TP - FP = 0")]),
+    ("TP/n*(TP/FP+1)/(TP/FP+1)", [("FP", "nonzero", "TP/FP", "FP = 0"),  # zero where its numerator is
+                                  ("FP + TP", "nonzero", "TP/n*(TP/FP+1)/(TP/FP+1)", "FP + TP = 0")]),
+    ("TP/n*(-FP-1)/(-FP-1)", []),         # never 0 on a batch, though negative
+    ("sqrt(TP-FP)*sqrt(FN-FP)*FP/FP/n", [("FP", "nonzero", "sqrt(TP-FP)*sqrt(FN-FP)*FP/FP", "FP = 0")]),  # both
+    ("sqrt(FN-FP)*sqrt(TP-FP)*FP/FP/n", [("FP", "nonzero", "sqrt(FN-FP)*sqrt(TP-FP)*FP/FP", "FP = 0")]),  # roots stay
+    ("TP/n*(FP-FN)/(FP-FN)/(FN-FP)", []),  # still divides by FN - FP, the same zero set up to sign
     ("sqrt(TP - FP)*FN/n", []),           # the expression still takes the root: the analysis sees its sign
     ("TP/n + sqrt(FP)**2", []),           # FP ≥ 0 on every batch: nothing lost
     ("TP/n*((FP+1)/(FP+1))", []),         # FP + 1 is never 0
