@@ -21,7 +21,8 @@ GOLDEN = Path(__file__).with_name("golden")
 
 # One case per part of the template: named sums and their roots (mcc), parameters and the multi-class
 # header (fbeta), a rule for class weights with pixels ignored per image (dice), the written domain and a
-# metric named like the runtime's own class (metric), thresholds averaged, a minimized metric, a curve.
+# metric named like the runtime's own class (metric), thresholds averaged, a minimized metric, a curve,
+# multi-label, and a reduction per image.
 CASES = {
     "f1": dict(metric="f1"),
     "mcc_linear": dict(metric="mcc", relaxation="linear"),
@@ -33,6 +34,11 @@ CASES = {
     "minimized": dict(metric="(FP + FN)/n", name="error_rate", direction="minimize", relaxation="sol",
                       estimator="running", momentum=0.5, validate=False, reduction="none"),
     "curve": dict(metric="curve_area(TP/P, FP/N)", name="auroc"),
+    # Multi-label with two parameters and two thresholds, pixels ignored but no class-weight rule; and a
+    # reduction per image with nothing ignored: the header's shapes and its reduction line without either.
+    "tversky_multilabel": dict(metric="tversky", task="multilabel", num_classes=3, thresholds=[0.3, 0.6],
+                               ignore_index=255),
+    "jaccard_per_image": dict(metric="jaccard", reduce="image"),
 }
 
 
