@@ -70,6 +70,7 @@ def test_literals_refuse_what_python_would_not_read_back(value, shown):
     (sympy.sqrt(2) * TP, "1.4142135623730951*TP"),
     (-sympy.sqrt(2), "(-1.4142135623730951)"),
     (sympy.pi, "3.141592653589793"),
+    (sympy.sqrt(2) / 4, "0.3535533905932738"),  # only a negative constant is parenthesized
     (sympy.Float(0.25) * TP, "0.25*TP"),
     (sympy.log(TP), "ops.log(TP)"),
     (sympy.exp(TP), "ops.exp(TP)"),
@@ -88,10 +89,16 @@ def test_a_constant_that_is_not_finite_is_not_printed():
         emit.print_python(-sympy.oo)
 
 
+_BINARY_HAS_ONE_CLASS = ("num_classes, average and class_weights apply to task='multiclass' or task='multilabel'; "
+                         "task='binary' has one class")
+
+
 @pytest.mark.parametrize("options, error, message", [
     (dict(task="nope"), ValueError, "task must be one of ('binary', 'multiclass', 'multilabel'), got 'nope'"),
     (dict(class_weights=[1.0]), TypeError, "EmitOptions.class_weights bakes a rule such as 'inverse_square'; pass "
                                            "per-class weights to the loss instead"),
+    (dict(average="macro"), ValueError, _BINARY_HAS_ONE_CLASS),
+    (dict(class_weights="inverse_square"), ValueError, _BINARY_HAS_ONE_CLASS),
     (dict(reduce="x"), ValueError, "reduce must be one of ('batch', 'image'), got 'x'"),
     (dict(reduction="x"), ValueError, "reduction must be one of ('mean', 'sum', 'none'), got 'x'"),
     (dict(estimator="x"), ValueError, "estimator must be one of ('batch', 'running'), got 'x'"),
