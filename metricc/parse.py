@@ -24,7 +24,7 @@ from .catalog import closest_names, lookup
 from .curves import CURVE_FUNCTIONS
 from .errors import MetricSyntaxError, Option
 from .metric import CONFUSION_SYMBOLS, DERIVED_SYMBOLS, Metric, parameter_symbol, to_text
-from .signs import orthant_zero_sets, positive, sign
+from .signs import face_zero_sets, sign
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 100
@@ -261,7 +261,7 @@ class _Converter:
                 continue  # a root at 0 is defined
             for factor in _zero_factors(argument):
                 bound = self._bound(factor)
-                if not bound.free_symbols & set(CONFUSION_SYMBOLS) or _never_zero(bound) or _never_zero(-bound):
+                if not bound.free_symbols & set(CONFUSION_SYMBOLS) or face_zero_sets(bound) == []:
                     continue  # never 0 on a batch
                 if _key(factor) & kept_zero:
                     continue
@@ -575,11 +575,6 @@ def written_domain(metric: Metric) -> dict[sympy.Expr, WrittenCondition]:
         return {}
     found = {lost.condition: lost for lost in converter.lost_conditions(expr)}
     return {condition: found[condition] for condition in metric.domain if condition in found}
-
-
-def _never_zero(expr: sympy.Expr) -> bool:
-    """``expr`` > 0 on every batch, proved from its structure (``-FP - 1`` is never 0 either: pass its negation)."""
-    return positive(expr) or orthant_zero_sets(expr) == []
 
 
 def _key(expr: sympy.Expr) -> set[sympy.Expr]:
